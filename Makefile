@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` (install, fetch models, redact real footage) and `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+REDACT := $(VENV)/bin/redact
+ARCH   := $(shell uname -m)
+# torch/torchvision pairs that install from the machine's local wheels (see README, "Installation")
+TORCH_x86_64  := torch==2.14.1 torchvision==0.29.1
+TORCH_aarch64 := torch==2.9.1 torchvision==0.24.1
+
+.PHONY: setup models demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q $(TORCH_$(ARCH))
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+models: setup
+	$(REDACT) models fetch
+
+# Real footage: the GRID talking-face clips and a street scene built from real annotated car and face photos
+# (../shared/evaldata), redacted with the default models; results land in demo/.
+demo: models
+	$(PY) benchmarks/make_demo.py demo/street.mp4
+	$(REDACT) run demo/street.mp4 ../shared/evaldata/video/grid/bbaf2n.mpg -o demo/out
+	@echo "redacted videos, transcripts and audit logs are in demo/out/"
+
+test: models
+	$(VENV)/bin/ruff check redact tests benchmarks
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check redact tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo

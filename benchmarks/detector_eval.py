@@ -1,0 +1,94 @@
+"""Per-image detector recall and precision on the real annotated photos in ../shared/evaldata.
+
+A ground-truth box counts as found when a detection overlaps it with IoU >= 0.3 (greedy one-to-one matching,
+highest score first). Plates: only one plate per photo is labelled, so unmatched detections are not all false
+positives; recall is the figure that chose the default plate model.
+
+    .venv/bin/python benchmarks/detector_eval.py                       # faces + every registered plate model
+    .venv/bin/python benchmarks/detector_eval.py --plates plate-fastanpr --no-faces
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+
+from redact.detect import CenterFaceDetector, YoloPlateDetector
+from redact.models import load_registry, resolve
+
+EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
+
+
+def load_gt(folder: Path) -> dict[str, np.ndarray]:
+    boxes: dict[str, list] = defaultdict(list)
+    with open(folder / "gt.csv") as f:
+        for row in csv.DictReader(f):
+            x, y, w, h = (float(row[k]) for k in "xywh")
+            boxes[row["image"]].append([x, y, x + w, y + h])
+    return {k: np.array(v, np.float32) for k, v in boxes.items()}
+
+
+def match(gt: np.ndarray, det: np.ndarray, score: np.ndarray, iou: float = 0.3) -> int:
+    """Number of ground-truth boxes matched one-to-one by detections at IoU >= `iou`."""
+    if not len(gt) or not len(det):
+        return 0
+    ious = torchvision.ops.box_iou(torch.from_numpy(det[np.argsort(-score)]), torch.from_numpy(gt)).numpy()
+    used, hits = set(), 0
+    for row in ious:
+        candidates = [j for j in np.argsort(-row) if row[j] >= iou and j not in used]
+        if candidates:
+            used.add(candidates[0])
+            hits += 1
+    return hits
+
+
+def evaluate(detector, folder: Path) -> dict:
+    gt = load_gt(folder)
+    tp = n_gt = n_det = 0
+    start = time.perf_counter()
+    for image, boxes in gt.items():
+        dets = detector([cv2.imread(str(folder / image))])[0]
+        tp += match(boxes, dets.xyxy, dets.score)
+        n_gt += len(boxes)
+        n_det += len(dets)
+    elapsed = time.perf_counter() - start
+    return {"images": len(gt), "objects": n_gt, "detections": n_det, "recall": round(tp / n_gt, 4),
+            "precision": round(tp / max(1, n_det), 4), "images_per_s": round(len(gt) / elapsed, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plates", nargs="*", help="plate model ids (default: every registered plate model)")
+    parser.add_argument("--no-faces", action="store_true")
+    parser.add_argument("--face-threshold", type=float, default=0.4)
+    parser.add_argument("--plate-threshold", type=float, default=0.25)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/detectors.json"))
+    args = parser.parse_args()
+    results = {}
+    if not args.no_faces:
+        path, digest, _ = resolve("centerface", "faces")
+        results["centerface"] = evaluate(CenterFaceDetector(path, digest, threshold=args.face_threshold),
+                                         EVALDATA / "faces")
+    plate_ids = args.plates if args.plates is not None else [m.id for m in load_registry().values() if m.task == "plates"]
+    for model_id in plate_ids:
+        path, digest, _ = resolve(model_id, "plates")
+        results[model_id] = evaluate(YoloPlateDetector(path, digest, threshold=args.plate_threshold),
+                                     EVALDATA / "plates")
+    print("| model | images | objects | recall | precision | images/s |\n|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['images']} | {r['objects']} | {r['recall']:.3f} | {r['precision']:.3f} | {r['images_per_s']} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,600 @@
+"""Leak-rate benchmark: does any face or licence plate stay visible in any frame of a redacted video?
+
+Method
+------
+1. Clips (benchmarks/synth.py): real annotated photos from ../shared/evaldata/faces and ../shared/evaldata/plates
+   are laid out on a textured canvas and filmed by a virtual camera with known motion (pan, zoom in/out,
+   handheld shake, a few degrees of roll), motion-blurred in proportion to each frame's motion and encoded
+   with libx264 (CRF 28) through PyAV. Ground truth per frame = the annotated boxes mapped by the same affine.
+   Object sizes are spread over the clips: faces about 12-120 px (min(w, h)), plates about 8-100 px (height).
+   Clips are seeded and cached in --work.
+2. Tools, same clips, same machine, one after the other, all redacting with solid black:
+   `redact` (this engine, library API, faces + plates, face_mode = plate_mode = "fill") and `deface` 1.5.0
+   (`--replacewith solid`, its defaults otherwise: threshold 0.2, mask-scale 1.3; faces only, so plate
+   figures are for `redact` alone).
+3. Measures on the decoded outputs against the decoded clean clip:
+   - a ground-truth box in a frame is *covered* when >= 70 % of its pixels that were not dark in the clean clip
+     (luma > 40) are near-black in the output (luma < 25 and every channel < 40); boxes with no such pixel are
+     not judged. Leak rate = share of judged box-frames not covered, overall and by size: faces >= 20 px
+     (target <= 1 %) and < 20 px by min(w, h) of the unclipped box; plates with height >= 10 px (target <= 5 %)
+     and < 10 px. Also the share of frames with any leak.
+   - background wrongly redacted = share of non-dark pixels outside every ground-truth box (boxes grown 1.3x,
+     the padding a redaction may add) that turned near-black (target <= 2 %). The photos carry unlabelled faces
+     and plates (background people and cars), which a good tool rightly redacts, so the same figure is also
+     given over the texture between photos only, where nothing should ever be redacted.
+   - frames per second of each tool over all clips, wall time including one model load / process start.
+4. `--diagnose` (redact only) records the detectors' raw output on every frame once, replays it through the
+   real tracking and smoothing (`Redactor.frames_with_boxes`) under variants of `RedactOptions`, scores
+   the redaction masks the same way, and sorts each leaked box-frame by cause: detector miss, tracking gap,
+   or a box present but too small. The replay is checked against the real run (same options) in the output.
+
+Command (from the project root; REDACT_HOME must point at the model cache):
+    REDACT_HOME=/tmp/rh .venv/bin/python benchmarks/leak_bench.py [--frames-per-clip 50] [--clips 6] \
+        [--work /tmp/redact-bench] [--size 1280x720] [--diagnose] [--out benchmarks/results/leak.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.synth import KINDS, Clip, ClipTruth, clip_specs, load_photos, make_clip  # noqa: E402
+from redact.anonymize import RedactionPolicy, anonymize  # noqa: E402
+from redact.detect import FACE, PLATE, Detections  # noqa: E402
+from redact.pipeline import RedactOptions, Redactor  # noqa: E402
+from redact.track import Smoother  # noqa: E402
+from redact.video import Frame, read_frames  # noqa: E402
+
+DARK_INPUT = 40  # luma at or below this in the clean clip: cannot tell redacted from dark, not judged
+BLACK_LUMA, BLACK_CHANNEL = 25, 40  # near-black output pixel
+COVERED = 0.70  # share of judged pixels that must be near-black
+BACKGROUND_GROW = 1.3  # ground-truth boxes grown by this before counting background pixels
+BUCKETS = {
+    "faces": (("faces >= 20 px", 20.0, math.inf), ("faces < 20 px", 0.0, 20.0)),
+    "plates": (("plates h >= 10 px", 10.0, math.inf), ("plates h < 10 px", 0.0, 10.0)),
+}
+TARGETS = {"faces >= 20 px": 0.01, "plates h >= 10 px": 0.05, "background": 0.02}
+CLASS_OF = {"faces": FACE, "plates": PLATE}
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def luma(bgr: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+
+
+def near_black(bgr: np.ndarray) -> np.ndarray:
+    return (luma(bgr) < BLACK_LUMA) & (bgr.max(axis=2) < BLACK_CHANNEL)
+
+
+def _ints(box: np.ndarray, w: int, h: int) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    return max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+
+
+def grow(boxes: np.ndarray, factor: float) -> np.ndarray:
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * factor
+    return np.concatenate([c - half, c + half], axis=1)
+
+
+@dataclass
+class Score:
+    """One tool on one clip: coverage of every ground-truth row, and background pixel counts."""
+
+    clip: str
+    kind: str
+    coverage: np.ndarray  # per truth row; NaN where no pixel could be judged
+    size: np.ndarray
+    frame: np.ndarray
+    obj: np.ndarray
+    bg_pixels: int = 0
+    bg_black: int = 0
+    texture_pixels: int = 0
+    texture_black: int = 0
+    frames: int = 0
+
+
+def score_frames(clip: Clip, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Score:
+    """Score (clean-luma, blacked-mask) pairs, one per frame in order, against the clip's truth."""
+    truth: ClipTruth = clip.truth
+    cov = np.full(len(truth.frame), np.nan, np.float64)
+    s = Score(clip.spec.name, clip.spec.kind, cov, truth.size, truth.frame, truth.obj)
+    for t, (y, blacked) in enumerate(pairs):
+        h, w = y.shape
+        lit = y > DARK_INPUT
+        allowed = np.zeros((h, w), bool)
+        rows = truth.rows(t)
+        for r in rows:
+            x1, y1, x2, y2 = _ints(truth.box[r], w, h)
+            judged = lit[y1:y2, x1:x2]
+            n = int(judged.sum())
+            if n:
+                cov[r] = float(blacked[y1:y2, x1:x2][judged].sum()) / n
+        for box in grow(truth.full[rows], BACKGROUND_GROW) if len(rows) else ():
+            x1, y1, x2, y2 = _ints(box, w, h)
+            allowed[y1:y2, x1:x2] = True
+        bg = lit & ~allowed
+        texture = bg & ~truth.photo_mask(t, w, h)
+        s.bg_pixels += int(bg.sum())
+        s.bg_black += int((bg & blacked).sum())
+        s.texture_pixels += int(texture.sum())
+        s.texture_black += int((texture & blacked).sum())
+        s.frames += 1
+    if s.frames != truth.frames:
+        raise RuntimeError(f"{clip.spec.name}: scored {s.frames} frames, the clip has {truth.frames}")
+    return s
+
+
+def score_video(clip: Clip, output: Path) -> Score:
+    """Score a tool's output video against the clean clip, frame by frame (frame counts must agree)."""
+
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        clean, out = read_frames(clip.video), read_frames(output)
+        for a, b in zip(clean, out, strict=True):
+            if a.image.shape != b.image.shape:
+                raise RuntimeError(f"{output}: frame size {b.image.shape} differs from the clip's {a.image.shape}")
+            yield luma(a.image), near_black(b.image)
+
+    return score_frames(clip, pairs())
+
+
+def _rate(bad: int, total: int) -> float | None:
+    return round(bad / total, 5) if total else None
+
+
+def summarize(scores: list[Score], kind: str) -> dict:
+    """Leak rates (overall, per size bucket, per clip, per frame) and background rates over some clips."""
+    cov = np.concatenate([s.coverage for s in scores])
+    size = np.concatenate([s.size for s in scores])
+    judged = ~np.isnan(cov)
+    leaked = judged & (np.nan_to_num(cov, nan=1.0) < COVERED)
+    out: dict = {
+        "box_frames": int(judged.sum()), "not_judged": int((~judged).sum()), "leaked": int(leaked.sum()),
+        "leak": _rate(int(leaked.sum()), int(judged.sum())), "buckets": {},
+    }
+    for name, lo, hi in BUCKETS[kind]:
+        inb = judged & (size >= lo) & (size < hi)
+        out["buckets"][name] = {"box_frames": int(inb.sum()), "leaked": int((leaked & inb).sum()),
+                                "leak": _rate(int((leaked & inb).sum()), int(inb.sum()))}
+    frames_any = frames_leak = 0
+    per_clip = {}
+    for s in scores:
+        j = ~np.isnan(s.coverage)
+        lk = j & (np.nan_to_num(s.coverage, nan=1.0) < COVERED)
+        frames_any += len(np.unique(s.frame[j]))
+        frames_leak += len(np.unique(s.frame[lk]))
+        per_clip[s.clip] = {"box_frames": int(j.sum()), "leaked": int(lk.sum()),
+                            "leak": _rate(int(lk.sum()), int(j.sum())),
+                            "median_size": round(float(np.median(s.size)), 1) if len(s.size) else None}
+    out["frames_with_truth"] = frames_any
+    out["frames_with_leak"] = frames_leak
+    out["frame_leak"] = _rate(frames_leak, frames_any)
+    bg_p, bg_b = sum(s.bg_pixels for s in scores), sum(s.bg_black for s in scores)
+    tx_p, tx_b = sum(s.texture_pixels for s in scores), sum(s.texture_black for s in scores)
+    out["background"] = _rate(bg_b, bg_p)
+    out["background_texture_only"] = _rate(tx_b, tx_p)
+    out["clips"] = per_clip
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- tools
+
+
+def engine_options(overrides: dict | None = None, **extra) -> RedactOptions:
+    """The engine's options for this benchmark: CPU, solid black fill for both classes, plus overrides."""
+    return RedactOptions(device="cpu", face_mode="fill", plate_mode="fill", **{**(overrides or {}), **extra})
+
+
+def run_redact(clips: list[Clip], outdir: Path, options: RedactOptions) -> tuple[dict[str, Path], dict]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    redactor = Redactor(options)
+    loaded = time.perf_counter()
+    outputs = {}
+    frames = 0
+    for clip in clips:
+        result = redactor.run(clip.video, outdir)
+        outputs[clip.spec.name] = result.video
+        frames += result.frames
+    end = time.perf_counter()
+    return outputs, {"frames": frames, "wall_s": round(end - start, 2), "load_s": round(loaded - start, 2),
+                     "fps": round(frames / (end - start), 3), "fps_without_load": round(frames / (end - loaded), 3)}
+
+
+def deface_exe() -> str:
+    exe = Path(sys.executable).with_name("deface")
+    return str(exe) if exe.exists() else (shutil.which("deface") or "deface")
+
+
+DEFACE_ARGS = ["--replacewith", "solid", "--ffmpeg-config", json.dumps({"codec": "libx264", "macro_block_size": 1})]
+
+
+def run_deface(clips: list[Clip], outdir: Path) -> tuple[dict[str, Path], dict]:
+    """deface on all clips in one process (so its start-up is paid once, like the engine's model load)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    inputs = []
+    for clip in clips:
+        link = outdir / clip.video.name
+        link.unlink(missing_ok=True)
+        link.symlink_to(clip.video.resolve())
+        (outdir / f"{clip.video.stem}_anonymized.mp4").unlink(missing_ok=True)
+        inputs.append(str(link))
+    start = time.perf_counter()
+    proc = subprocess.run([deface_exe(), *inputs, *DEFACE_ARGS], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    outputs = {c.spec.name: outdir / f"{c.video.stem}_anonymized.mp4" for c in clips}
+    missing = [str(p) for p in outputs.values() if not p.exists()]
+    if proc.returncode or missing:
+        raise RuntimeError(f"deface failed (rc {proc.returncode}, missing {missing}): {proc.stderr[-2000:]}")
+    frames = sum(c.truth.frames for c in clips)
+    return outputs, {"frames": frames, "wall_s": round(wall, 2), "fps": round(frames / wall, 3)}
+
+
+def deface_startup(work: Path) -> float:
+    """Seconds deface needs to start, load its model and write a 2-frame clip: its fixed cost per process."""
+    import av
+
+    path = work / "deface-startup.mp4"
+    if not path.exists():
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("libx264", rate=30)
+            s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+            for _ in range(2):
+                c.mux(s.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="bgr24")))
+            c.mux(s.encode(None))
+    start = time.perf_counter()
+    subprocess.run([deface_exe(), str(path), "-o", str(work / "deface-startup-out.mp4"), *DEFACE_ARGS],
+                   capture_output=True, check=True)
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------- diagnosis
+
+
+def detect_all(clip: Clip, redactor: Redactor, cache: Path) -> list[Detections]:
+    """Raw detections of every detector of `redactor` on every frame of the clip (cached in `cache`)."""
+    tag = "-".join(f"{d.weights.stem}-t{d.threshold}-s{getattr(d, 'scale', '')}-i{getattr(d, 'imgsz', '')}"
+                   for d in redactor.detectors)
+    path = cache / f"{clip.spec.name}.dets-{tag}.npz"
+    if not path.exists():
+        rows = []
+        for frame in read_frames(clip.video):
+            dets = Detections.merge([d([frame.image])[0] for d in redactor.detectors])
+            rows.extend([frame.index, *b, s, c] for b, s, c in zip(dets.xyxy, dets.score, dets.cls, strict=True))
+        tmp = path.with_name(f".{path.name}.partial.npz")
+        np.savez(tmp, rows=np.array(rows, np.float64).reshape(-1, 7))
+        os.replace(tmp, path)
+    with np.load(path) as z:
+        rows = z["rows"]
+    out = []
+    for t in range(clip.truth.frames):
+        r = rows[rows[:, 0] == t]
+        out.append(Detections(r[:, 1:5], r[:, 5], r[:, 6].astype(np.int64)))
+    return out
+
+
+class Replay:
+    """A Detector that answers from recorded detections; the 'image' it gets is the frame index."""
+
+    def __init__(self, cls: int, per_frame: list[Detections], threshold: float):
+        self.cls, self.weights, self.sha256 = cls, Path("replay"), "replay"
+        self.per_frame = [d[(d.cls == cls) & (d.score >= threshold)] for d in per_frame]
+        self.asked: list[int] = []
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        index = [int(f.reshape(-1)[0]) for f in frames]
+        self.asked.extend(index)
+        return [self.per_frame[i] for i in index]
+
+
+def replay_boxes(redactor: Redactor, per_frame: list[Detections]) -> tuple[list[Detections], dict[int, Replay]]:
+    """Final boxes per frame from the real tracking/smoothing code, fed with recorded detections."""
+    o = redactor.options
+    replays = {FACE: Replay(FACE, per_frame, o.face_threshold), PLATE: Replay(PLATE, per_frame, o.plate_threshold)}
+    redactor.detectors = [replays[c] for c, on in ((FACE, o.faces), (PLATE, o.plates)) if on]
+    frames = (Frame(i, i, np.array([i], np.int64)) for i in range(len(per_frame)))
+    boxes = [b for _, b in redactor.frames_with_boxes(frames, Smoother(redactor.track_policy))]
+    return boxes, replays
+
+
+def blacked_mask(boxes: Detections, h: int, w: int) -> np.ndarray:
+    """Pixels the engine's `anonymize` fills for these boxes (fill mode), as a boolean mask."""
+    canvas = np.full((h, w, 3), 255, np.uint8)
+    anonymize(canvas, boxes, RedactionPolicy(modes=("fill", "fill")))
+    return canvas[..., 0] == 0
+
+
+def match(dets: np.ndarray, box: np.ndarray) -> bool:
+    """A detection belongs to a truth box: IoU >= 0.3, or the box centre lies inside the detection."""
+    if not len(dets):
+        return False
+    ix = np.clip(np.minimum(dets[:, 2], box[2]) - np.maximum(dets[:, 0], box[0]), 0, None)
+    iy = np.clip(np.minimum(dets[:, 3], box[3]) - np.maximum(dets[:, 1], box[1]), 0, None)
+    inter = ix * iy
+    union = (dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    inside = (dets[:, 0] <= cx) & (cx <= dets[:, 2]) & (dets[:, 1] <= cy) & (cy <= dets[:, 3])
+    return bool(((inter / np.maximum(union, 1e-6)) >= 0.3).any() or inside.any())
+
+
+def classify(clip: Clip, score: Score, replay: Replay, redactor: Redactor) -> list[dict]:
+    """Why each leaked box-frame leaked: detector miss, tracking gap, or box too small / misplaced."""
+    truth, o = clip.truth, redactor.options
+    detected_frames = sorted(set(replay.asked))
+    hits: dict[int, list[int]] = {}  # object -> detected frames where a detection matched it
+    for t in detected_frames:
+        dets = replay.per_frame[t].xyxy
+        for r in truth.rows(t):
+            if match(dets, truth.box[r]):
+                hits.setdefault(int(truth.obj[r]), []).append(t)
+    out = []
+    cov = score.coverage
+    for r in np.flatnonzero(~np.isnan(cov) & (np.nan_to_num(cov, nan=1.0) < COVERED)):
+        t, obj = int(truth.frame[r]), int(truth.obj[r])
+        seen = hits.get(obj, [])
+        near = [f for f in seen if abs(f - t) <= o.max_gap]
+        if cov[r] > 0.05:
+            cause = "box too small or offset (detected this frame)" if t in seen else "box too small or offset (held)"
+        elif not seen:
+            cause = "detector miss: never detected in the clip"
+        elif not near:
+            cause = f"detector miss: not detected within +-{o.max_gap} frames"
+        else:
+            cause = "tracking gap: detected nearby, no box this frame"
+        out.append({"clip": clip.spec.name, "frame": t, "obj": obj, "size": round(float(truth.size[r]), 1),
+                    "coverage": round(float(cov[r]), 3), "cause": cause})
+    return out
+
+
+RECORD_THRESHOLD = {"face_threshold": 0.15, "plate_threshold": 0.05}  # variants may not go below these
+
+
+def simulate(clips: list[Clip], kind: str, options: RedactOptions, work: Path, lumas: dict[str, list[np.ndarray]],
+             with_causes: bool = False) -> tuple[dict, list[dict]]:
+    """The engine (both detectors, as in the real run) replayed from recorded detections, scored like a run."""
+    for key, floor in RECORD_THRESHOLD.items():
+        if getattr(options, key) < floor:
+            raise SystemExit(f"--diagnose: {key} below {floor} needs detections recorded at a lower threshold")
+    record = Redactor(dataclasses.replace(options, **RECORD_THRESHOLD))
+    redactor = Redactor(options)
+    cache = work / "detections"
+    cache.mkdir(parents=True, exist_ok=True)
+    scores, causes = [], []
+    for clip in clips:
+        boxes, replays = replay_boxes(redactor, detect_all(clip, record, cache))
+        ys = lumas[clip.spec.name]
+        score = score_frames(clip, ((y, blacked_mask(b, *y.shape)) for y, b in zip(ys, boxes, strict=True)))
+        scores.append(score)
+        if with_causes:
+            causes.extend(classify(clip, score, replays[CLASS_OF[kind]], redactor))
+    return summarize(scores, kind), causes
+
+
+def cause_table(causes: list[dict], kind: str) -> dict:
+    table: dict[str, dict[str, int]] = {}
+    for c in causes:
+        bucket = next(name for name, lo, hi in BUCKETS[kind] if lo <= c["size"] < hi)
+        table.setdefault(c["cause"], {}).setdefault(bucket, 0)
+        table[c["cause"]][bucket] += 1
+    return table
+
+
+FACE_VARIANTS: list[tuple[str, dict]] = [
+    ("default", {}),
+    ("face_threshold=0.3", {"face_threshold": 0.3}),
+    ("face_threshold=0.25", {"face_threshold": 0.25}),
+    ("face_threshold=0.2", {"face_threshold": 0.2}),
+    ("detect_every=1", {"detect_every": 1}),
+    ("face_dilate=1.5", {"face_dilate": 1.5}),
+    ("face_dilate=1.6", {"face_dilate": 1.6}),
+    ("pad_frames=15", {"pad_frames": 15}),
+    ("face_threshold=0.3,face_dilate=1.5", {"face_threshold": 0.3, "face_dilate": 1.5}),
+    ("face_threshold=0.25,face_dilate=1.6", {"face_threshold": 0.25, "face_dilate": 1.6}),
+    ("face_threshold=0.3,face_dilate=1.5,detect_every=1",
+     {"face_threshold": 0.3, "face_dilate": 1.5, "detect_every": 1}),
+]
+PLATE_VARIANTS: list[tuple[str, dict]] = [
+    ("default", {}),
+    ("plate_threshold=0.15", {"plate_threshold": 0.15}),
+    ("plate_threshold=0.1", {"plate_threshold": 0.1}),
+    ("detect_every=1", {"detect_every": 1}),
+    ("plate_dilate=1.4", {"plate_dilate": 1.4}),
+    ("pad_frames=15", {"pad_frames": 15}),
+    ("plate_threshold=0.15,plate_dilate=1.4", {"plate_threshold": 0.15, "plate_dilate": 1.4}),
+    ("plate_threshold=0.15,plate_dilate=1.4,detect_every=1", {"plate_threshold": 0.15, "plate_dilate": 1.4,
+                                                               "detect_every": 1}),
+]
+
+
+def diagnose(clips: list[Clip], kind: str, base: dict, work: Path, extra_variants: list[tuple[str, dict]]) -> dict:
+    """Replay recorded detections through the engine's tracking under option variants; causes for the default.
+
+    Thresholds and tracking options are replayed from one recording; a variant that changes the detector
+    itself (model, face_scale, plate_imgsz) gets its own recording (slow on CPU: every frame, both detectors).
+    """
+    start = time.perf_counter()
+    lumas = {c.spec.name: [luma(f.image) for f in read_frames(c.video)] for c in clips}
+    variants = (FACE_VARIANTS if kind == "faces" else PLATE_VARIANTS) + extra_variants
+    results, causes = {}, []
+    for name, change in variants:
+        summary, c = simulate(clips, kind, engine_options({**base, **change}), work, lumas,
+                              with_causes=name == "default")
+        causes = c or causes
+        results[name] = {k: summary[k] for k in ("leak", "buckets", "frame_leak", "background",
+                                                  "background_texture_only")}
+        b = summary["buckets"]
+        print(f"  [{kind}] {name:55s} leak {_pct(summary['leak'])} "
+              + " ".join(f"{k} {_pct(v['leak'])}" for k, v in b.items())
+              + f" bg {_pct(summary['background'])} tex {_pct(summary['background_texture_only'])}"
+              + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    largest = sorted(causes, key=lambda c: -c["size"])[:40]
+    return {"variants": results, "causes_default": cause_table(causes, kind), "largest_leaks_default": largest}
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def table(results: dict) -> str:
+    tools = list(results["tools"])
+    lines = ["| measure | target | " + " | ".join(tools) + " |", "|---|---|" + "---|" * len(tools)]
+
+    def row(label: str, target: str, get) -> None:
+        cells = []
+        for t in tools:
+            try:
+                cells.append(get(results["tools"][t]))
+            except (KeyError, TypeError):
+                cells.append("-")
+        lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
+
+    def leak(d: dict) -> str:
+        return f"{_pct(d['leak'])} ({d['leaked']}/{d['box_frames'] if 'box_frames' in d else 0})"
+
+    for kind in KINDS:
+        if not any(kind in results["tools"][t] for t in tools):
+            continue
+        row(f"{kind}: leak, all box-frames", "", lambda r, k=kind: leak(r[k]))
+        for name, _, _ in BUCKETS[kind]:
+            tgt = f"<= {_pct(TARGETS[name])}" if name in TARGETS else ""
+            row(f"{kind}: leak, {name}", tgt, lambda r, k=kind, n=name: leak(r[k]["buckets"][n]))
+        row(f"{kind}: frames with any leak", "", lambda r, k=kind: f"{_pct(r[k]['frame_leak'])} "
+            f"({r[k]['frames_with_leak']}/{r[k]['frames_with_truth']})")
+        row(f"{kind} clips: background wrongly redacted", f"<= {_pct(TARGETS['background'])}",
+            lambda r, k=kind: _pct(r[k]["background"]))
+        row(f"{kind} clips: same, texture between photos only", "",
+            lambda r, k=kind: _pct(r[k]["background_texture_only"]))
+        row(f"{kind} clips: frames/s (incl. model load)", "", lambda r, k=kind: f"{r[k]['speed']['fps']:.2f}")
+    return "\n".join(lines)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, h = text.lower().split("x")
+    return int(w), int(h)
+
+
+def parse_set(items: list[str]) -> dict:
+    fields = {f.name: f for f in dataclasses.fields(RedactOptions)}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--set: unknown RedactOptions field '{key}'")
+        kind = type(getattr(RedactOptions(), key))
+        out[key] = kind(value) if kind is not bool else value.lower() in ("1", "true", "yes")
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames-per-clip", type=int, default=50)
+    ap.add_argument("--clips", type=int, default=6, help="clips per class")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/redact-bench"), help="clip cache and outputs")
+    ap.add_argument("--size", type=parse_size, default=(1280, 720), help="frame size WxH")
+    ap.add_argument("--crf", type=int, default=28, help="libx264 CRF of the generated clips")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--classes", default="faces,plates")
+    ap.add_argument("--tools", default="redact,deface")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="RedactOptions override for the engine (repeatable), e.g. --set face_threshold=0.3")
+    ap.add_argument("--diagnose", action="store_true", help="replay recorded detections under option variants")
+    ap.add_argument("--variant", action="append", default=[], metavar="F=V[,F=V]",
+                    help="extra option variant for --diagnose (repeatable)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "leak.json")
+    args = ap.parse_args(argv)
+    kinds = [k for k in args.classes.split(",") if k]
+    tools = [t for t in args.tools.split(",") if t]
+    overrides = parse_set(args.set)
+    width, height = args.size
+    clips_dir = args.work / "clips"
+    run_dir = args.work / "out"
+
+    results: dict = {
+        "method": {"covered": f">= {COVERED:.0%} of pixels with clean luma > {DARK_INPUT} near-black "
+                              f"(luma < {BLACK_LUMA}, all channels < {BLACK_CHANNEL})",
+                   "background": f"outside truth boxes grown {BACKGROUND_GROW}x, clean luma > {DARK_INPUT}",
+                   "size": "faces: min(w, h) of the unclipped truth box; plates: its height", "targets": TARGETS},
+        "config": {"frames_per_clip": args.frames_per_clip, "clips_per_class": args.clips, "size": [width, height],
+                   "crf": args.crf, "seed": args.seed, "redact_options": dataclasses.asdict(engine_options(overrides)),
+                   "deface_args": DEFACE_ARGS},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": os.getloadavg()},
+        "clips": {}, "tools": {t: {} for t in tools},
+    }
+    all_clips: dict[str, list[Clip]] = {}
+    for kind in kinds:
+        photos = load_photos(kind)
+        start = time.perf_counter()
+        specs = clip_specs(kind, args.clips, args.frames_per_clip, width, height, args.seed, args.crf)
+        all_clips[kind] = [make_clip(s, photos, clips_dir) for s in specs]
+        print(f"[{kind}] {len(all_clips[kind])} clips ready in {time.perf_counter() - start:.0f} s", flush=True)
+        for c in all_clips[kind]:
+            results["clips"][c.spec.name] = {**dataclasses.asdict(c.spec), "truth_rows": int(len(c.truth.frame)),
+                                             "size_range": [round(float(c.truth.size.min()), 1),
+                                                            round(float(c.truth.size.max()), 1)]}
+
+    if "deface" in tools and "faces" in kinds:
+        results["tools"]["deface"]["startup_s"] = round(deface_startup(args.work), 2)
+    for kind in kinds:
+        clips = all_clips[kind]
+        for tool in tools:
+            if tool == "deface" and kind != "faces":
+                continue
+            print(f"[{kind}] running {tool} ...", flush=True)
+            if tool == "redact":
+                outputs, speed = run_redact(clips, run_dir / "redact" / kind, engine_options(overrides))
+            elif tool == "deface":
+                outputs, speed = run_deface(clips, run_dir / "deface" / kind)
+            else:
+                raise SystemExit(f"unknown tool {tool}")
+            print(f"[{kind}] {tool}: {speed['frames']} frames in {speed['wall_s']} s ({speed['fps']} fps); scoring",
+                  flush=True)
+            summary = summarize([score_video(c, outputs[c.spec.name]) for c in clips], kind)
+            summary["speed"] = speed
+            results["tools"][tool][kind] = summary
+            print(f"[{kind}] {tool}: leak {_pct(summary['leak'])} "
+                  + " ".join(f"{k} {_pct(v['leak'])}" for k, v in summary["buckets"].items())
+                  + f" background {_pct(summary['background'])}", flush=True)
+    if args.diagnose:
+        extra = [(v, parse_set(v.split(","))) for v in args.variant]
+        results["diagnosis"] = {}
+        for kind in kinds:
+            results["diagnosis"][kind] = diagnose(all_clips[kind], kind, overrides, args.work, extra)
+    results["machine"]["load_avg_end"] = os.getloadavg()
+
+    text = table(results)
+    print()
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.partial")
+    tmp.write_text(json.dumps({**results, "table_markdown": text}, indent=1, default=float) + "\n")
+    os.replace(tmp, args.out)
+    print(f"\nwrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

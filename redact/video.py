@@ -1,0 +1,258 @@
+"""Video I/O with PyAV: decode every frame with its timestamp, encode H.264 MP4 with the same timestamps.
+
+Frames keep their presentation timestamps, so variable-frame-rate footage stays variable and the frame count
+never changes. Display rotation is applied to the pixels on decode (as ffmpeg's autorotate does): detectors see
+upright faces and the output displays exactly as the input did, without relying on players honouring a matrix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from redact.errors import MediaError
+
+# Audio codecs the MP4 muxer takes as they are; anything else (PCM in AVI/MOV, for instance) becomes AAC.
+MP4_AUDIO_COPY = {"aac", "mp3", "mp2", "ac3", "eac3", "alac", "opus", "flac"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    width: int  # as displayed, after rotation
+    height: int
+    fps: float  # average rate; frame timing itself comes from each frame's pts
+    frames: int  # counted by `probe(count=True)`, else the container's estimate (0 when unknown)
+    duration: float
+    rotation: int  # degrees the stored picture is turned for display
+    codec: str
+    time_base: Fraction
+    audio_codec: str | None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int
+    pts: int  # in VideoInfo.time_base
+    image: np.ndarray  # HxWx3 uint8 BGR, upright
+
+
+def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"{p}: no such file")
+    if not p.is_file():
+        raise MediaError(f"{p}: not a regular file")
+    if p.stat().st_size == 0:
+        raise MediaError(f"{p}: file is empty")
+    try:
+        container = av.open(str(p), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise MediaError(f"{p}: not a readable media file ({e.strerror if hasattr(e, 'strerror') else e})") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{p}: has no video stream")
+    return container
+
+
+def _rotation(stream: av.video.stream.VideoStream, first: av.VideoFrame | None) -> int:
+    if first is not None and first.rotation:
+        return int(first.rotation) % 360
+    return 0
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn stored pixels into display orientation. PyAV reports the display matrix angle counter-clockwise."""
+    if rotation == 0:
+        return image
+    return np.ascontiguousarray(np.rot90(image, k=rotation // 90))
+
+
+def probe(path: str | os.PathLike[str], count: bool = False) -> VideoInfo:
+    """Describe a video; `count=True` decodes it once to count frames exactly and to prove it is decodable."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
+        first = None
+        frames = 0
+        try:
+            for frame in container.decode(stream):
+                first = first or frame
+                frames += 1
+                if not count:
+                    break
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{path}: corrupt video stream ({e})") from None
+        if first is None:
+            raise MediaError(f"{path}: video stream has no decodable frames")
+        rotation = _rotation(stream, first)
+        w, h = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
+        rate = stream.average_rate or stream.guessed_rate or 0
+        duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / av.time_base
+        if not count:
+            frames = stream.frames or int(round(duration * float(rate)))
+        return VideoInfo(
+            path=str(path), width=w, height=h, fps=float(rate), frames=frames, duration=duration, rotation=rotation,
+            codec=stream.codec_context.name, time_base=stream.time_base or Fraction(1, 90000), audio_codec=audio,
+        )
+
+
+def read_frames(path: str | os.PathLike[str], threads: int = 0) -> Iterator[Frame]:
+    """Every frame in presentation order, upright, BGR. Frames without a pts get one from the average rate."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
+        tb = stream.time_base or Fraction(1, 90000)
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        step = max(1, int(round(1 / (rate * tb))))
+        last = None
+        index = 0
+        shape = None
+        try:
+            for frame in container.decode(stream):
+                pts = frame.pts if frame.pts is not None else (last + step if last is not None else 0)
+                if last is not None and pts <= last:  # repeated or out-of-order stamps would stop the muxer
+                    pts = last + 1
+                last = pts
+                image = _upright(frame.to_ndarray(format="bgr24"), int(frame.rotation or 0) % 360)
+                if index and image.shape != shape:
+                    raise MediaError(f"{path}: frame size changes mid-stream at frame {index}; not supported")
+                shape = image.shape
+                yield Frame(index, pts, image)
+                index += 1
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{path}: corrupt or truncated video stream at frame {index} ({e})") from None
+        if index == 0:
+            raise MediaError(f"{path}: video stream has no decodable frames")
+        if stream.frames and index < stream.frames - 1:  # MP4/MOV/AVI indexes say how many frames there must be
+            raise MediaError(f"{path}: truncated or corrupt: decoded {index} of {stream.frames} frames")
+
+
+class VideoWriter:
+    """H.264 MP4 writer that keeps the input's timestamps and its audio.
+
+    Audio comes from the input itself (stream copy when MP4 can carry the codec) or from `audio_from`, any
+    file PyAV can read (the audio stage hands over its redacted WAV), read as a stream so memory stays flat.
+
+    The output is written under a temporary name; `finish()` completes it, `publish()` renames it into place
+    and `abort()` removes it, so no half-written file is ever published.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        info: VideoInfo,
+        crf: int = 20,
+        preset: str = "veryfast",
+        encoder: str = "libx264",
+        threads: int = 0,
+        audio_from: str | os.PathLike[str] | None = None,
+    ):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        self.info = info
+        # yuv420p needs even sizes: odd footage is padded by one replicated row/column, never cropped.
+        self.width = info.width + info.width % 2
+        self.height = info.height + info.height % 2
+        self.container = av.open(str(self.tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        self.stream = self.container.add_stream(encoder, rate=Fraction(info.fps).limit_denominator(1001) if info.fps else 25)
+        self.stream.width, self.stream.height = self.width, self.height
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.time_base = info.time_base
+        self.stream.codec_context.time_base = info.time_base
+        if encoder == "libx264":
+            self.stream.options = {"crf": str(crf), "preset": preset}
+        else:
+            self.stream.options = {"cq": str(crf), "preset": "p4"}
+        if threads:
+            self.stream.codec_context.thread_count = threads
+        self._audio_in = None
+        self._audio_packets: Iterator[av.Packet] | None = None
+        self._pending: av.Packet | None = None
+        self.frames = 0
+        audio_from = audio_from or (info.path if info.has_audio else None)
+        if audio_from is not None:
+            self._setup_audio(audio_from)
+
+    def _setup_audio(self, source: str | os.PathLike[str]) -> None:
+        """Copy the first audio stream of `source` (the input, or a redacted WAV) or transcode it to AAC."""
+        self._audio_in = av.open(str(source))
+        in_audio = self._audio_in.streams.audio[0]
+        if in_audio.codec_context.name in MP4_AUDIO_COPY:
+            self.audio_stream = self.container.add_stream_from_template(in_audio)
+            self._audio_packets = (p for p in self._audio_in.demux(in_audio) if p.dts is not None)
+            self._transcode = None
+        else:
+            rate = in_audio.codec_context.sample_rate or 48000
+            self.audio_stream = self.container.add_stream("aac", rate=rate)
+            self.audio_stream.layout = in_audio.codec_context.layout.name if in_audio.codec_context.layout else "stereo"
+            self._transcode = av.AudioResampler(format="fltp", layout=self.audio_stream.layout, rate=rate)
+            self._audio_packets = self._transcoded_audio(in_audio)
+
+    def _transcoded_audio(self, in_audio: av.audio.stream.AudioStream) -> Iterator[av.Packet]:
+        for frame in self._audio_in.decode(in_audio):
+            frame.pts = None
+            for resampled in self._transcode.resample(frame):
+                yield from self.audio_stream.encode(resampled)
+        for resampled in self._transcode.resample(None):
+            yield from self.audio_stream.encode(resampled)
+        yield from self.audio_stream.encode(None)
+
+    def _mux_audio_until(self, seconds: float | None) -> None:
+        """Interleave audio packets up to `seconds` of video time (all remaining ones when None)."""
+        if self._audio_packets is None:
+            return
+        while True:
+            packet = self._pending or next(self._audio_packets, None)
+            self._pending = None
+            if packet is None:
+                self._audio_packets = None
+                return
+            if seconds is not None and packet.dts is not None and packet.time_base and float(packet.dts * packet.time_base) > seconds:
+                self._pending = packet
+                return
+            packet.stream = self.audio_stream
+            self.container.mux(packet)
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        if image.shape[0] != self.height or image.shape[1] != self.width:
+            image = np.pad(image, ((0, self.height - image.shape[0]), (0, self.width - image.shape[1]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts = pts
+        frame.time_base = self.info.time_base
+        self._mux_audio_until(float(pts * self.info.time_base) + 0.5)
+        self.container.mux(self.stream.encode(frame))
+        self.frames += 1
+
+    def finish(self) -> None:
+        """Flush the encoder and write the trailer; the file is complete but still under its temporary name."""
+        self.container.mux(self.stream.encode(None))
+        self._mux_audio_until(None)
+        self.container.close()
+        if self._audio_in is not None:
+            self._audio_in.close()
+
+    def publish(self) -> Path:
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        for c in (self.container, self._audio_in):
+            try:
+                if c is not None:
+                    c.close()
+            except Exception:  # noqa: BLE001 - closing a broken container must not mask the original error
+                pass
+        self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,34 @@
+"""Shared fixtures: the verified model cache and one CPU redactor per session (loading models is the slow part)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from redact.models import load_registry, verify
+
+ROOT = Path(__file__).resolve().parents[1]
+EVALDATA = ROOT.parent / "shared" / "evaldata"
+REDACT = [sys.executable, "-m", "redact"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def models_ready() -> None:
+    """Tests use the real models: fail loudly (not skip) when the cache was not fetched."""
+    missing = [spec.id for spec in load_registry().values() if verify(spec)]
+    if missing:
+        pytest.fail(f"models not fetched: {missing}; run `redact models fetch` (make test does)")
+
+
+@pytest.fixture(scope="session")
+def redactor():
+    from redact.pipeline import Redactor, RedactOptions
+
+    return Redactor(RedactOptions(device="cpu"))
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*REDACT, *map(str, args)], capture_output=True, text=True, cwd=cwd)

@@ -1,0 +1,79 @@
+"""Clips generated for tests: known sizes, timestamps, rotation and audio, so fidelity can be checked exactly."""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+EVALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "evaldata"
+
+
+def face_photo() -> np.ndarray:
+    """A real group photo with several annotated faces (dlib/PASCAL VOC)."""
+    return cv2.imread(str(EVALDATA / "faces/dlib_pascal/images/2007_007763.jpg"))
+
+
+def make_clip(
+    path: Path,
+    size: tuple[int, int] = (320, 240),
+    frames: int = 30,
+    fps: int = 30,
+    pts: list[int] | None = None,
+    audio: bool = True,
+    image: np.ndarray | None = None,
+    container: str | None = None,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """Write a clip of `image` (default: a real face photo) panning slowly; `pts` in 1/fps units makes it VFR."""
+    w, h = size
+    base = cv2.resize(image if image is not None else face_photo(), (w + frames, h))
+    out = av.open(str(path), "w", format=container)
+    stream = out.add_stream(codec, rate=fps)
+    stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+    scale = 100 if pts else 1
+    if pts:  # irregular timestamps need a finer time base than 1/fps
+        stream.time_base = Fraction(1, fps * scale)
+    astream = None
+    if audio:
+        astream = out.add_stream("aac", rate=16000)
+        astream.layout = "mono"
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, i : i + w]), format="bgr24")
+        frame.pts = (pts[i] if pts else i) * scale
+        if pts:
+            frame.time_base = stream.time_base
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+    if astream is not None:
+        n = -(-int(16000 * (pts[-1] + 1 if pts else frames) / fps) // 1024) * 1024  # whole AAC frames
+        t = np.arange(n) / 16000
+        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32).reshape(1, -1)
+        for start in range(0, n, 1024):
+            af = av.AudioFrame.from_ndarray(samples[:, start : start + 1024], format="flt", layout="mono")
+            af.sample_rate = 16000
+            af.pts = start
+            out.mux(astream.encode(af))
+        out.mux(astream.encode(None))
+    out.close()
+    return path
+
+
+def set_mp4_rotation(path: Path, degrees: int) -> None:
+    """Write a display matrix into the video track header (what phones do for portrait video)."""
+    data = bytearray(path.read_bytes())
+    one, minus = 0x10000, (-0x10000) & 0xFFFFFFFF
+    a, b, c, d = {90: (0, one, minus, 0), 180: (minus, 0, 0, minus), 270: (0, minus, one, 0)}[degrees]
+    pos = 0
+    while (pos := data.find(b"tkhd", pos + 1)) != -1:
+        version = data[pos + 4]
+        matrix = pos + 4 + 4 + (32 if version == 1 else 20) + 8 + 8
+        w = struct.unpack(">I", data[matrix + 36 : matrix + 40])[0]
+        if w:  # the video track (audio tracks have zero width); the matrix is a b u c d v x y w
+            data[matrix : matrix + 20] = struct.pack(">IIIII", a, b, 0, c, d)
+    path.write_bytes(bytes(data))

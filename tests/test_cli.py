@@ -1,0 +1,92 @@
+"""Bad input gets one clear line, exit 2, and leaves nothing behind; the input is never modified."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from conftest import EVALDATA, run_cli
+from media import make_clip
+
+
+def assert_user_error(proc, outdir) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("redact: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not outdir.exists() or not any(outdir.iterdir()), list(outdir.iterdir())
+
+
+def truncated_mp4(tmp_path):
+    good = make_clip(tmp_path / "good.mp4", frames=60)
+    data = good.read_bytes()
+    bad = tmp_path / "truncated.mp4"
+    bad.write_bytes(data[: len(data) // 2])
+    return bad
+
+
+def audio_only(tmp_path):
+    import av
+    import numpy as np
+
+    path = tmp_path / "speech.m4a"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="flt", layout="mono")
+        frame.sample_rate = 16000
+        out.mux(s.encode(frame))
+        out.mux(s.encode(None))
+    return path
+
+
+def text_as_mp4(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 50)
+    return path
+
+
+def empty(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.touch()
+    return path
+
+
+@pytest.mark.parametrize("make", [lambda p: p / "missing.mp4", empty, text_as_mp4, truncated_mp4, audio_only],
+                         ids=["missing", "empty", "text", "truncated", "audio-only"])
+def test_bad_inputs(tmp_path, make):
+    path = make(tmp_path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    outdir = tmp_path / "out"
+    proc = run_cli("run", path, "-o", outdir, "--device", "cpu")
+    assert_user_error(proc, outdir)
+    if before:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
+def test_cuda_without_gpu_is_a_user_error(tmp_path):
+    proc = run_cli("run", EVALDATA / "video/grid/bbaf2n.mpg", "-o", tmp_path / "out", "--device", "cuda")
+    assert_user_error(proc, tmp_path / "out")
+    assert "no CUDA GPU" in proc.stderr
+
+
+def test_unknown_model_and_nothing_to_do(tmp_path):
+    clip = EVALDATA / "video/grid/bbaf2n.mpg"
+    assert_user_error(run_cli("run", clip, "-o", tmp_path / "o", "--face-model", "nope"), tmp_path / "o")
+    assert_user_error(run_cli("run", clip, "-o", tmp_path / "o", "--no-faces", "--no-plates"), tmp_path / "o")
+
+
+def test_run_good_and_bad_together(tmp_path):
+    """One bad file fails alone: the good one is published, exit status says something failed."""
+    outdir = tmp_path / "out"
+    proc = run_cli("run", EVALDATA / "video/grid/bbaf2n.mpg", empty(tmp_path), "-o", outdir, "--device", "cpu",
+                   "--no-plates", "--mode", "pixelate")
+    assert proc.returncode == 2
+    assert sorted(p.name for p in outdir.iterdir()) == ["bbaf2n.redacted.mp4", "bbaf2n.redaction.json"]
+    log = json.loads((outdir / "bbaf2n.redaction.json").read_text())
+    assert log["policy"]["modes"]["face"] == "pixelate" and log["policy"]["classes"] == ["face"]
+    assert [m["role"] for m in log["models"]] == ["face"]

@@ -1,0 +1,41 @@
+"""Leak rate on one generated moving clip: a real face photo under pan, zoom and handheld shake.
+
+Uses the accuracy benchmark's own clip generator and scoring (benchmarks/leak_bench.py) with the real models,
+so a change that lets faces through between detections (tracking, padding, box size) fails here first.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.leak_bench import engine_options, score_video, summarize  # noqa: E402
+from benchmarks.synth import EVALDATA, ClipSpec, load_photos, make_clip  # noqa: E402
+from redact.pipeline import Redactor  # noqa: E402
+
+PHOTO = "facemask_cc0/images/maksssksksss125.png"  # facemask_cc0: one unmasked face, 102x158 px
+
+
+@pytest.mark.skipif(not (EVALDATA / "faces" / "gt.csv").exists(), reason="needs ../shared/evaldata/faces")
+def test_face_leak_rate_on_a_moving_clip(tmp_path: Path) -> None:
+    spec = ClipSpec(kind="faces", index=0, seed=7, frames=40, width=640, height=360, base=45.0, zoom_ratio=1.4,
+                    zoom_mode="in", max_tiles=1, pan=0.25, shake=1.2, roll_deg=3.0, photos=(PHOTO,))
+    clip = make_clip(spec, load_photos("faces"), tmp_path / "clips")
+    assert clip.truth.frames == 40
+    assert len(np.unique(clip.truth.frame)) >= 36, "the face should stay in view for (almost) the whole clip"
+    assert 30 <= clip.truth.size.min() and clip.truth.size.max() <= 90
+
+    result = Redactor(engine_options(plates=False)).run(clip.video, tmp_path / "out")
+    assert result.frames == 40
+
+    summary = summarize([score_video(clip, result.video)], "faces")
+    assert summary["box_frames"] >= 36
+    assert summary["leak"] <= 0.05, summary
+    assert summary["background_texture_only"] <= 0.02, summary
