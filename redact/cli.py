@@ -8,10 +8,14 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from redact.errors import UserError
+
+if TYPE_CHECKING:
+    from redact.pipeline import RedactOptions
 
 EXIT_USER, EXIT_INTERNAL = 2, 1
 
@@ -132,7 +136,7 @@ def run_options(func: Callable) -> Callable:
     return func
 
 
-def options_from(kwargs: dict) -> RedactOptions:  # noqa: F821 - imported lazily to keep `--help` fast
+def options_from(kwargs: dict) -> RedactOptions:
     from redact.pipeline import RedactOptions
 
     mode = kwargs.pop("mode")

@@ -135,7 +135,7 @@ class Redactor:
     def policy(self) -> dict:
         o = self.options
         return {
-            "device": self.device, "classes": [c for c, on in zip(CLASS_NAMES, (o.faces, o.plates)) if on],
+            "device": self.device, "classes": [c for c, on in zip(CLASS_NAMES, (o.faces, o.plates), strict=True) if on],
             "thresholds": {"face": o.face_threshold, "plate": o.plate_threshold},
             "modes": {"face": o.face_mode, "plate": o.plate_mode}, "shapes": {"face": "ellipse", "plate": "rectangle"},
             "face_scale": o.face_scale, "plate_imgsz": o.plate_imgsz, "detect_every": self.detect_every,

@@ -220,7 +220,8 @@ class VideoWriter:
             if packet is None:
                 self._audio_packets = None
                 return
-            if seconds is not None and packet.dts is not None and packet.time_base and float(packet.dts * packet.time_base) > seconds:
+            stamp = packet.dts is not None and packet.time_base and float(packet.dts * packet.time_base)
+            if seconds is not None and stamp and stamp > seconds:
                 self._pending = packet
                 return
             packet.stream = self.audio_stream

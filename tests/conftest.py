@@ -25,7 +25,7 @@ def models_ready() -> None:
 
 @pytest.fixture(scope="session")
 def redactor():
-    from redact.pipeline import Redactor, RedactOptions
+    from redact.pipeline import RedactOptions, Redactor
 
     return Redactor(RedactOptions(device="cpu"))
 

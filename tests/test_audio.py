@@ -251,7 +251,7 @@ def test_bleeped_speech_leaks_no_pii(stop_result, base):
     hyp = normalise(" ".join(s.text for s in heard.segments))
     digits = "".join(re.findall(r"\d", " ".join(hyp)))
     spoken_digits = [w for w in hyp if w in {"six", "seven", "five", "three", "oh", "zero"}]
-    assert "maria" not in hyp and "gonzalez" not in hyp, hyp
+    assert "maria" not in hyp and "gonzalez" not in hyp and not {"m", "g"} & set(hyp), hyp  # not even initials
     assert not any(s in digits for s in ("617", "555", "0123", "5550")), hyp
     assert len(spoken_digits) <= 1, hyp
     ref = [w for w in normalise(STOP_TEXT) if w not in STOP_PII]

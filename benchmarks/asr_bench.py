@@ -1,0 +1,171 @@
+"""Speech benchmark: word error rate and speed on ../shared/evaldata/speech, and memory on a long recording.
+
+    .venv/bin/python benchmarks/asr_bench.py                      # whisper-base on CPU int8, 2-hour recording
+    .venv/bin/python benchmarks/asr_bench.py --hours 0.5 --json benchmarks/results/asr.json
+    .venv/bin/python benchmarks/asr_bench.py --device cuda --model whisper-base   # on a GPU node
+
+WER: each set's transcripts.tsv (ljspeech 32, pocketsphinx 10, grid 11 utterances); reference and hypothesis are
+lower-cased, hyphens split, other punctuation stripped, then jiwer computes WER over the whole set (errors / words).
+Speed: seconds of audio divided by seconds spent in redact.transcribe.transcribe (model loaded once beforehand).
+
+Memory: a recording of --hours is generated on the fly as a streamed 16 kHz WAV (each minute: one real evaldata
+utterance, then room-noise at -50 dBFS; never held in memory), and redact.audio.process_audio runs on it in a child
+process (transcription, PII detection, transcripts, and the bleeped WAV) whose peak RSS (ru_maxrss) is reported,
+next to the child's RSS right after loading the model, so the cost of the recording's length is visible.
+The machine's load average is printed too: numbers taken while other work shares the CPU are slower than idle ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from redact.transcribe import SAMPLE_RATE, iter_audio, load_asr, transcribe  # noqa: E402
+
+SPEECH = ROOT.parent / "shared" / "evaldata" / "speech"
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split())
+
+
+def word_error_rate(refs: list[str], hyps: list[str]) -> float:
+    import jiwer
+
+    return jiwer.wer(refs, hyps)
+
+
+def bench_sets(model: str, device: str, language: str | None) -> list[dict]:
+    asr = load_asr(model, device)
+    rows = []
+    for folder in sorted(p for p in SPEECH.iterdir() if (p / "transcripts.tsv").is_file()):
+        refs, hyps, audio_s, busy_s = [], [], 0.0, 0.0
+        for line in (folder / "transcripts.tsv").read_text().splitlines():
+            name, text = line.split("\t", 1)
+            t0 = time.perf_counter()
+            result = transcribe(folder / name, asr, language=language)
+            busy_s += time.perf_counter() - t0
+            audio_s += result.duration
+            refs.append(normalise(text))
+            hyps.append(normalise(" ".join(s.text for s in result.segments if s.reliable)))
+        rows.append({"set": folder.name, "utterances": len(refs), "words": sum(len(r.split()) for r in refs),
+                     "audio_s": round(audio_s, 1), "wer": round(word_error_rate(refs, hyps), 4),
+                     "x_realtime": round(audio_s / busy_s, 2)})
+    return rows
+
+
+def utterances() -> list[np.ndarray]:
+    """Every evaldata utterance as 16 kHz mono int16."""
+    out = []
+    for folder in sorted(p for p in SPEECH.iterdir() if (p / "transcripts.tsv").is_file()):
+        for line in (folder / "transcripts.tsv").read_text().splitlines():
+            blocks = list(iter_audio(folder / line.split("\t", 1)[0]))
+            out.append((np.concatenate(blocks)[:, 0] * 32767).astype(np.int16))
+    return out
+
+
+def write_recording(path: Path, hours: float, seed: int = 0) -> float:
+    """A WAV of `hours`: per minute one real utterance then low room noise. Streamed: memory stays small."""
+    rng = np.random.default_rng(seed)
+    speech = utterances()
+    total = int(hours * 3600 * SAMPLE_RATE)
+    written = 0
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        minute = 0
+        while written < total:
+            utt = speech[minute % len(speech)][: 60 * SAMPLE_RATE]
+            noise = (rng.normal(0, 0.003, 60 * SAMPLE_RATE - len(utt)) * 32767).astype(np.int16)
+            block = np.concatenate([utt, noise])[: total - written]
+            w.writeframes(block.tobytes())
+            written += len(block)
+            minute += 1
+    return written / SAMPLE_RATE
+
+
+def child(media: str, model: str, device: str) -> None:
+    """Run in a fresh process: load the model, note RSS, run the whole audio stage, print a JSON line."""
+    from redact.audio import AudioOptions, process_audio
+
+    def rss_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+    load_asr(model, device)
+    after_load = rss_mb()
+    with tempfile.TemporaryDirectory() as work:
+        t0 = time.perf_counter()
+        result = process_audio(Path(media), "long", Path(work), AudioOptions(asr_model=model, device=device))
+        busy = time.perf_counter() - t0
+        segments = len(result.transcript["segments"])
+    print(json.dumps({"rss_after_model_mb": round(after_load, 1), "peak_rss_mb": round(rss_mb(), 1),
+                      "seconds": round(busy, 1), "segments": segments, "redactions": len(result.redactions)}))
+
+
+def bench_long(hours: float, model: str, device: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "long.wav"
+        t0 = time.perf_counter()
+        duration = write_recording(path, hours)
+        made = time.perf_counter() - t0
+        done = subprocess.run([sys.executable, __file__, "--child", str(path), "--model", model, "--device", device],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"child failed: {done.stderr.strip()[-2000:]}")
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+    row.update({"hours": hours, "audio_s": round(duration, 1), "wav_mb": round(duration * SAMPLE_RATE * 2 / 2**20),
+                "generate_s": round(made, 1), "x_realtime": round(duration / row["seconds"], 1)})
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="whisper-base")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--language", default="en", help="'' to let the model detect it")
+    parser.add_argument("--hours", type=float, default=2.0, help="length of the generated recording (0: skip)")
+    parser.add_argument("--skip-wer", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.model, args.device)
+        return
+    report = {"model": args.model, "device": args.device, "cpus": len(os.sched_getaffinity(0)),
+              "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    if not args.skip_wer:
+        report["sets"] = bench_sets(args.model, args.device, args.language or None)
+        print(f"{'set':14} {'utts':>5} {'words':>6} {'audio s':>8} {'WER':>7} {'x real time':>12}")
+        for r in report["sets"]:
+            print(f"{r['set']:14} {r['utterances']:5d} {r['words']:6d} {r['audio_s']:8.1f} {r['wer']:7.2%} "
+                  f"{r['x_realtime']:12.2f}")
+    if args.hours > 0:
+        report["long"] = r = bench_long(args.hours, args.model, args.device)
+        print(f"long recording: {r['hours']} h ({r['audio_s']:.0f} s, WAV {r['wav_mb']} MB, generated in "
+              f"{r['generate_s']} s): process_audio {r['seconds']} s = {r['x_realtime']}x real time, "
+              f"{r['segments']} segments; RSS after model load {r['rss_after_model_mb']} MB, "
+              f"peak {r['peak_rss_mb']} MB")
+    report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average start {report['loadavg_start']} end {report['loadavg_end']} on {report['cpus']} CPUs")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

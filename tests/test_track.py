@@ -1,0 +1,67 @@
+"""Temporal smoothing: gaps between detections of one track are filled, tracks are padded, boxes grow."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from redact.detect import FACE, PLATE, Detections
+from redact.track import Smoother, Tracker, TrackPolicy, scale_boxes
+
+
+def det(box, cls=FACE, tid=1, score=0.9):
+    return Detections([box], [score], [cls], [tid])
+
+
+def test_gap_is_interpolated_and_padded():
+    s = Smoother(TrackPolicy(pad_frames=3, max_gap=10, dilate=(1.0, 1.0), grow_per_frame=0.0))
+    s.add(10, det([0, 0, 10, 10]))
+    s.add(16, det([60, 0, 70, 10]))
+    assert np.allclose(s.final(13).xyxy, [[30, 0, 40, 10]])  # halfway between the two detections
+    assert np.allclose(s.final(7).xyxy, [[0, 0, 10, 10]])  # padded before the first detection
+    assert np.allclose(s.final(19).xyxy, [[60, 0, 70, 10]])  # and after the last
+    assert len(s.final(6)) == 0 and len(s.final(20)) == 0
+    rec = s.records[1]
+    assert (rec.first, rec.last, rec.detections) == (10, 16, 2)
+
+
+def test_gap_longer_than_max_gap_is_not_bridged():
+    s = Smoother(TrackPolicy(pad_frames=2, max_gap=5, dilate=(1.0, 1.0), grow_per_frame=0.0))
+    s.add(0, det([0, 0, 10, 10]))
+    s.add(20, det([100, 0, 110, 10]))
+    assert len(s.final(10)) == 0
+
+
+def test_held_boxes_grow_and_classes_dilate_separately():
+    s = Smoother(TrackPolicy(pad_frames=4, max_gap=10, dilate=(1.5, 1.2), grow_per_frame=0.1))
+    s.add(0, det([0, 0, 10, 10], FACE, 1))
+    s.add(0, det([100, 100, 140, 110], PLATE, 2))
+    now = s.final(0)
+    widths = now.xyxy[:, 2] - now.xyxy[:, 0]
+    assert np.allclose(sorted(widths), [15, 48])
+    later = s.final(2)  # held two frames: 1.5 * 1.2 for the face
+    assert np.isclose((later.xyxy[later.cls == FACE][0, 2] - later.xyxy[later.cls == FACE][0, 0]), 18)
+
+
+def test_prune_keeps_what_future_frames_need():
+    s = Smoother(TrackPolicy(pad_frames=2, max_gap=6, dilate=(1.0, 1.0), grow_per_frame=0.0))
+    for f in range(0, 40, 2):
+        s.add(f, det([f, 0, f + 10, 10]))
+    for f in range(0, 30):
+        assert len(s.final(f)) == 1
+        s.prune(f)
+    assert len(s.obs[1][0]) < 20
+
+
+def test_tracker_links_moving_box_and_keeps_unconfirmed():
+    tracker = Tracker(detect_every=1, max_gap=30)
+    ids = []
+    for f in range(5):
+        out = tracker.update(Detections([[10 + 3 * f, 10, 50 + 3 * f, 50], [300, 300, 340, 340]], [0.9, 0.12],
+                                        [FACE, FACE]))
+        assert len(out) == 2 and (out.track_id > 0).all()  # the weak detection is kept, with its own id
+        ids.append(int(out.track_id[0]))
+    assert len(set(ids)) == 1
+
+
+def test_scale_boxes_about_centre():
+    assert np.allclose(scale_boxes(np.array([[10, 10, 20, 30]], np.float32), 2.0), [[5, 0, 25, 40]])
