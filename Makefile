@@ -24,7 +24,7 @@ models: setup
 # Real footage: the GRID talking-face clips and a street scene built from real annotated car and face photos
 # (../shared/evaldata), redacted with the default models; results land in demo/.
 demo: models
-	$(PY) benchmarks/make_demo.py demo/street.mp4
+	$(PY) -m benchmarks.make_demo demo/street.mp4
 	$(REDACT) run demo/street.mp4 ../shared/evaldata/video/grid/bbaf2n.mpg -o demo/out
 	@echo "redacted videos, transcripts and audit logs are in demo/out/"
 

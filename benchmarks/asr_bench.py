@@ -11,7 +11,8 @@ Speed: seconds of audio divided by seconds spent in redact.transcribe.transcribe
 Memory: a recording of --hours is generated on the fly as a streamed 16 kHz WAV (each minute: one real evaldata
 utterance, then room-noise at -50 dBFS; never held in memory), and redact.audio.process_audio runs on it in a child
 process (transcription, PII detection, transcripts, and the bleeped WAV) whose peak RSS (ru_maxrss) is reported,
-next to the child's RSS right after loading the model, so the cost of the recording's length is visible.
+next to the child's peak RSS after imports (`import redact` brings torch in) and after loading the model, so the
+cost of the recording's length is visible.
 The machine's load average is printed too: numbers taken while other work shares the CPU are slower than idle ones.
 """
 
@@ -43,6 +44,15 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split())
 
 
+DIGITS = "zero one two three four five six seven eight nine".split()
+
+
+def digits_as_words(text: str) -> str:
+    """'p2' -> 'p two', '7' -> 'seven': GRID says letters and digits, Whisper writes 'P2'."""
+    text = re.sub(r"(?<=[a-z])(?=\d)|(?<=\d)(?=[a-z])", " ", text)
+    return " ".join(DIGITS[int(w)] if w.isdigit() and len(w) == 1 else w for w in text.split())
+
+
 def word_error_rate(refs: list[str], hyps: list[str]) -> float:
     import jiwer
 
@@ -64,6 +74,8 @@ def bench_sets(model: str, device: str, language: str | None) -> list[dict]:
             hyps.append(normalise(" ".join(s.text for s in result.segments if s.reliable)))
         rows.append({"set": folder.name, "utterances": len(refs), "words": sum(len(r.split()) for r in refs),
                      "audio_s": round(audio_s, 1), "wer": round(word_error_rate(refs, hyps), 4),
+                     "wer_digits_as_words": round(word_error_rate([digits_as_words(r) for r in refs],
+                                                                  [digits_as_words(h) for h in hyps]), 4),
                      "x_realtime": round(audio_s / busy_s, 2)})
     return rows
 
@@ -106,6 +118,7 @@ def child(media: str, model: str, device: str) -> None:
     def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
+    before_load = rss_mb()
     load_asr(model, device)
     after_load = rss_mb()
     with tempfile.TemporaryDirectory() as work:
@@ -113,7 +126,8 @@ def child(media: str, model: str, device: str) -> None:
         result = process_audio(Path(media), "long", Path(work), AudioOptions(asr_model=model, device=device))
         busy = time.perf_counter() - t0
         segments = len(result.transcript["segments"])
-    print(json.dumps({"rss_after_model_mb": round(after_load, 1), "peak_rss_mb": round(rss_mb(), 1),
+    print(json.dumps({"rss_before_model_mb": round(before_load, 1), "rss_after_model_mb": round(after_load, 1),
+                      "peak_rss_mb": round(rss_mb(), 1),
                       "seconds": round(busy, 1), "segments": segments, "redactions": len(result.redactions)}))
 
 
@@ -150,16 +164,16 @@ def main() -> None:
               "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     if not args.skip_wer:
         report["sets"] = bench_sets(args.model, args.device, args.language or None)
-        print(f"{'set':14} {'utts':>5} {'words':>6} {'audio s':>8} {'WER':>7} {'x real time':>12}")
+        print(f"{'set':14} {'utts':>5} {'words':>6} {'audio s':>8} {'WER':>7} {'WER 2=two':>10} {'x real time':>12}")
         for r in report["sets"]:
             print(f"{r['set']:14} {r['utterances']:5d} {r['words']:6d} {r['audio_s']:8.1f} {r['wer']:7.2%} "
-                  f"{r['x_realtime']:12.2f}")
+                  f"{r['wer_digits_as_words']:10.2%} {r['x_realtime']:12.2f}")
     if args.hours > 0:
         report["long"] = r = bench_long(args.hours, args.model, args.device)
         print(f"long recording: {r['hours']} h ({r['audio_s']:.0f} s, WAV {r['wav_mb']} MB, generated in "
               f"{r['generate_s']} s): process_audio {r['seconds']} s = {r['x_realtime']}x real time, "
-              f"{r['segments']} segments; RSS after model load {r['rss_after_model_mb']} MB, "
-              f"peak {r['peak_rss_mb']} MB")
+              f"{r['segments']} segments; peak RSS {r['rss_before_model_mb']} MB after imports, "
+              f"{r['rss_after_model_mb']} MB after model load, {r['peak_rss_mb']} MB at the end")
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"load average start {report['loadavg_start']} end {report['loadavg_end']} on {report['cpus']} CPUs")
     if args.json:

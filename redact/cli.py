@@ -137,36 +137,17 @@ def run_options(func: Callable) -> Callable:
 
 
 def options_from(kwargs: dict) -> RedactOptions:
+    """RedactOptions from the keyword arguments of `run_options`, `audio_options` and `index_option`."""
     from redact.pipeline import RedactOptions
 
+    kwargs = dict(kwargs)
     mode = kwargs.pop("mode")
     if mode:
         kwargs["face_mode"] = kwargs["plate_mode"] = mode
     kwargs.pop("outdir")
-    return RedactOptions(**kwargs)
-
-
-@main.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@run_options
-@guarded
-def run(inputs: tuple[Path, ...], **kwargs) -> None:
-    """Redact each INPUT into OUTDIR/<stem>.redacted.mp4 with an audit log OUTDIR/<stem>.redaction.json."""
-    from redact.pipeline import Redactor
-
-    outdir: Path = kwargs["outdir"]
-    redactor = Redactor(options_from(dict(kwargs)))
-    failed = 0
-    for path in inputs:
-        try:
-            result = redactor.run(path, outdir, progress=sys.stderr.isatty())
-        except UserError as e:
-            fail(f"{path}: {e}" if str(path) not in str(e) else str(e))
-            failed = max(failed, EXIT_USER)
-            continue
-        click.echo(f"{path} -> {result.video} ({result.frames} frames, {result.tracks} tracks, {result.fps:.1f} fps)")
-    if failed:
-        sys.exit(failed)
+    audio = audio_options_from(kwargs, device=kwargs["device"])
+    kwargs["index"], kwargs["tags"] = kwargs.pop("index_spec"), tuple(kwargs.pop("tag"))
+    return RedactOptions(**kwargs, audio=audio)
 
 
 # ---- audio stage options (redact.audio): `audio_options` for `run`/`batch`, and the `transcribe` command ----
@@ -345,5 +326,33 @@ def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple
                 failed = EXIT_USER
                 continue
             click.echo(f"{path} -> {media_path}: {n} segments indexed")
+    if failed:
+        sys.exit(failed)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@run_options
+@audio_options
+@index_option
+@click.option("--tag", multiple=True, metavar="TAG", help="Free tag stored with the indexed transcript (repeatable).")
+@click.option("--index-transcripts/--no-index-transcripts", default=True, show_default=True,
+              help="Add each finished transcript to the search index.")
+@guarded
+def run(inputs: tuple[Path, ...], **kwargs) -> None:
+    """Redact each INPUT into OUTDIR/<stem>.redacted.mp4 with an audit log OUTDIR/<stem>.redaction.json."""
+    from redact.pipeline import Redactor
+
+    outdir: Path = kwargs["outdir"]
+    redactor = Redactor(options_from(kwargs))
+    failed = 0
+    for path in inputs:
+        try:
+            result = redactor.run(path, outdir, progress=sys.stderr.isatty())
+        except UserError as e:
+            fail(f"{path}: {e}" if str(path) not in str(e) else str(e))
+            failed = max(failed, EXIT_USER)
+            continue
+        click.echo(f"{path} -> {result.video} ({result.frames} frames, {result.tracks} tracks, {result.fps:.1f} fps)")
     if failed:
         sys.exit(failed)

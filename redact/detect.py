@@ -219,6 +219,7 @@ class YoloPlateDetector:
 
     def __init__(self, weights: Path, sha256: str, device: str = "cpu", threshold: float = 0.25, imgsz: int = 640):
         os.environ.setdefault("YOLO_OFFLINE", "1")
+        os.environ.setdefault("YOLO_VERBOSE", "False")
         from ultralytics import YOLO
 
         self.weights, self.sha256, self.device = weights, sha256, device

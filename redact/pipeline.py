@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
@@ -21,9 +23,10 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from redact.anonymize import MODES, RedactionPolicy, anonymize
+from redact.audio import AudioOptions, AudioResult, process_audio, set_media
 from redact.audit import build_log, file_entry, write_json_atomic
 from redact.detect import CLASS_NAMES, CenterFaceDetector, Detections, Detector, YoloPlateDetector, resolve_device
-from redact.errors import MediaError, UserError
+from redact.errors import UserError
 from redact.models import resolve
 from redact.track import Smoother, Tracker, TrackPolicy
 from redact.video import Frame, VideoWriter, probe, read_frames
@@ -54,6 +57,10 @@ class RedactOptions:
     preset: str = "veryfast"
     encoder: str = "auto"
     batch: int = 0  # 0 = auto: 1 on CPU (onnxruntime is fastest unbatched), 16 on CUDA
+    audio: AudioOptions | None = field(default_factory=AudioOptions)  # None: keep audio as is, no transcript
+    index: str | None = None  # transcript index: None = $REDACT_HOME/index.sqlite, a path, or postgresql://
+    index_transcripts: bool = True
+    tags: tuple[str, ...] = ()  # free tags stored with the indexed transcript (case number, ...)
 
 
 @dataclass
@@ -63,6 +70,7 @@ class RunResult:
     frames: int
     tracks: int
     fps: float
+    transcripts: list[Path] = field(default_factory=list)
     audit: dict = field(repr=False, default_factory=dict)
 
 
@@ -178,20 +186,40 @@ class Redactor:
             done = buffer.popleft()
             yield done, smoother.final(done.index)
 
+    def _audio(self, input_path: Path, stem: str, workdir: Path, video_out: Path) -> AudioResult | None:
+        options = self.options.audio
+        if options is None:
+            return None
+        if options.device == "auto" or (options.device == "cpu" and self.device == "cuda"):
+            options = AudioOptions(**{**asdict(options), "device": self.device})
+        return process_audio(input_path, stem, workdir, options, file=str(video_out.resolve()))
+
     def run(self, input_path: str | os.PathLike[str], outdir: str | os.PathLike[str], progress: bool = False) -> RunResult:
-        """Redact one file into `outdir`; raise UserError/MediaError for bad input, leaving nothing behind."""
+        """Redact one file into `outdir`; raise UserError/MediaError for bad input, leaving nothing behind.
+
+        Audio runs first (transcript, spoken-PII spans, a bleeped WAV), then the video pass muxes that WAV.
+        Everything is finished under temporary names; only then are video, transcripts and log renamed into
+        place, and the transcript indexed.
+        """
         input_path, outdir = Path(input_path), Path(outdir)
         info = probe(input_path)
         outdir.mkdir(parents=True, exist_ok=True)
-        video_out = outdir / f"{input_path.stem}.redacted.mp4"
-        log_out = outdir / f"{input_path.stem}.redaction.json"
+        stem = input_path.stem
+        video_out = outdir / f"{stem}.redacted.mp4"
+        log_out = outdir / f"{stem}.redaction.json"
+        pending_log = log_out.with_name(f".{log_out.name}.pending")
         if video_out.resolve() == input_path.resolve():
             raise UserError(f"{input_path}: output would overwrite the input")
+        workdir = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".work", dir=outdir))
         smoother = Smoother(self.track_policy)
         start = time.perf_counter()
-        writer = VideoWriter(video_out, info, crf=self.options.crf, preset=self.options.preset, encoder=self.encoder)
-        redacted = 0
+        writer = None
+        published: list[Path] = []
         try:
+            audio = self._audio(input_path, stem, workdir, video_out) if info.has_audio else None
+            writer = VideoWriter(video_out, info, crf=self.options.crf, preset=self.options.preset,
+                                 encoder=self.encoder, audio_from=audio.audio_path if audio else None)
+            redacted = 0
             with ThreadPoolExecutor(1) as encode, tqdm(
                 total=info.frames or None, unit="frame", disable=not progress, desc=input_path.name, leave=False
             ) as bar:
@@ -207,23 +235,53 @@ class Redactor:
                     f.result()
             writer.finish()
             elapsed = time.perf_counter() - start
-            if writer.frames == 0:
-                raise MediaError(f"{input_path}: no frames were decoded")
             tracks = [r.as_dict(info.fps) for r in smoother.records.values()]
+            output = file_entry(writer.tmp, video_out)
+            if audio is not None:
+                set_media(audio, output["path"], output["sha256"])
             log = build_log(
-                input_path=input_path, output=file_entry(writer.tmp, video_out),
+                input_path=input_path, output=output,
                 info={"duration": info.duration, "frames": writer.frames, "fps": info.fps,
                       "width": info.width, "height": info.height, "rotation": info.rotation, "codec": info.codec,
                       "audio_codec": info.audio_codec},
                 models=self.model_entries, policy=self.policy(), tracks=tracks,
-                stats={"frames": writer.frames, "frames_redacted": redacted, "tracks": len(tracks),
-                       "elapsed_s": round(elapsed, 3), "fps": round(writer.frames / elapsed, 2)},
+                audio=self._audio_log(audio), stats={
+                    "frames": writer.frames, "frames_redacted": redacted, "tracks": len(tracks),
+                    "elapsed_s": round(elapsed, 3), "fps": round(writer.frames / elapsed, 2)},
             )
-            write_json_atomic(log, log_out.with_name(f".{log_out.name}.pending"))
+            write_json_atomic(log, pending_log)
+            published.append(writer.publish())
+            for f in audio.files if audio else []:
+                published.append(Path(shutil.move(f, outdir / f.name)))
+            os.replace(pending_log, log_out)
         except BaseException:
-            writer.abort()
-            log_out.with_name(f".{log_out.name}.pending").unlink(missing_ok=True)
+            if writer is not None:
+                writer.abort()
+            for path in published:  # a failure while publishing takes back what was renamed
+                path.unlink(missing_ok=True)
+            pending_log.unlink(missing_ok=True)
             raise
-        writer.publish()
-        os.replace(log_out.with_name(f".{log_out.name}.pending"), log_out)
-        return RunResult(video_out, log_out, writer.frames, len(tracks), writer.frames / elapsed, log)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if audio is not None and audio.transcript is not None and self.options.index_transcripts:
+            self._index(audio.transcript, video_out, output["sha256"])
+        return RunResult(video_out, log_out, writer.frames, len(tracks), writer.frames / elapsed, published[1:], log)
+
+    def _audio_log(self, audio: AudioResult | None) -> dict | None:
+        if audio is None:
+            return None
+        return {"model": audio.model, "options": asdict(self.options.audio),
+                "audio_redacted": audio.audio_path is not None, "redactions": audio.redactions,
+                "transcripts": [f.name for f in audio.files]}
+
+    def _index(self, transcript: dict, video: Path, sha256: str) -> None:
+        """Index a published transcript; a failure here leaves the published redaction intact but is reported."""
+        from redact.search import open_index
+
+        try:
+            with open_index(self.options.index) as index:
+                index.add(transcript, media_path=str(video.resolve()), sha256=sha256, tags=self.options.tags)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - say what failed, the outputs themselves are complete
+            raise UserError(f"{video}: published, but indexing the transcript failed: {e}") from None

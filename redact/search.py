@@ -8,24 +8,32 @@
         print(hit.file, hit.start, hit.snippet)
 
 Query syntax (the same on both back ends; see QUERY_SYNTAX): words (all must occur), "a phrase", prefix*
-(at least 2 letters), OR between two items (binds tighter than the implicit AND: `knife OR gun car` means
-(knife OR gun) AND car), -word or -"phrase" to exclude. Matching ignores case and diacritics and does no
-stemming (`backpack` does not find `backpacks`; `backpack*` does). Anything else (unbalanced quotes, a bare `*`,
-AND/NOT, parentheses, a dangling OR or -) is a UserError with one line.
+(at least 2 letters; "a phrase"* makes its last word a prefix), OR between two items (binds tighter than the
+implicit AND: `knife OR gun car` means (knife OR gun) AND car; only upper-case OR is an operator), -word or
+-"phrase" to exclude. Matching ignores case, diacritics and punctuation and does no stemming (`backpack` does not
+find `backpacks`; `backpack*` does). Anything else (unbalanced quotes, a bare or inner `*`, AND/NOT, parentheses,
+a dangling OR or -, a query of exclusions only) is a QueryError (a UserError) with one line. The parsed query is
+translated, every token quoted, to an FTS5 expression or a tsquery literal: no user text reaches either syntax.
 
 What is indexed: each transcript segment, as text rebuilt from its words. A word whose `redacted` is set (or whose
 text is a "[REDACTED…]" placeholder, or whose midpoint lies inside a span of the transcript's `redactions`) is never
-indexed: it is stored as the character █ , which no query can match and which keeps phrase positions, so a phrase
+indexed: it is stored as the character █, which no query can match and which keeps phrase positions, so a phrase
 never matches across a redaction. "[REDACTED: X]" markers in segment text are stripped from the searchable text
-(they become █ too); `Hit.text` shows them (it is the segment text rebuilt with one marker per redacted run), and
-snippets show █ where words were redacted. Word times are stored per segment, so a hit's start/end are those of the
-first matching word (or phrase) in the segment, not the segment's.
+(they become █ too); `Hit.text` shows them (the segment text rebuilt with one marker per redacted run), and
+snippets show █ where words were redacted. Word times are stored per segment (int32 ms), so a hit's start/end are
+those of the first matching word (or phrase) in the segment, not the segment's.
+
+Ranking: BM25 (SQLite FTS5) or ts_rank (PostgreSQL) over at most `rank_window` (RANK_WINDOW) matching segments,
+the most recently indexed ones; Hits.truncated says when more matched. Snippets and word times are computed here,
+for the returned hits only, identically on both back ends.
 """
 
 from __future__ import annotations
 
 import array
 import bisect
+import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -48,6 +56,7 @@ QUERY_SYNTAX = (
 REDACTED = "█"  # stands for one redacted word in the searchable text; never produced by the query tokenizer
 HIGHLIGHT = ("[", "]")  # around matched words in snippets, on both back ends
 ELLIPSIS = "…"
+SNIPPET_WORDS = 16
 MAX_QUERY_CHARS = 1000
 MAX_CLAUSES = 32
 MIN_PREFIX = 2
@@ -56,6 +65,7 @@ RANK_WINDOW = 10_000  # rank at most this many matching segments: the most recen
 _MARKER = re.compile(r"\[\s*REDACTED\b[^\]]*\]", re.IGNORECASE)
 _TOKEN = re.compile(r"[^\W_]+")
 _WORD_TOKEN = re.compile(rf"[^\W_]+|{REDACTED}")
+_CORE = re.compile(r"^([\W_]*)(.*?[^\W_])([\W_]*)$", re.DOTALL)
 
 
 class QueryError(UserError):
@@ -342,28 +352,58 @@ def _segments_from(transcript: dict) -> list[_Segment]:
     return out
 
 
-def _match_span(body: str, blob: bytes | None, query: Query) -> tuple[float, float] | None:
-    """Times of the first word (phrase) of the segment that a positive clause of the query matches."""
-    starts, ends = _unpack_times(blob)
-    words = body.split(" ")
-    if not starts or len(words) != len(starts):
-        return None
+def _spans(words: list[str], query: Query) -> list[tuple[int, int]]:
+    """(first, last) word indices of every place a positive clause of the query matches, in order."""
     flat: list[tuple[str, int]] = [(tok, wi) for wi, w in enumerate(words) for tok in _word_tokens(w)]
-    best: tuple[int, int] | None = None
+    found = set()
     for clause in query.clauses:
         toks = [fold(t) for t in clause.tokens]
         m = len(toks)
         for p in range(len(flat) - m + 1):
-            if best is not None and flat[p][1] >= best[0]:
-                break
-            ok = all(flat[p + q][0] == toks[q] for q in range(m - 1))
             last = flat[p + m - 1][0]
-            if ok and (last.startswith(toks[-1]) if clause.prefix else last == toks[-1]):
-                best = (flat[p][1], flat[p + m - 1][1])
-                break
-    if best is None:
-        return None
-    return starts[best[0]], ends[best[1]]
+            if all(flat[p + k][0] == toks[k] for k in range(m - 1)) and (
+                last.startswith(toks[-1]) if clause.prefix else last == toks[-1]
+            ):
+                found.add((flat[p][1], flat[p + m - 1][1]))
+    return sorted(found)
+
+
+def _locate(
+    body: str, blob: bytes | None, seg_start: float, seg_end: float, query: Query, width: int = SNIPPET_WORDS
+) -> tuple[float, float, str]:
+    """(start, end, snippet): the times of the first matching word (phrase) in the segment, or the segment's when
+    no word times were stored; the snippet is `width` words around it with the matched words in HIGHLIGHT.
+
+    Computed here rather than by FTS5 snippet()/ts_headline so that both back ends give the same snippets (and
+    because FTS5 rebuilds a prefix query's doclists for every snippet() cursor: ~80 ms for wood* at 1M segments).
+    """
+    words = body.split(" ")
+    spans = _spans(words, query)
+    start, end = seg_start, seg_end
+    starts, ends = _unpack_times(blob)
+    if spans and len(starts) == len(words):
+        start, end = starts[spans[0][0]], ends[spans[0][1]]
+    marked = [False] * len(words)
+    for a, b in spans:
+        for k in range(a, b + 1):
+            marked[k] = True
+    first = spans[0][0] if spans else 0
+    lo = max(0, min(first - width // 4, len(words) - width))
+    hi = min(len(words), lo + width)
+    parts: list[str] = []
+    for k in range(lo, hi):
+        w = words[k].replace("\u00a0", " ")
+        if marked[k]:  # brackets go around the letters, not the punctuation: "[Printing]," not "[Printing,]"
+            core = _CORE.match(w)
+            head, mid, tail = core.groups() if core else ("", w, "")
+            if k == lo or not marked[k - 1]:
+                head += HIGHLIGHT[0]
+            if k == hi - 1 or not marked[k + 1]:
+                tail = HIGHLIGHT[1] + tail
+            w = head + mid + tail
+        parts.append(w)
+    snippet = (ELLIPSIS if lo > 0 else "") + " ".join(parts) + (ELLIPSIS if hi < len(words) else "")
+    return start, end, snippet
 
 
 def _clean_tags(tags: Sequence[str]) -> list[str]:
@@ -481,10 +521,10 @@ class Index:
         rows, truncated = self._search(q, limit, file_glob or None, tag or None, rank_window)
         hits = Hits()
         hits.truncated = truncated
-        for file, sha, seg_start, seg_end, body, text, blob, snippet, score, tags in rows:
-            span = _match_span(body, blob, q)
-            start, end = span if span else (seg_start, seg_end)
-            hits.append(Hit(file, start, end, text if text is not None else body, snippet, score, sha, tuple(tags)))
+        for file, sha, seg_start, seg_end, body, text, blob, score, tags in rows:
+            start, end, snippet = _locate(body, blob, seg_start, seg_end, q)
+            text = (text if text is not None else body).replace("\u00a0", " ")
+            hits.append(Hit(file, start, end, text, snippet, score, sha, tuple(tags)))
         return hits
 
     def remove(self, media_path: str) -> bool:
@@ -521,6 +561,7 @@ class Index:
         raise NotImplementedError
 
 
+_SQLITE_VERSION = 1  # PRAGMA user_version of the schema below
 _SQLITE_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS files(
     id INTEGER PRIMARY KEY, media_path TEXT NOT NULL UNIQUE, name TEXT NOT NULL, sha256 TEXT NOT NULL,
@@ -532,15 +573,25 @@ CREATE TABLE IF NOT EXISTS tags(
 CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag);
 CREATE TABLE IF NOT EXISTS segments(
     id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, start_s REAL NOT NULL, end_s REAL NOT NULL,
-    body TEXT NOT NULL, text TEXT, words BLOB);
+    body TEXT NOT NULL, text TEXT, words BLOB, meta TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS segments_file ON segments(file_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS segments_fts USING fts5(
-    body, content='segments', content_rowid='id',
+    body, meta, content='segments', content_rowid='id',
     tokenize="unicode61 remove_diacritics 2 tokenchars '{REDACTED}'", prefix='2 3');
+PRAGMA user_version = {_SQLITE_VERSION};
 """
+_MAX_OR_FILES = 32
+
+
+def _tag_token(tag: str) -> str:
+    """The FTS5 token for a tag in the `meta` column (letters and digits only, whatever the tag holds)."""
+    return "t" + hashlib.sha1(tag.encode()).hexdigest()[:16]
 
 
 class _SqliteIndex(Index):
+    """SQLite FTS5. Each segment's `meta` column holds tokens for its file (f<id>) and tags (t<hash>): --file and
+    --tag become FTS5 terms intersected with the query's doclists, rather than a join per matching row."""
+
     def __init__(self, path: Path, *, create: bool):
         self.spec = str(path)
         if not create and not path.exists():
@@ -562,6 +613,10 @@ class _SqliteIndex(Index):
                     if statement.strip():
                         self._db.execute(statement)
                 self._db.execute("COMMIT")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version != _SQLITE_VERSION:
+                raise UserError(f"{path} was made by another version of redact (schema {version}, this one needs "
+                                f"{_SQLITE_VERSION}): delete it and index the transcripts again")
         except sqlite3.DatabaseError as e:
             raise UserError(f"cannot open transcript index {path}: {e}") from None
 
@@ -569,27 +624,25 @@ class _SqliteIndex(Index):
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            old = [
-                r[0]
-                for r in db.execute(
-                    "SELECT id FROM files WHERE media_path = ? OR sha256 = ?", (meta["media_path"], meta["sha256"])
-                )
-            ]
-            for file_id in old:
+            old = db.execute(
+                "SELECT id FROM files WHERE media_path = ? OR sha256 = ?", (meta["media_path"], meta["sha256"])
+            ).fetchall()
+            for (file_id,) in old:
                 self._delete_file(file_id)
-            cur = db.execute(
+            file_id = db.execute(
                 "INSERT INTO files(media_path, name, sha256, recorded, duration, language, model, indexed_at)"
                 " VALUES(:media_path, :name, :sha256, :recorded, :duration, :language, :model, :indexed_at)",
                 meta,
-            )
-            file_id = cur.lastrowid
+            ).lastrowid
             db.executemany("INSERT INTO tags(file_id, tag) VALUES(?, ?)", [(file_id, t) for t in tags])
+            tokens = " ".join([f"f{file_id}", *(_tag_token(t) for t in tags)])
             db.executemany(
-                "INSERT INTO segments(file_id, start_s, end_s, body, text, words) VALUES(?, ?, ?, ?, ?, ?)",
-                [(file_id, r.start, r.end, r.body, r.text, r.words) for r in rows],
+                "INSERT INTO segments(file_id, start_s, end_s, body, text, words, meta) VALUES(?, ?, ?, ?, ?, ?, ?)",
+                [(file_id, r.start, r.end, r.body, r.text, r.words, tokens) for r in rows],
             )
             db.execute(
-                "INSERT INTO segments_fts(rowid, body) SELECT id, body FROM segments WHERE file_id = ?", (file_id,)
+                "INSERT INTO segments_fts(rowid, body, meta) SELECT id, body, meta FROM segments WHERE file_id = ?",
+                (file_id,),
             )
             db.execute("COMMIT")
         except BaseException:
@@ -599,7 +652,7 @@ class _SqliteIndex(Index):
     def _delete_file(self, file_id: int) -> None:
         db = self._db
         db.execute(
-            "INSERT INTO segments_fts(segments_fts, rowid, body) SELECT 'delete', id, body FROM segments"
+            "INSERT INTO segments_fts(segments_fts, rowid, body, meta) SELECT 'delete', id, body, meta FROM segments"
             " WHERE file_id = ?",
             (file_id,),
         )
@@ -632,70 +685,80 @@ class _SqliteIndex(Index):
     def close(self) -> None:
         self._db.close()
 
+    def _filters(self, file_glob: str | None, tag: str | None) -> tuple[str, list[int] | None] | None:
+        """(FTS5 terms on the meta column, file ids to join on or None) for the filters; None if nothing can match.
+
+        A glob matching up to _MAX_OR_FILES files becomes an OR of their f<id> tokens (FTS5 intersects doclists);
+        a broader one is checked per matching row by a join (an FTS5 OR of hundreds of terms is slower)."""
+        parts, join_ids = [], None
+        if tag is not None:
+            parts.append(f'meta : "{_tag_token(tag)}"')
+        if file_glob is not None:
+            glob = _sqlite_glob(file_glob)
+            ids = [
+                r[0]
+                for r in self._db.execute("SELECT id FROM files WHERE media_path GLOB ? OR name GLOB ?", (glob, glob))
+            ]
+            if not ids:
+                return None
+            if len(ids) <= _MAX_OR_FILES:
+                parts.append("meta : (" + " OR ".join(f'"f{i}"' for i in ids) + ")")
+            elif len(ids) < self._db.execute("SELECT count(*) FROM files").fetchone()[0]:
+                join_ids = ids
+        return " AND ".join(parts), join_ids
+
     def _search(
         self, q: Query, limit: int, file_glob: str | None, tag: str | None, window: int | None
     ) -> tuple[list[tuple], bool]:
-        match = q.fts5()
         db = self._db
-        # bm25() is evaluated only for the rows the inner query yields: with a window, the newest `window` matches
-        # (FTS5 walks its doclists in descending rowid order and stops); the outer query ranks them.
-        inner = "SELECT segments_fts.rowid AS id, bm25(segments_fts) AS r FROM segments_fts"
-        params: list = []
+        filters = self._filters(file_glob, tag)
+        if filters is None:
+            return [], False
+        terms, join_ids = filters
+        match = f"body : ({q.fts5()})" + (f" AND {terms}" if terms else "")
+        # bm25 (weight 0 for meta) is computed only for the rows the inner query yields: with a window, the newest
+        # `window` matches (FTS5 walks its doclists in descending rowid order and stops there).
+        inner = "SELECT segments_fts.rowid AS id, bm25(segments_fts, 1.0, 0.0) AS r FROM segments_fts"
         where = " WHERE segments_fts MATCH ?"
-        params.append(match)
-        if file_glob is not None or tag is not None:
-            inner += " JOIN segments s ON s.id = segments_fts.rowid JOIN files f ON f.id = s.file_id"
-        if file_glob is not None:
-            where += " AND (f.media_path GLOB ? OR f.name GLOB ?)"
-            params += [_sqlite_glob(file_glob)] * 2
-        if tag is not None:
-            where += " AND EXISTS (SELECT 1 FROM tags t WHERE t.file_id = f.id AND t.tag = ?)"
-            params.append(tag)
+        params: list = [match]
+        if join_ids is not None:
+            inner += " JOIN segments s ON s.id = segments_fts.rowid"
+            where += " AND s.file_id IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(join_ids))
         if window is None:
-            sql, n_window = inner + where + " ORDER BY r, id LIMIT ?", 0
-            params.append(limit)
+            sql = f"SELECT id, r, 0 FROM ({inner}{where}) ORDER BY r, id DESC"
         else:
             sql = (
                 f"SELECT id, r, count(*) OVER () FROM ({inner}{where} ORDER BY segments_fts.rowid DESC LIMIT ?)"
-                " ORDER BY r, id DESC LIMIT ?"
+                " ORDER BY r, id DESC"
             )
-            params += [window, limit]
+            params.append(window)
         try:
-            ranked = db.execute(sql, params).fetchall()
-            n_window = ranked[0][2] if ranked and window is not None else 0
-            if not ranked:
-                return [], False
-            ids = [r[0] for r in ranked]
-            marks = ",".join("?" * len(ids))
-            snippets = dict(
-                db.execute(
-                    f"SELECT rowid, snippet(segments_fts, 0, ?, ?, ?, 16) FROM segments_fts"
-                    f" WHERE segments_fts MATCH ? AND rowid IN ({marks})",
-                    [*HIGHLIGHT, ELLIPSIS, match, *ids],
-                )
-            )
-            info = {
-                r[0]: r[1:]
-                for r in db.execute(
-                    "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words, f.id"
-                    f" FROM segments s JOIN files f ON f.id = s.file_id WHERE s.id IN ({marks})",
-                    ids,
-                )
-            }
-            file_ids = sorted({v[-1] for v in info.values()})
-            tags: dict[int, list[str]] = {}
-            for fid, t in db.execute(
-                f"SELECT file_id, tag FROM tags WHERE file_id IN ({','.join('?' * len(file_ids))}) ORDER BY tag",
-                file_ids,
-            ):
-                tags.setdefault(fid, []).append(t)
+            ranked = db.execute(sql + " LIMIT ?", [*params, limit]).fetchall()
         except sqlite3.OperationalError as e:  # a query our translation should never produce: a bug, not the user
             raise RuntimeError(f"FTS5 rejected {match!r}: {e}") from e
+        if not ranked:
+            return [], False
+        ids = [r[0] for r in ranked]
+        info = {
+            r[0]: r[1:]
+            for r in db.execute(
+                "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words, f.id"
+                f" FROM segments s JOIN files f ON f.id = s.file_id WHERE s.id IN ({','.join('?' * len(ids))})",
+                ids,
+            )
+        }
+        file_ids = sorted({v[-1] for v in info.values()})
+        tags: dict[int, list[str]] = {}
+        for fid, t in db.execute(
+            f"SELECT file_id, tag FROM tags WHERE file_id IN ({','.join('?' * len(file_ids))}) ORDER BY tag", file_ids
+        ):
+            tags.setdefault(fid, []).append(t)
         out = []
-        for seg_id, rank, *_ in ranked:
+        for seg_id, rank_value, _ in ranked:
             file, sha, start, end, body, text, blob, fid = info[seg_id]
-            out.append((file, sha, start, end, body, text, blob, snippets.get(seg_id, body), -rank, tags.get(fid, [])))
-        return out, window is not None and n_window >= window
+            out.append((file, sha, start, end, body, text, blob, -rank_value, tags.get(fid, [])))
+        return out, window is not None and ranked[0][2] >= window
 
 
 _PG_SCHEMA = """
@@ -796,20 +859,28 @@ class _PostgresIndex(Index):
     def _search(
         self, q: Query, limit: int, file_glob: str | None, tag: str | None, window: int | None
     ) -> tuple[list[tuple], bool]:
+        db, psycopg = self._db, self._psycopg
+        params: dict = {"q": q.tsquery(), "limit": limit, "window": window}
         sql = (
             "SELECT s.id, ts_rank(s.tsv, q) AS score FROM redact_segments s, CAST(%(q)s AS tsquery) q"
             " WHERE s.tsv @@ q"
         )
-        params: dict = {"q": q.tsquery(), "limit": limit, "window": window}
-        if file_glob is not None:
-            sql += (
-                " AND EXISTS (SELECT 1 FROM redact_files f WHERE f.id = s.file_id"
-                " AND (f.media_path ~ %(re)s OR f.name ~ %(re)s))"
-            )
-            params["re"] = _glob_regex(file_glob)
-        if tag is not None:
-            sql += " AND EXISTS (SELECT 1 FROM redact_tags t WHERE t.file_id = s.file_id AND t.tag = %(tag)s)"
-            params["tag"] = tag
+        if file_glob is not None or tag is not None:  # resolved to file ids first: the files table is small
+            fsql, fparams = "SELECT f.id FROM redact_files f WHERE TRUE", {}
+            if file_glob is not None:
+                fsql += " AND (f.media_path ~ %(re)s OR f.name ~ %(re)s)"
+                fparams["re"] = _glob_regex(file_glob)
+            if tag is not None:
+                fsql += " AND EXISTS (SELECT 1 FROM redact_tags t WHERE t.file_id = f.id AND t.tag = %(tag)s)"
+                fparams["tag"] = tag
+            try:
+                file_ids = [r[0] for r in db.execute(fsql, fparams)]
+            except psycopg.errors.InvalidRegularExpression:
+                raise UserError(f"--file: not a valid glob: {file_glob}") from None
+            if not file_ids:
+                return [], False
+            sql += " AND s.file_id = ANY(%(files)s)"
+            params["files"] = file_ids
         if window is None:
             sql += " ORDER BY score DESC, s.id DESC LIMIT %(limit)s"
         else:  # the newest `window` matches (the planner walks the primary key backwards for common words)
@@ -817,36 +888,25 @@ class _PostgresIndex(Index):
                 f"SELECT id, score, count(*) OVER () FROM ({sql} ORDER BY s.id DESC LIMIT %(window)s) w"
                 " ORDER BY score DESC, id DESC LIMIT %(limit)s"
             )
-        psycopg = self._psycopg
         try:
-            ranked = self._db.execute(sql, params).fetchall()
-            if not ranked:
-                return [], False
-            ids = [r[0] for r in ranked]
-            info = {
-                r[0]: r[1:]
-                for r in self._db.execute(
-                    "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words,"
-                    " ts_headline('simple', s.body, CAST(%(q)s AS tsquery),"
-                    "   %(opts)s),"
-                    " ARRAY(SELECT t.tag FROM redact_tags t WHERE t.file_id = f.id ORDER BY t.tag)"
-                    " FROM redact_segments s JOIN redact_files f ON f.id = s.file_id WHERE s.id = ANY(%(ids)s)",
-                    {
-                        "q": params["q"],
-                        "ids": ids,
-                        "opts": f"StartSel={HIGHLIGHT[0]}, StopSel={HIGHLIGHT[1]}, MinWords=10, MaxWords=24,"
-                        f" ShortWord=0, HighlightAll=false",
-                    },
-                )
-            }
-        except psycopg.errors.InvalidRegularExpression:
-            raise UserError(f"--file: not a valid glob: {file_glob}") from None
+            ranked = db.execute(sql, params).fetchall()
         except psycopg.errors.SyntaxError as e:  # a tsquery our translation should never produce: a bug
             raise RuntimeError(f"PostgreSQL rejected tsquery {params['q']!r}: {e}") from e
+        if not ranked:
+            return [], False
+        info = {
+            r[0]: r[1:]
+            for r in db.execute(
+                "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words,"
+                " ARRAY(SELECT t.tag FROM redact_tags t WHERE t.file_id = f.id ORDER BY t.tag)"
+                " FROM redact_segments s JOIN redact_files f ON f.id = s.file_id WHERE s.id = ANY(%s)",
+                ([r[0] for r in ranked],),
+            )
+        }
         out = []
         for seg_id, score, *_ in ranked:
-            file, sha, start, end, body, text, blob, headline, tags = info[seg_id]
-            out.append((file, sha, start, end, body, text, blob, headline, float(score), tags))
+            file, sha, start, end, body, text, blob, tags = info[seg_id]
+            out.append((file, sha, start, end, body, text, blob, float(score), tags))
         return out, window is not None and ranked[0][2] >= window
 
 

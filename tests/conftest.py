@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,18 +17,21 @@ REDACT = [sys.executable, "-m", "redact"]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def models_ready() -> None:
-    """Tests use the real models: fail loudly (not skip) when the cache was not fetched."""
+def models_ready(tmp_path_factory) -> None:
+    """Tests use the real models: fail loudly (not skip) when the cache was not fetched. Transcripts that runs
+    index go to a throwaway index, never the user's (the CLI reads REDACT_INDEX)."""
     missing = [spec.id for spec in load_registry().values() if verify(spec)]
     if missing:
         pytest.fail(f"models not fetched: {missing}; run `redact models fetch` (make test does)")
+    os.environ["REDACT_INDEX"] = str(tmp_path_factory.mktemp("index") / "index.sqlite")
 
 
 @pytest.fixture(scope="session")
 def redactor():
+    """The default pipeline (faces, plates, transcription and audio redaction) on the CPU."""
     from redact.pipeline import RedactOptions, Redactor
 
-    return Redactor(RedactOptions(device="cpu"))
+    return Redactor(RedactOptions(device="cpu", index=os.environ["REDACT_INDEX"]))
 
 
 def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -86,7 +86,30 @@ def test_run_good_and_bad_together(tmp_path):
     proc = run_cli("run", EVALDATA / "video/grid/bbaf2n.mpg", empty(tmp_path), "-o", outdir, "--device", "cpu",
                    "--no-plates", "--mode", "pixelate")
     assert proc.returncode == 2
-    assert sorted(p.name for p in outdir.iterdir()) == ["bbaf2n.redacted.mp4", "bbaf2n.redaction.json"]
+    names = sorted(p.name for p in outdir.iterdir())
+    assert names == sorted(["bbaf2n.redacted.mp4", "bbaf2n.redaction.json", "bbaf2n.transcript.json", "bbaf2n.srt",
+                            "bbaf2n.vtt", "bbaf2n.txt"]), names  # nothing of the empty file, no temporary files
     log = json.loads((outdir / "bbaf2n.redaction.json").read_text())
     assert log["policy"]["modes"]["face"] == "pixelate" and log["policy"]["classes"] == ["face"]
     assert [m["role"] for m in log["models"]] == ["face"]
+
+
+def test_local_model_files_and_audit(tmp_path):
+    """An agency's own weights are given as files; the log records exactly which file (by hash) was used."""
+    from redact.models import resolve
+
+    face, digest, _ = resolve("centerface", "faces")
+    own = tmp_path / "agency-faces.onnx"
+    own.write_bytes(face.read_bytes())
+    outdir = tmp_path / "out"
+    proc = run_cli("run", EVALDATA / "video/grid/lbax4n.mpg", "-o", outdir, "--device", "cpu", "--face-model", own,
+                   "--no-plates", "--no-transcribe", "--mode", "fill")
+    assert proc.returncode == 0, proc.stderr
+    log = json.loads((outdir / "lbax4n.redaction.json").read_text())
+    assert log["models"] == [{"role": "face", "id": None, "path": str(own.resolve()), "sha256": digest}]
+    assert log["audio"] is None and log["stats"]["frames_redacted"] == log["stats"]["frames"] == 75
+    assert sorted(p.name for p in outdir.iterdir()) == ["lbax4n.redacted.mp4", "lbax4n.redaction.json"]
+    not_onnx = tmp_path / "broken.onnx"
+    not_onnx.write_text("nope")
+    assert_user_error(run_cli("run", EVALDATA / "video/grid/lbax4n.mpg", "-o", tmp_path / "o2", "--face-model",
+                              not_onnx, "--no-plates"), tmp_path / "o2")

@@ -274,6 +274,45 @@ def test_file_and_tag_filters(index):
     assert index.search("white", tag="unit7")[0].tags == ("case-17", "unit7")
 
 
+def test_file_glob_matching_many_files(index):
+    """More than 32 files: SQLite switches from an FTS5 OR of file tokens to a join; same answers."""
+    for k in range(40):
+        add(index, synthetic_transcript(["set white with p two soon"], f"/many/{'a' if k < 35 else 'b'}{k:02d}.mp4"))
+    assert len(index.search("white", limit=100, file_glob="/many/a*")) == 35
+    assert len(index.search("white", limit=100, file_glob="a3?.mp4")) == 5
+    assert len(index.search("white", limit=100, file_glob="/many/*")) == 40
+    assert index.search("white", limit=100, file_glob="/nowhere/*") == []
+    hits = index.search("white", limit=10, file_glob="/many/a*", rank_window=12)
+    assert hits.truncated and len(hits) == 10 and all("/many/a" in h.file for h in hits)
+
+
+def test_rank_window_ranks_the_newest_matches(index):
+    for k in range(6):  # six files, 3 segments each that say "clubs"; the newest file is the last added
+        add(index, synthetic_transcript(tsv_sentences("pocketsphinx")[5:8], f"/w/{k}.mp4"))
+    everything = index.search("clubs", limit=20, rank_window=None)
+    assert len(everything) == 18 and not everything.truncated
+    windowed = index.search("clubs", limit=3, rank_window=6)
+    assert windowed.truncated and len(windowed) == 3
+    assert {h.file for h in windowed} <= {"/w/4.mp4", "/w/5.mp4"}  # only the 6 most recently indexed matches
+    assert not index.search("clubs", limit=3, rank_window=18).truncated or len(everything) == 18
+    with pytest.raises(UserError):
+        index.search("clubs", limit=5, rank_window=2)
+
+
+def test_snippet_and_time_use_the_same_match(index):
+    add(index, synthetic_transcript(["Printing, in the only sense with which we are at present concerned, differs "
+                                     "from most if not from all the arts and crafts represented in the Exhibition"],
+                                    "/s/a.mp4"))
+    hit = index.search("exhibition")[0]
+    assert hit.snippet.startswith("…") and hit.snippet.endswith("[Exhibition]")
+    assert hit.start == pytest.approx(0.4 * 26, abs=1e-3)  # word 26
+    hit = index.search('"arts and crafts"')[0]
+    assert "[arts and crafts]" in hit.snippet and hit.start == pytest.approx(0.4 * 20, abs=1e-3)
+    assert hit.end == pytest.approx(0.4 * 22 + 0.36, abs=1e-3)
+    hit = index.search("printing")[0]
+    assert hit.snippet.startswith("[Printing],") and hit.start == 0.0
+
+
 @pytest.mark.parametrize("query", ['"abc', 'green "backpack', "*", "back**", "*back", "b*", "AND OR", "a AND b",
                                    "NOT a", "OR a", "a OR", "a OR OR b", "a OR -b", "-a", "-", "a -", "(a b)",
                                    '""', "   ", "--a", "a" * 1001])
@@ -312,6 +351,18 @@ def test_bad_transcript_and_spec(tmp_path: Path):
         open_index("mysql://x/y")
     with pytest.raises(UserError, match=r"cannot connect to postgresql://u:\*\*\*@127\.0\.0\.1:1/x"):
         open_index("postgresql://u:secret@127.0.0.1:1/x")
+
+
+def test_index_from_another_schema_version_is_refused(tmp_path: Path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    open_index(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(UserError, match="another version"):
+        open_index(path)
 
 
 def test_default_index_is_in_redact_home(tmp_path: Path, monkeypatch):
