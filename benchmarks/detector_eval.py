@@ -4,8 +4,8 @@ A ground-truth box counts as found when a detection overlaps it with IoU >= 0.3 
 highest score first). Plates: only one plate per photo is labelled, so unmatched detections are not all false
 positives; recall is the figure that chose the default plate model.
 
-    .venv/bin/python benchmarks/detector_eval.py                       # faces + every registered plate model
-    .venv/bin/python benchmarks/detector_eval.py --plates plate-fastanpr --no-faces
+    .venv/bin/python -m benchmarks.detector_eval                       # faces + every registered plate model
+    .venv/bin/python -m benchmarks.detector_eval --plates plate-fastanpr --no-faces
 """
 
 from __future__ import annotations

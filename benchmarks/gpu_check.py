@@ -3,7 +3,7 @@
 Run on a machine with a GPU (the device tool): both paths use the same detection stride so only the runtime
 differs (onnxruntime fp32 on CPU, torch fp16 on CUDA).
 
-    .venv/bin/python benchmarks/gpu_check.py [CLIP ...]
+    .venv/bin/python -m benchmarks.gpu_check [CLIP ...]
 """
 
 from __future__ import annotations
