@@ -26,6 +26,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import wave
 from pathlib import Path
@@ -118,15 +119,33 @@ def child(media: str, model: str, device: str) -> None:
     def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
+    def current_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
     before_load = rss_mb()
     load_asr(model, device)
     after_load = rss_mb()
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:  # current RSS once a second: shows whether memory grows with the recording's length
+        while not stop.wait(1.0):
+            samples.append(current_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    start_mb = current_mb()
     with tempfile.TemporaryDirectory() as work:
+        sampler.start()
         t0 = time.perf_counter()
         result = process_audio(Path(media), "long", Path(work), AudioOptions(asr_model=model, device=device))
         busy = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
         segments = len(result.transcript["segments"])
+    tenths = [round(samples[min(len(samples) - 1, int(len(samples) * q / 10))], 1) for q in range(1, 11)] if samples else []
     print(json.dumps({"rss_before_model_mb": round(before_load, 1), "rss_after_model_mb": round(after_load, 1),
+                      "rss_at_start_mb": round(start_mb, 1), "rss_by_tenth_mb": tenths,
                       "peak_rss_mb": round(rss_mb(), 1),
                       "seconds": round(busy, 1), "segments": segments, "redactions": len(result.redactions)}))
 
@@ -173,7 +192,8 @@ def main() -> None:
         print(f"long recording: {r['hours']} h ({r['audio_s']:.0f} s, WAV {r['wav_mb']} MB, generated in "
               f"{r['generate_s']} s): process_audio {r['seconds']} s = {r['x_realtime']}x real time, "
               f"{r['segments']} segments; peak RSS {r['rss_before_model_mb']} MB after imports, "
-              f"{r['rss_after_model_mb']} MB after model load, {r['peak_rss_mb']} MB at the end")
+              f"{r['rss_after_model_mb']} MB after model load, {r['peak_rss_mb']} MB at the end; current RSS at start "
+              f"{r['rss_at_start_mb']} MB, after each tenth of the run {r['rss_by_tenth_mb']} MB")
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"load average start {report['loadavg_start']} end {report['loadavg_end']} on {report['cpus']} CPUs")
     if args.json:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -201,8 +202,10 @@ def summarize(scores: list[Score], kind: str) -> dict:
 
 
 def engine_options(overrides: dict | None = None, **extra) -> RedactOptions:
-    """The engine's options for this benchmark: CPU, solid black fill for both classes, plus overrides."""
-    return RedactOptions(device="cpu", face_mode="fill", plate_mode="fill", **{**(overrides or {}), **extra})
+    """The engine's options for this benchmark: CPU, solid black fill for both classes, video only (the clips
+    are silent: no audio pass, no transcript index), plus overrides."""
+    base = {"device": "cpu", "face_mode": "fill", "plate_mode": "fill", "audio": None}
+    return RedactOptions(**{**base, **(overrides or {}), **extra})
 
 
 def run_redact(clips: list[Clip], outdir: Path, options: RedactOptions) -> tuple[dict[str, Path], dict]:
@@ -271,21 +274,40 @@ def deface_startup(work: Path) -> float:
 # ---------------------------------------------------------------------------------------------- diagnosis
 
 
-def detect_all(clip: Clip, redactor: Redactor, cache: Path) -> list[Detections]:
-    """Raw detections of every detector of `redactor` on every frame of the clip (cached in `cache`)."""
-    tag = "-".join(f"{d.weights.stem}-t{d.threshold}-s{getattr(d, 'scale', '')}-i{getattr(d, 'imgsz', '')}"
-                   for d in redactor.detectors)
-    path = cache / f"{clip.spec.name}.dets-{tag}.npz"
-    if not path.exists():
-        rows = []
-        for frame in read_frames(clip.video):
-            dets = Detections.merge([d([frame.image])[0] for d in redactor.detectors])
-            rows.extend([frame.index, *b, s, c] for b, s, c in zip(dets.xyxy, dets.score, dets.cls, strict=True))
-        tmp = path.with_name(f".{path.name}.partial.npz")
-        np.savez(tmp, rows=np.array(rows, np.float64).reshape(-1, 7))
-        os.replace(tmp, path)
-    with np.load(path) as z:
-        rows = z["rows"]
+def detector_code() -> str:
+    """Fingerprint of the detection code and weights registry: recorded detections are only reused with these."""
+    digest = hashlib.sha256()
+    for name in ("redact/detect.py", "models/registry.toml"):
+        path = ROOT / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()[:8]
+
+
+def engine_code() -> str:
+    """Fingerprint of the engine's source (redact/*.py): figures belong to the code that produced them."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "redact").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def detect_all(clip: Clip, detectors: list, cache: Path) -> list[Detections]:
+    """Raw detections of `detectors` on every frame of the clip, each detector cached on its own in `cache`."""
+    per_detector = []
+    for d in detectors:
+        tag = f"{d.weights.parent.name}-t{d.threshold}-s{getattr(d, 'scale', '')}-i{getattr(d, 'imgsz', '')}"
+        path = cache / f"{clip.spec.name}.dets-{tag}-{detector_code()}.npz"
+        if not path.exists():
+            rows = []
+            for frame in read_frames(clip.video):
+                dets = d([frame.image])[0]
+                rows.extend([frame.index, *b, s, c] for b, s, c in zip(dets.xyxy, dets.score, dets.cls, strict=True))
+            tmp = path.with_name(f".{path.name}.partial.npz")
+            np.savez(tmp, rows=np.array(rows, np.float64).reshape(-1, 7))
+            os.replace(tmp, path)
+        with np.load(path) as z:
+            per_detector.append(z["rows"])
+    rows = np.concatenate(per_detector) if per_detector else np.zeros((0, 7))
     out = []
     for t in range(clip.truth.frames):
         r = rows[rows[:, 0] == t]
@@ -381,7 +403,7 @@ def simulate(clips: list[Clip], kind: str, options: RedactOptions, work: Path, l
     cache.mkdir(parents=True, exist_ok=True)
     scores, causes = [], []
     for clip in clips:
-        boxes, replays = replay_boxes(redactor, detect_all(clip, record, cache))
+        boxes, replays = replay_boxes(redactor, detect_all(clip, record.detectors, cache))
         ys = lumas[clip.spec.name]
         score = score_frames(clip, ((y, blacked_mask(b, *y.shape)) for y, b in zip(ys, boxes, strict=True)))
         scores.append(score)
@@ -408,10 +430,14 @@ FACE_VARIANTS: list[tuple[str, dict]] = [
     ("face_dilate=1.5", {"face_dilate": 1.5}),
     ("face_dilate=1.6", {"face_dilate": 1.6}),
     ("pad_frames=15", {"pad_frames": 15}),
+    ("plates=False (background attribution)", {"plates": False}),
+    ("plates=False,face_threshold=0.2", {"plates": False, "face_threshold": 0.2}),
+    ("plates=False,face_threshold=0.2,face_dilate=1.6,detect_every=1",
+     {"plates": False, "face_threshold": 0.2, "face_dilate": 1.6, "detect_every": 1}),
     ("face_threshold=0.3,face_dilate=1.5", {"face_threshold": 0.3, "face_dilate": 1.5}),
     ("face_threshold=0.25,face_dilate=1.6", {"face_threshold": 0.25, "face_dilate": 1.6}),
-    ("face_threshold=0.3,face_dilate=1.5,detect_every=1",
-     {"face_threshold": 0.3, "face_dilate": 1.5, "detect_every": 1}),
+    ("face_threshold=0.2,face_dilate=1.6,detect_every=1",
+     {"face_threshold": 0.2, "face_dilate": 1.6, "detect_every": 1}),
 ]
 PLATE_VARIANTS: list[tuple[str, dict]] = [
     ("default", {}),
@@ -420,9 +446,13 @@ PLATE_VARIANTS: list[tuple[str, dict]] = [
     ("detect_every=1", {"detect_every": 1}),
     ("plate_dilate=1.4", {"plate_dilate": 1.4}),
     ("pad_frames=15", {"pad_frames": 15}),
-    ("plate_threshold=0.15,plate_dilate=1.4", {"plate_threshold": 0.15, "plate_dilate": 1.4}),
-    ("plate_threshold=0.15,plate_dilate=1.4,detect_every=1", {"plate_threshold": 0.15, "plate_dilate": 1.4,
-                                                               "detect_every": 1}),
+    ("faces=False (background attribution)", {"faces": False}),
+    ("plate_threshold=0.1,plate_dilate=1.4,detect_every=1",
+     {"plate_threshold": 0.1, "plate_dilate": 1.4, "detect_every": 1}),
+    ("plate_imgsz=1280", {"plate_imgsz": 1280}),
+    ("plate_imgsz=1280,plate_threshold=0.1", {"plate_imgsz": 1280, "plate_threshold": 0.1}),
+    ("plate_imgsz=1280,plate_threshold=0.1,plate_dilate=1.4,detect_every=1",
+     {"plate_imgsz": 1280, "plate_threshold": 0.1, "plate_dilate": 1.4, "detect_every": 1}),
 ]
 
 
@@ -491,20 +521,46 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def diagnosis_table(results: dict) -> str:
+    """One line per replayed option variant (redact only, recorded detections, same scoring)."""
+    lines = []
+    for kind, d in results.get("diagnosis", {}).items():
+        names = [n for n, _, _ in BUCKETS[kind]]
+        lines += ["", f"{kind}, replayed variants (redact):", "",
+                  f"| variant | leak | {' | '.join(names)} | background | texture only |", "|---|---|---|---|---|---|"]
+        for name, v in d["variants"].items():
+            cells = [_pct(v["leak"]), *(_pct(v["buckets"][n]["leak"]) for n in names), _pct(v["background"]),
+                     _pct(v["background_texture_only"])]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", f"{kind}, causes of the default's leaked box-frames:", "",
+                  f"| cause | {' | '.join(names)} |", "|---|---|---|"]
+        for cause, by in d["causes_default"].items():
+            lines.append(f"| {cause} | " + " | ".join(str(by.get(n, 0)) for n in names) + " |")
+    return "\n".join(lines)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     w, h = text.lower().split("x")
     return int(w), int(h)
 
 
 def parse_set(items: list[str]) -> dict:
-    fields = {f.name: f for f in dataclasses.fields(RedactOptions)}
+    """FIELD=VALUE strings to RedactOptions overrides, typed like the field's default ('None' for None)."""
+    fields = {f.name for f in dataclasses.fields(RedactOptions)}
     out = {}
     for item in items:
         key, _, value = item.partition("=")
         if key not in fields:
             raise SystemExit(f"--set: unknown RedactOptions field '{key}'")
-        kind = type(getattr(RedactOptions(), key))
-        out[key] = kind(value) if kind is not bool else value.lower() in ("1", "true", "yes")
+        default = getattr(RedactOptions(), key)
+        if value == "None":
+            out[key] = None
+        elif isinstance(default, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif isinstance(default, int | float | str):
+            out[key] = type(default)(value)
+        else:
+            raise SystemExit(f"--set: {key} can only be set to None here")
     return out
 
 
@@ -541,6 +597,8 @@ def main(argv: list[str] | None = None) -> dict:
         "config": {"frames_per_clip": args.frames_per_clip, "clips_per_class": args.clips, "size": [width, height],
                    "crf": args.crf, "seed": args.seed, "redact_options": dataclasses.asdict(engine_options(overrides)),
                    "deface_args": DEFACE_ARGS},
+        "engine": {"code_sha256": engine_code(), "detector_code": detector_code(),
+                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": os.getloadavg()},
         "clips": {}, "tools": {t: {} for t in tools},
     }
@@ -585,7 +643,7 @@ def main(argv: list[str] | None = None) -> dict:
             results["diagnosis"][kind] = diagnose(all_clips[kind], kind, overrides, args.work, extra)
     results["machine"]["load_avg_end"] = os.getloadavg()
 
-    text = table(results)
+    text = table(results) + diagnosis_table(results)
     print()
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

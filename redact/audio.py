@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -32,6 +33,7 @@ from redact.transcribe import ENVELOPE_RATE, Transcription, Word, audio_info, it
 TONE_HZ = 1000.0
 TONE_LEVEL = 0.3  # about -10 dBFS: clearly a bleep, not painful
 RAMP_S = 0.005  # the tone fades in and out over 5 ms (no clicks); the original is muted for the whole span
+NAMED_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 TRANSCRIPT_SUFFIXES = (".transcript.json", ".srt", ".vtt", ".txt")
 
 __all__ = ["ALL_CATEGORIES", "CATEGORIES", "AudioOptions", "AudioResult", "process_audio", "write_bleeped",
@@ -114,18 +116,21 @@ def redact_words(result: Transcription, categories: tuple[str, ...], pad: float)
         for w in covered:
             labels[id(w)] = span.category
         first, last = min(w.start for w in covered), max(w.end for w in covered)
-        start = min(first - pad, _quietest(result.envelope, first - SNAP_S, first) - 0.02)
-        end = max(last + pad, _quietest(result.envelope, last, last + SNAP_S) + 0.03)
+        start, end = first - pad, last + pad
+        if (pause := _quietest(result.envelope, first - SNAP_S, first)) is not None:
+            start = min(start, pause - 0.02)
+        if (pause := _quietest(result.envelope, last, last + SNAP_S)) is not None:
+            end = max(end, pause + 0.03)
         start, end = max(0.0, start), min(end, result.duration) if result.duration else end
         redactions.append({"start": round(start, 3), "end": round(end, 3), "category": span.category})
     return labels, redactions
 
 
-def _quietest(envelope: np.ndarray, lo: float, hi: float) -> float:
-    """Time of the quietest 30 ms in [lo, hi] of a 10 ms RMS envelope (`hi` if the envelope does not reach)."""
+def _quietest(envelope: np.ndarray, lo: float, hi: float) -> float | None:
+    """Time of the quietest 30 ms in [lo, hi] of a 10 ms RMS envelope; None where the envelope has no data."""
     a, b = max(0, int(lo * ENVELOPE_RATE)), min(len(envelope), int(math.ceil(hi * ENVELOPE_RATE)))
     if b - a < 3:
-        return hi if a >= len(envelope) else (lo + hi) / 2
+        return None
     smooth = np.convolve(envelope[a:b], np.ones(3) / 3, mode="same")
     return (a + int(np.argmin(smooth)) + 0.5) / ENVELOPE_RATE
 
@@ -238,31 +243,32 @@ def _merge(spans: list[dict]) -> list[tuple[float, float]]:
 
 
 def write_bleeped(media: Path, out: Path, redactions: list[dict], bleep: str = "tone") -> Path:
-    """Copy `media`'s audio (own rate and channel layout, 16-bit PCM WAV) with each span replaced by tone or silence.
+    """Copy `media`'s audio (own rate and channels, 24-bit PCM WAV) with each span replaced by tone or silence.
 
-    Streamed block by block; the WAV muxer switches to RF64 past 4 GiB (long multichannel recordings).
-    Written under a temporary name and renamed when complete.
+    24-bit, because the WAV muxer then writes a channel mask: a 16-bit mono/stereo WAV reads back with an
+    unnamed layout ("1 channels") that the AAC encoder refuses. Streamed block by block; the WAV muxer switches
+    to RF64 past 4 GiB (long multichannel recordings). Written under a temporary name, renamed when complete.
     """
     info = audio_info(media)
     if info is None:
         raise MediaError(f"{media}: has no audio stream")
     rate = info.sample_rate
-    layout = info.layout
+    layout = NAMED_LAYOUTS.get(info.channels, info.layout) if re.fullmatch(r"\d+ channels", info.layout) else info.layout
     try:
-        channels = len(av.AudioLayout(layout).channels)
+        av.AudioLayout(layout)
     except ValueError:
-        layout, channels = ("mono", 1) if info.channels == 1 else ("stereo", 2)
+        layout = NAMED_LAYOUTS.get(info.channels, "stereo")
     spans = [(int(math.floor(a * rate)), int(math.ceil(b * rate))) for a, b in _merge(redactions)]
     ramp = max(1, int(RAMP_S * rate))
     tmp = out.with_name(f".{out.name}.partial")
     try:
         with av.open(str(tmp), "w", format="wav", options={"rf64": "auto"}) as container:
-            stream = container.add_stream("pcm_s16le", rate=rate, layout=layout)
+            stream = container.add_stream("pcm_s24le", rate=rate, layout=layout)
             n0 = 0
-            for block in iter_audio(media, rate=None, layout=layout, fmt="s16"):
+            for block in iter_audio(media, rate=None, layout=layout, fmt="s32"):
                 n1 = n0 + len(block)
                 block = _apply(block, n0, n1, spans, rate, bleep, ramp)
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block).reshape(1, -1), format="s16",
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block).reshape(1, -1), format="s32",
                                                    layout=layout)
                 frame.sample_rate = rate
                 frame.pts = n0
@@ -293,6 +299,6 @@ def _apply(block: np.ndarray, n0: int, n1: int, spans: list[tuple[int, int]], ra
         n = np.arange(lo, hi)
         envelope = np.minimum(1.0, np.minimum(n - a, b - 1 - n) / ramp).clip(0.0, 1.0)
         tone = TONE_LEVEL * np.sin(2 * np.pi * TONE_HZ * n / rate) * envelope
-        block[lo - n0:hi - n0] = (tone * 32767).astype(np.int16)[:, None]
+        block[lo - n0:hi - n0] = (tone * np.iinfo(block.dtype).max).astype(block.dtype)[:, None]
     return block
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
-import torchvision
 
 from redact.errors import ModelError, UserError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so `redact search` and `--help` start fast
+    import torch
 
 FACE, PLATE = 0, 1
 CLASS_NAMES = ("face", "plate")
@@ -70,6 +71,8 @@ class Detector(Protocol):
 
 def resolve_device(device: str) -> str:
     """'auto' picks CUDA when present; asking for CUDA without a GPU is the user's error, not a crash."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -99,6 +102,9 @@ def decode_centerface(
     heat: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, threshold: float, nms_iou: float = 0.3
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """CenterFace heads (stride 4) to per-image (boxes xyxy in network-input pixels, scores), NMS applied."""
+    import torch
+    import torchvision
+
     out = []
     height, width = heat.shape[2] * 4, heat.shape[3] * 4
     for b in range(heat.shape[0]):
@@ -132,6 +138,7 @@ class CenterFaceDetector:
         self.weights, self.sha256, self.device = weights, sha256, device
         self.threshold, self.scale = threshold, scale
         self.backend = backend or ("onnxruntime" if device == "cpu" else "torch")
+        import torch
         try:
             graph = _dynamic_centerface(weights)
         except Exception as e:  # noqa: BLE001 - a user's file that is not ONNX
@@ -151,7 +158,7 @@ class CenterFaceDetector:
             self.model = self.model.to(self.dtype)
 
     def _blob(self, frames: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
-        """Stack frames into NCHW float, resized by `scale` and zero-padded to a multiple of 32."""
+        """Stack BGR frames into an RGB NCHW float blob, resized by `scale`, zero-padded to a multiple of 32."""
         import cv2
 
         h, w = frames[0].shape[:2]
@@ -160,11 +167,13 @@ class CenterFaceDetector:
         blob = np.zeros((len(frames), 3, ph, pw), np.float32)
         for i, frame in enumerate(frames):
             img = frame if (sh, sw) == (h, w) else cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA)
-            blob[i, :, :sh, :sw] = img.transpose(2, 0, 1)
+            blob[i, :, :sh, :sw] = img[:, :, ::-1].transpose(2, 0, 1)  # CenterFace was trained on RGB
         return blob, sw / w, sh / h
 
     def forward(self, blob: np.ndarray) -> list[torch.Tensor]:
         """The four heads (heatmap, scale, offset, landmarks) for an NCHW blob, as float32 CPU tensors."""
+        import torch
+
         if self.backend == "onnxruntime":
             return [torch.from_numpy(o) for o in self.session.run(None, {"input.1": blob})]
         with torch.inference_mode():
@@ -213,9 +222,14 @@ def onnx_export(weights: Path, sha256: str, imgsz: int) -> Path:
 
 class YoloPlateDetector:
     """A YOLO plate model through ultralytics: ONNX on CPU (exported once from the verified .pt), torch fp16 on
-    CUDA. Every class of the model counts as a plate."""
+    CUDA. Every class of the model counts as a plate; boxes that cannot be a plate (taller than wide, or a
+    quarter of the frame) are dropped: the packaged models fire on faces and textures with such boxes, and
+    padded over a track's frames they would blank out large parts of the picture."""
 
     cls = PLATE
+
+    MIN_ASPECT = 1.1  # width / height: labelled plates are >= 2, even steep angles keep them wider than tall
+    MAX_AREA = 0.25  # of the frame: a "plate" larger than this is a false positive on texture or a face
 
     def __init__(self, weights: Path, sha256: str, device: str = "cpu", threshold: float = 0.25, imgsz: int = 640):
         os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -239,7 +253,9 @@ class YoloPlateDetector:
             frames, imgsz=self.imgsz, conf=self.threshold, iou=0.5, device=self.device, verbose=False,
             **({"half": True} if self.device == "cuda" else {}),
         )
-        return [
-            Detections(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), np.full(len(r.boxes), PLATE))
-            for r in results
-        ]
+        out = []
+        for r, frame in zip(results, frames, strict=True):
+            d = Detections(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), np.full(len(r.boxes), PLATE))
+            w, h = d.xyxy[:, 2] - d.xyxy[:, 0], d.xyxy[:, 3] - d.xyxy[:, 1]
+            out.append(d[(w >= self.MIN_ASPECT * h) & (w * h <= self.MAX_AREA * frame.shape[0] * frame.shape[1])])
+        return out

@@ -293,10 +293,8 @@ def _codes(toks: list[_Tok], units: list[_Unit]) -> list[Span]:
             i += 1
             continue
         j = i
-        while j < len(units) and units[j].kind in runnable:
+        while j < len(units) and units[j].kind in runnable:  # not stopped by full stops: "617. 555. 0123."
             j += 1
-            if toks[units[j - 1].end - 1].ends_sentence:
-                break
         run = units[i:j]
         while run and run[-1].kind == "conn":
             run.pop()

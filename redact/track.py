@@ -1,10 +1,11 @@
 """Tracking and temporal smoothing: turn per-frame detections into boxes that leave no frame uncovered.
 
-Detectors miss objects for a frame or two (blur, turn of the head, a skipped frame). ByteTrack (ultralytics)
-links detections of the same object; the `Smoother` then fills every gap between two detections of a track
-by interpolation, keeps each track redacted `pad_frames` before its first and after its last detection, and
-grows held boxes with distance from their detection to absorb motion. It answers for frame t only once
-detections up to t + lookahead are known, so a detection in the future covers a miss now.
+Detectors miss objects for a frame or two (blur, turn of the head, a skipped frame). BoT-SORT (ultralytics,
+with camera-motion compensation) links detections of the same object; the `Smoother` then fills every gap
+between two detections of a track by interpolation, keeps each track redacted `pad_frames` before its first
+and after its last detection (moving on at the track's velocity), and grows held boxes with distance from
+their detection to absorb motion. It answers for frame t only once detections up to t + lookahead are
+known, so a detection in the future covers a miss now.
 """
 
 from __future__ import annotations
@@ -38,50 +39,59 @@ def scale_boxes(xyxy: np.ndarray, factor: np.ndarray | float) -> np.ndarray:
     return np.concatenate([centre - half, centre + half], axis=1)
 
 
-class _ByteTrackInput:
-    """The Results-like view ultralytics' BYTETracker reads: xywh (centre), conf, cls, boolean indexing."""
+ASSOCIATION_SCALE = 2.0  # boxes are matched by IoU at twice their size: small faces move more than their width
+
+
+class _TrackerInput:
+    """The Results-like view ultralytics' trackers read: xywh (centre), xyxy, conf, cls, boolean indexing.
+
+    The tracker sees each box scaled by ASSOCIATION_SCALE: a 20 px face on a shaking body camera moves more
+    than its own width between detections, and plain IoU would start a new track every time. Only the
+    association uses these boxes; the smoother keeps the detector's own.
+    """
 
     def __init__(self, dets: Detections):
         self.dets = dets
-        xyxy = dets.xyxy
-        self.xywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        centre, size = (dets.xyxy[:, :2] + dets.xyxy[:, 2:]) / 2, (dets.xyxy[:, 2:] - dets.xyxy[:, :2]) * ASSOCIATION_SCALE
+        self.xywh = np.concatenate([centre, size], axis=1)
+        self.xyxy = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
         self.conf, self.cls = dets.score, dets.cls.astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.dets)
 
-    def __getitem__(self, index: np.ndarray) -> _ByteTrackInput:
-        return _ByteTrackInput(self.dets[index])
+    def __getitem__(self, index: np.ndarray) -> _TrackerInput:
+        return _TrackerInput(self.dets[index])
 
 
 class Tracker:
-    """One ByteTrack per class; every detection leaves with an id (a track's, or a fresh one of its own).
+    """BoT-SORT (ultralytics) with global motion compensation; every detection leaves with an id.
 
-    Detections ByteTrack does not confirm are kept as one-detection tracks rather than dropped: a redaction
-    tool must never discard a detection because a tracker was not yet sure of it.
+    A body camera moves with its wearer, so boxes jump between frames: sparse optical flow estimates that
+    camera motion and the tracker predicts tracks through it (BoT-SORT's GMC; no ReID model). Detections the
+    tracker does not confirm are kept as one-detection tracks rather than dropped: a redaction tool must
+    never discard a detection because a tracker was not yet sure of it.
     """
 
     def __init__(self, detect_every: int, max_gap: int, threshold: float = 0.25):
-        from ultralytics.trackers.byte_tracker import BYTETracker
+        from ultralytics.trackers.bot_sort import BOTSORT
 
-        args = SimpleNamespace(
-            track_high_thresh=threshold, track_low_thresh=0.1, new_track_thresh=threshold,
-            track_buffer=max(1, max_gap // detect_every), match_thresh=0.8, fuse_score=True,
-        )
-        self.trackers = {c: BYTETracker(args) for c in range(len(CLASS_NAMES))}
-        self.ids: dict[tuple[int, int], int] = {}
+        self.tracker = BOTSORT(SimpleNamespace(
+            track_high_thresh=threshold, track_low_thresh=min(0.1, threshold), new_track_thresh=threshold,
+            track_buffer=max(1, max_gap // detect_every), match_thresh=0.8, fuse_score=False,
+            gmc_method="sparseOptFlow", proximity_thresh=0.5, appearance_thresh=0.8, with_reid=False, model="auto",
+        ))
+        self.ids: dict[int, int] = {}
         self.counter = itertools.count(1)
 
-    def update(self, dets: Detections) -> Detections:
+    def update(self, dets: Detections, image: np.ndarray) -> Detections:
+        """Ids for `dets`, found in `image` (the frame, used to estimate camera motion)."""
         track_id = np.array([next(self.counter) for _ in range(len(dets))], np.int64)
-        for c, tracker in self.trackers.items():
-            index = np.flatnonzero(dets.cls == c)
-            out = tracker.update(_ByteTrackInput(dets[index]))
-            for row in out.reshape(-1, 8):
-                key = (c, int(row[4]))
-                if key not in self.ids:
-                    self.ids[key] = next(self.counter)
-                track_id[index[int(row[7])]] = self.ids[key]
+        for row in self.tracker.update(_TrackerInput(dets), image).reshape(-1, 8):
+            key = int(row[4])
+            if key not in self.ids:
+                self.ids[key] = next(self.counter)
+            track_id[int(row[7])] = self.ids[key]
         return Detections(dets.xyxy, dets.score, dets.cls, track_id)
 
 
@@ -105,6 +115,15 @@ class TrackRecord:
             "detections": self.detections, "max_score": round(self.score_max, 4),
             "mean_score": round(self.score_sum / max(1, self.detections), 4),
         }
+
+
+def _extrapolate(frames: list[int], boxes: list[np.ndarray], anchor: int, other: int, frame: int) -> np.ndarray:
+    """The box of observation `anchor` moved on to `frame` at the velocity between it and observation `other`
+    (the neighbouring one), so padding follows a face the camera is panning past; held in place without one."""
+    if not 0 <= other < len(frames):
+        return boxes[anchor]
+    velocity = (boxes[anchor] - boxes[other]) / (frames[anchor] - frames[other])
+    return boxes[anchor] + velocity * (frame - frames[anchor])
 
 
 @dataclass
@@ -141,9 +160,9 @@ class Smoother:
                 box = boxes[prev] * (1 - t) + boxes[nxt] * t
                 hold = min(frame - frames[prev], frames[nxt] - frame)
             elif prev is not None and frame - frames[prev] <= p.pad_frames:
-                box, hold = boxes[prev], frame - frames[prev]
+                box, hold = _extrapolate(frames, boxes, prev, prev - 1, frame), frame - frames[prev]
             elif nxt is not None and frames[nxt] - frame <= p.pad_frames:
-                box, hold = boxes[nxt], frames[nxt] - frame
+                box, hold = _extrapolate(frames, boxes, nxt, nxt + 1, frame), frames[nxt] - frame
             else:
                 continue
             xyxy.append(box)

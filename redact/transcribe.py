@@ -20,7 +20,6 @@ phone number in a mumbled segment would leak.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import zlib
 from collections.abc import Iterator
@@ -42,9 +41,6 @@ HALLUCINATIONS = {
     "please subscribe", "subscribe to my channel", "like and subscribe", "you", "bye", "bye bye", "oh",
     "subtitles by the amara org community", "thank you very much", "so", "okay", "the end", "music", "applause",
 }
-
-log = logging.getLogger("redact.transcribe")
-
 
 @dataclass
 class Word:
@@ -134,7 +130,7 @@ def iter_audio(path: str | os.PathLike[str], rate: int | None = SAMPLE_RATE, lay
             raise MediaError(f"{path}: audio stream has no sample rate")
         resampler = av.AudioResampler(format=fmt, layout=out_layout, rate=out_rate)
         channels = len(av.AudioLayout(out_layout).channels)
-        dtype = np.float32 if fmt == "flt" else np.int16
+        dtype = {"flt": np.float32, "s16": np.int16, "s32": np.int32}[fmt]
         emitted = 0  # output samples handed out so far
         trim = 0  # output samples still to drop (audio stamped before time 0)
         expected: float | None = None  # media time the next input frame should start at
@@ -282,7 +278,8 @@ def _load_asr(model: str, device: str) -> AsrModel:
         wm = WhisperModel(source, device=device, compute_type="float16" if device == "cuda" else "int8",
                           cpu_threads=threads if device == "cpu" else 0, local_files_only=False)
     except Exception as e:  # noqa: BLE001 - hub errors, missing CUDA, corrupt model.bin: all one line for the user
-        hint = " (a hub name needs a network; use a registry id or a local folder offline)" if not digest else ""
+        hint = (" (no such local folder; as a hub name it needs a network: offline, use a registry id or a local "
+                "CTranslate2 folder)") if not digest else ""
         raise ModelError(f"could not load ASR model '{model}' on {device}: {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}{hint}") from None
     if not digest:  # hub model: record the hash of what was actually downloaded
@@ -363,6 +360,11 @@ def _judge(seg: Segment) -> bool:
 def transcribe(path: str | os.PathLike[str], asr: AsrModel, language: str | None = None,
                window: float | None = None) -> Transcription:
     """Transcribe the first audio stream of `path` window by window; times are media seconds."""
+    if language is not None:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        if language not in _LANGUAGE_CODES:
+            raise UserError(f"unknown language code '{language}' (Whisper takes codes such as en, es, fr, de, zh)")
     if asr.english_only:
         if language not in (None, "en"):
             raise UserError(f"ASR model '{asr.id}' is English-only; it cannot transcribe language '{language}'")
@@ -407,9 +409,5 @@ def _run(asr: AsrModel, audio: np.ndarray, language: str | None) -> tuple[list, 
     else:
         segments, info = asr.model.transcribe(audio, hallucination_silence_threshold=2.0,
                                               vad_parameters=dict(min_silence_duration_ms=500), **common)
-    try:
-        return list(segments), info
-    except ValueError as e:  # faster-whisper on a window where VAD kept nothing
-        log.debug("window skipped: %s", e)
-        return [], info
+    return list(segments), info
 

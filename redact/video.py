@@ -197,7 +197,11 @@ class VideoWriter:
         else:
             rate = in_audio.codec_context.sample_rate or 48000
             self.audio_stream = self.container.add_stream("aac", rate=rate)
-            self.audio_stream.layout = in_audio.codec_context.layout.name if in_audio.codec_context.layout else "stereo"
+            channels = in_audio.codec_context.channels or 2
+            layout = in_audio.codec_context.layout.name if in_audio.codec_context.layout else ""
+            if not layout or layout.endswith("channels"):  # unnamed layouts (plain PCM) are refused by AAC
+                layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(channels, "stereo")
+            self.audio_stream.layout = layout
             self._transcode = av.AudioResampler(format="fltp", layout=self.audio_stream.layout, rate=rate)
             self._audio_packets = self._transcoded_audio(in_audio)
 

@@ -17,8 +17,9 @@ def test_gap_is_interpolated_and_padded():
     s.add(10, det([0, 0, 10, 10]))
     s.add(16, det([60, 0, 70, 10]))
     assert np.allclose(s.final(13).xyxy, [[30, 0, 40, 10]])  # halfway between the two detections
-    assert np.allclose(s.final(7).xyxy, [[0, 0, 10, 10]])  # padded before the first detection
-    assert np.allclose(s.final(19).xyxy, [[60, 0, 70, 10]])  # and after the last
+    # padded before the first detection and after the last, following the track's motion (10 px/frame)
+    assert np.allclose(s.final(7).xyxy, [[-30, 0, -20, 10]])
+    assert np.allclose(s.final(19).xyxy, [[90, 0, 100, 10]])
     assert len(s.final(6)) == 0 and len(s.final(20)) == 0
     rec = s.records[1]
     assert (rec.first, rec.last, rec.detections) == (10, 16, 2)
@@ -29,6 +30,12 @@ def test_gap_longer_than_max_gap_is_not_bridged():
     s.add(0, det([0, 0, 10, 10]))
     s.add(20, det([100, 0, 110, 10]))
     assert len(s.final(10)) == 0
+
+
+def test_single_detection_is_held_in_place():
+    s = Smoother(TrackPolicy(pad_frames=3, max_gap=10, dilate=(1.0, 1.0), grow_per_frame=0.0))
+    s.add(5, det([0, 0, 10, 10]))
+    assert all(np.allclose(s.final(f).xyxy, [[0, 0, 10, 10]]) for f in (2, 5, 8))
 
 
 def test_held_boxes_grow_and_classes_dilate_separately():
@@ -55,9 +62,10 @@ def test_prune_keeps_what_future_frames_need():
 def test_tracker_links_moving_box_and_keeps_unconfirmed():
     tracker = Tracker(detect_every=1, max_gap=30)
     ids = []
+    image = np.zeros((480, 640, 3), np.uint8)
     for f in range(5):
         out = tracker.update(Detections([[10 + 3 * f, 10, 50 + 3 * f, 50], [300, 300, 340, 340]], [0.9, 0.12],
-                                        [FACE, FACE]))
+                                        [FACE, FACE]), image)
         assert len(out) == 2 and (out.track_id > 0).all()  # the weak detection is kept, with its own id
         ids.append(int(out.track_id[0]))
     assert len(set(ids)) == 1
