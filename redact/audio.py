@@ -13,7 +13,6 @@ and bleeped as a stream (see redact.transcribe), and the redacted WAV is written
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ import numpy as np
 
 from redact import pii
 from redact.errors import MediaError, UserError
+from redact.models import sha256_file
 from redact.pii import ALL_CATEGORIES, CATEGORIES
 from redact.transcribe import ENVELOPE_RATE, Transcription, Word, audio_info, iter_audio, load_asr, transcribe
 
@@ -91,7 +91,7 @@ def process_audio(media: Path, stem: str, workdir: Path, options: AudioOptions, 
     result = transcribe(media, asr, language=options.language)
     categories = pii.parse_categories(options.pii)
     labels, redactions = redact_words(result, categories, options.pad)
-    transcript = build_transcript(file or media.name, _sha256(media), result, model, labels, redactions)
+    transcript = build_transcript(file or media.name, sha256_file(media), result, model, labels, redactions)
     files = write_transcripts(transcript, workdir, stem)
     audio_path = None
     if options.redact_audio and redactions:
@@ -180,14 +180,6 @@ def set_media(result: AudioResult, file: str, sha256: str | None = None) -> None
         result.transcript["sha256"] = sha256
     json_file = next(f for f in result.files if f.name.endswith(".transcript.json"))
     write_transcripts(result.transcript, json_file.parent, json_file.name[: -len(".transcript.json")])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ transcript files
