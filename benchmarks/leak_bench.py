@@ -279,7 +279,8 @@ def deface_startup(work: Path) -> float:
 
 
 def detector_code() -> str:
-    """Fingerprint of the detection code and weights registry: recorded detections are only reused with these."""
+    """Fingerprint of the detection code and weights registry (as loaded by this process, see DETECTOR_CODE):
+    recorded detections are only reused with the same."""
     digest = hashlib.sha256()
     for name in ("redact/detect.py", "models/registry.toml"):
         path = ROOT / name
@@ -295,12 +296,16 @@ def engine_code() -> str:
     return digest.hexdigest()[:12]
 
 
+# taken right after `redact` was imported, so they describe the loaded code even if files change during a run
+ENGINE_CODE, DETECTOR_CODE = engine_code(), detector_code()
+
+
 def detect_all(clip: Clip, detectors: list, cache: Path) -> list[Detections]:
     """Raw detections of `detectors` on every frame of the clip, each detector cached on its own in `cache`."""
     per_detector = []
     for d in detectors:
         tag = f"{d.weights.parent.name}-t{d.threshold}-s{getattr(d, 'scale', '')}-i{getattr(d, 'imgsz', '')}"
-        path = cache / f"{clip.spec.name}.dets-{tag}-{detector_code()}.npz"
+        path = cache / f"{clip.spec.name}.dets-{tag}-{DETECTOR_CODE}.npz"
         if not path.exists():
             rows = []
             for frame in read_frames(clip.video):
@@ -320,26 +325,40 @@ def detect_all(clip: Clip, detectors: list, cache: Path) -> list[Detections]:
 
 
 class Replay:
-    """A Detector that answers from recorded detections; the 'image' it gets is the frame index."""
+    """A Detector that answers from recorded detections for the frames it is shown (real decoded frames: the
+    tracker also reads the pixels, to estimate camera motion)."""
 
-    def __init__(self, cls: int, per_frame: list[Detections], threshold: float):
+    def __init__(self, cls: int, per_frame: list[Detections], threshold: float, index: dict[int, int]):
         self.cls, self.weights, self.sha256 = cls, Path("replay"), "replay"
         self.per_frame = [d[(d.cls == cls) & (d.score >= threshold)] for d in per_frame]
+        self.index = index  # id(frame.image) -> frame index, for the frames currently alive
         self.asked: list[int] = []
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        index = [int(f.reshape(-1)[0]) for f in frames]
+        index = [self.index[id(f)] for f in frames]
         self.asked.extend(index)
         return [self.per_frame[i] for i in index]
 
 
-def replay_boxes(redactor: Redactor, per_frame: list[Detections]) -> tuple[list[Detections], dict[int, Replay]]:
-    """Final boxes per frame from the real tracking/smoothing code, fed with recorded detections."""
+def replay_boxes(redactor: Redactor, clip: Clip, per_frame: list[Detections]) -> tuple[list[Detections], dict]:
+    """Final boxes per frame from the real pipeline (tracking with the real frames, smoothing), with the
+    detectors replaced by recorded detections."""
     o = redactor.options
-    replays = {FACE: Replay(FACE, per_frame, o.face_threshold), PLATE: Replay(PLATE, per_frame, o.plate_threshold)}
+    index: dict[int, int] = {}
+    alive: dict[int, Frame] = {}
+    replays = {c: Replay(c, per_frame, t, index) for c, t in ((FACE, o.face_threshold), (PLATE, o.plate_threshold))}
     redactor.detectors = [replays[c] for c, on in ((FACE, o.faces), (PLATE, o.plates)) if on]
-    frames = (Frame(i, i, np.array([i], np.int64)) for i in range(len(per_frame)))
-    boxes = [b for _, b in redactor.frames_with_boxes(frames, Smoother(redactor.track_policy))]
+
+    def frames() -> Iterator[Frame]:
+        for frame in read_frames(clip.video):
+            index[id(frame.image)] = frame.index
+            alive[frame.index] = frame  # keeps the id unique while the pipeline may still detect on it
+            yield frame
+
+    boxes = []
+    for frame, b in redactor.frames_with_boxes(frames(), Smoother(redactor.track_policy)):
+        boxes.append(b)
+        del index[id(alive.pop(frame.index).image)]
     return boxes, replays
 
 
@@ -407,7 +426,7 @@ def simulate(clips: list[Clip], kind: str, options: RedactOptions, work: Path, l
     cache.mkdir(parents=True, exist_ok=True)
     scores, causes = [], []
     for clip in clips:
-        boxes, replays = replay_boxes(redactor, detect_all(clip, record.detectors, cache))
+        boxes, replays = replay_boxes(redactor, clip, detect_all(clip, record.detectors, cache))
         ys = lumas[clip.spec.name]
         score = score_frames(clip, ((y, blacked_mask(b, *y.shape)) for y, b in zip(ys, boxes, strict=True)))
         scores.append(score)
@@ -442,6 +461,8 @@ FACE_VARIANTS: list[tuple[str, dict]] = [
     ("face_threshold=0.25,face_dilate=1.6", {"face_threshold": 0.25, "face_dilate": 1.6}),
     ("face_threshold=0.2,face_dilate=1.6,detect_every=1",
      {"face_threshold": 0.2, "face_dilate": 1.6, "detect_every": 1}),
+    ("face_dilate=1.8", {"face_dilate": 1.8}),
+    ("face_dilate=1.8,detect_every=1", {"face_dilate": 1.8, "detect_every": 1}),
 ]
 PLATE_VARIANTS: list[tuple[str, dict]] = [
     ("default", {}),
@@ -457,10 +478,12 @@ PLATE_VARIANTS: list[tuple[str, dict]] = [
     ("plate_imgsz=1280,plate_threshold=0.1", {"plate_imgsz": 1280, "plate_threshold": 0.1}),
     ("plate_imgsz=1280,plate_threshold=0.1,plate_dilate=1.4,detect_every=1",
      {"plate_imgsz": 1280, "plate_threshold": 0.1, "plate_dilate": 1.4, "detect_every": 1}),
+    ("plate_imgsz=1280,plate_threshold=0.05,plate_dilate=1.4,detect_every=1",
+     {"plate_imgsz": 1280, "plate_threshold": 0.05, "plate_dilate": 1.4, "detect_every": 1}),
 ]
 
 
-def diagnose(clips: list[Clip], kind: str, base: dict, work: Path, extra_variants: list[tuple[str, dict]]) -> dict:
+def diagnose(clips: list[Clip], kind: str, base: dict, work: Path, extra_variants: list[tuple[str, str, dict]]) -> dict:
     """Replay recorded detections through the engine's tracking under option variants; causes for the default.
 
     Thresholds and tracking options are replayed from one recording; a variant that changes the detector
@@ -468,7 +491,8 @@ def diagnose(clips: list[Clip], kind: str, base: dict, work: Path, extra_variant
     """
     start = time.perf_counter()
     lumas = {c.spec.name: [luma(f.image) for f in read_frames(c.video)] for c in clips}
-    variants = (FACE_VARIANTS if kind == "faces" else PLATE_VARIANTS) + extra_variants
+    variants = (FACE_VARIANTS if kind == "faces" else PLATE_VARIANTS) + [
+        (name, change) for only, name, change in extra_variants if only in ("", kind)]
     results, causes = {}, []
     for name, change in variants:
         summary, c = simulate(clips, kind, engine_options({**base, **change}), work, lumas,
@@ -582,8 +606,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="RedactOptions override for the engine (repeatable), e.g. --set face_threshold=0.3")
     ap.add_argument("--diagnose", action="store_true", help="replay recorded detections under option variants")
-    ap.add_argument("--variant", action="append", default=[], metavar="F=V[,F=V]",
-                    help="extra option variant for --diagnose (repeatable)")
+    ap.add_argument("--variant", action="append", default=[], metavar="[CLASS:]F=V[,F=V]",
+                    help="extra option variant for --diagnose (repeatable), e.g. faces:face_scale=1.5")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "leak.json")
     args = ap.parse_args(argv)
     kinds = [k for k in args.classes.split(",") if k]
@@ -601,7 +625,7 @@ def main(argv: list[str] | None = None) -> dict:
         "config": {"frames_per_clip": args.frames_per_clip, "clips_per_class": args.clips, "size": [width, height],
                    "crf": args.crf, "seed": args.seed, "redact_options": dataclasses.asdict(engine_options(overrides)),
                    "deface_args": DEFACE_ARGS},
-        "engine": {"code_sha256": engine_code(), "detector_code": detector_code(),
+        "engine": {"code_sha256": ENGINE_CODE, "detector_code": DETECTOR_CODE,
                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": os.getloadavg()},
         "clips": {}, "tools": {t: {} for t in tools},
@@ -644,7 +668,10 @@ def main(argv: list[str] | None = None) -> dict:
                   + " ".join(f"{k} {_pct(v['leak'])}" for k, v in summary["buckets"].items())
                   + f" background {_pct(summary['background'])}", flush=True)
     if args.diagnose:
-        extra = [(v, parse_set(v.split(","))) for v in args.variant]
+        extra = []
+        for v in args.variant:  # "[faces:|plates:]F=V,F=V"
+            only, _, spec = v.rpartition(":") if v.split(":", 1)[0] in KINDS else ("", "", v)
+            extra.append((only, spec, parse_set(spec.split(","))))
         results["diagnosis"] = {}
         for kind in kinds:
             d = results["diagnosis"][kind] = diagnose(all_clips[kind], kind, overrides, args.work, extra)
