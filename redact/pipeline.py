@@ -147,7 +147,7 @@ class Redactor:
             "thresholds": {"face": o.face_threshold, "plate": o.plate_threshold},
             "modes": {"face": o.face_mode, "plate": o.plate_mode}, "shapes": {"face": "ellipse", "plate": "rectangle"},
             "face_scale": o.face_scale, "plate_imgsz": o.plate_imgsz, "detect_every": self.detect_every,
-            "tracking": {"tracker": "BoT-SORT with sparse optical-flow GMC (ultralytics)", **asdict(self.track_policy)},
+            "tracking": {"tracker": "BoT-SORT per class, sparse optical-flow GMC (ultralytics)", **asdict(self.track_policy)},
             "encoder": {"codec": self.encoder, "crf": o.crf, "preset": o.preset},
         }
 
@@ -163,7 +163,7 @@ class Redactor:
         `smoother` (a fresh `Smoother(redactor.track_policy)`) keeps the per-track records for the audit log.
         """
         o = self.options
-        tracker = Tracker(self.detect_every, self.track_policy.max_gap, min(o.face_threshold, o.plate_threshold))
+        tracker = Tracker(self.detect_every, self.track_policy.max_gap, (o.face_threshold, o.plate_threshold))
         lookahead = self.track_policy.lookahead
         buffer: deque[Frame] = deque()
         todo: list[Frame] = []

@@ -65,33 +65,40 @@ class _TrackerInput:
 
 
 class Tracker:
-    """BoT-SORT (ultralytics) with global motion compensation; every detection leaves with an id.
+    """BoT-SORT (ultralytics) with global motion compensation, one per class; every detection leaves with an id.
 
     A body camera moves with its wearer, so boxes jump between frames: sparse optical flow estimates that
-    camera motion and the tracker predicts tracks through it (BoT-SORT's GMC; no ReID model). Detections the
-    tracker does not confirm are kept as one-detection tracks rather than dropped: a redaction tool must
-    never discard a detection because a tracker was not yet sure of it.
+    camera motion and the tracker predicts tracks through it (BoT-SORT's GMC; no ReID model). One tracker per
+    class, because ultralytics matches boxes regardless of class and a face must never continue a plate's
+    track. Detections the tracker does not confirm are kept as one-detection tracks rather than dropped: a
+    redaction tool must never discard a detection because a tracker was not yet sure of it.
     """
 
-    def __init__(self, detect_every: int, max_gap: int, threshold: float = 0.25):
+    def __init__(self, detect_every: int, max_gap: int, thresholds: tuple[float, ...] = (0.2, 0.25)):
         from ultralytics.trackers.bot_sort import BOTSORT
 
-        self.tracker = BOTSORT(SimpleNamespace(
-            track_high_thresh=threshold, track_low_thresh=min(0.1, threshold), new_track_thresh=threshold,
-            track_buffer=max(1, max_gap // detect_every), match_thresh=0.8, fuse_score=False,
-            gmc_method="sparseOptFlow", proximity_thresh=0.5, appearance_thresh=0.8, with_reid=False, model="auto",
-        ))
-        self.ids: dict[int, int] = {}
+        self.trackers = [
+            BOTSORT(SimpleNamespace(
+                track_high_thresh=t, track_low_thresh=min(0.1, t), new_track_thresh=t,
+                track_buffer=max(1, max_gap // detect_every), match_thresh=0.8, fuse_score=False,
+                gmc_method="sparseOptFlow", proximity_thresh=0.5, appearance_thresh=0.8, with_reid=False,
+                model="auto",
+            ))
+            for t in thresholds
+        ]
+        self.ids: dict[tuple[int, int], int] = {}
         self.counter = itertools.count(1)
 
     def update(self, dets: Detections, image: np.ndarray) -> Detections:
         """Ids for `dets`, found in `image` (the frame, used to estimate camera motion)."""
         track_id = np.array([next(self.counter) for _ in range(len(dets))], np.int64)
-        for row in self.tracker.update(_TrackerInput(dets), image).reshape(-1, 8):
-            key = int(row[4])
-            if key not in self.ids:
-                self.ids[key] = next(self.counter)
-            track_id[int(row[7])] = self.ids[key]
+        for cls, tracker in enumerate(self.trackers):
+            index = np.flatnonzero(dets.cls == cls)
+            for row in tracker.update(_TrackerInput(dets[index]), image).reshape(-1, 8):
+                key = (cls, int(row[4]))
+                if key not in self.ids:
+                    self.ids[key] = next(self.counter)
+                track_id[index[int(row[7])]] = self.ids[key]
         return Detections(dets.xyxy, dets.score, dets.cls, track_id)
 
 

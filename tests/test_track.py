@@ -71,5 +71,16 @@ def test_tracker_links_moving_box_and_keeps_unconfirmed():
     assert len(set(ids)) == 1
 
 
+def test_classes_never_share_a_track():
+    tracker = Tracker(detect_every=1, max_gap=30)
+    image = np.zeros((480, 640, 3), np.uint8)
+    seen: dict[int, set] = {}
+    for f in range(4):
+        cls = FACE if f % 2 == 0 else PLATE  # the same place alternates between a face and a plate
+        out = tracker.update(Detections([[100, 100, 160, 130]], [0.9], [cls]), image)
+        seen.setdefault(int(out.track_id[0]), set()).add(cls)
+    assert all(len(classes) == 1 for classes in seen.values())
+
+
 def test_scale_boxes_about_centre():
     assert np.allclose(scale_boxes(np.array([[10, 10, 20, 30]], np.float32), 2.0), [[5, 0, 25, 40]])
