@@ -51,7 +51,7 @@ class RedactOptions:
     plate_mode: str = "blur"
     pad_frames: int = 8
     max_gap: int = 30
-    face_dilate: float = 1.3
+    face_dilate: float = 1.6  # measured: 1.3 leaks 7.5% of >=20 px face box-frames on the leak benchmark, 1.6 5.4%
     plate_dilate: float = 1.2
     crf: int = 20
     preset: str = "veryfast"
