@@ -24,6 +24,7 @@ import torchvision
 
 from redact.detect import CenterFaceDetector, YoloPlateDetector
 from redact.models import load_registry, resolve
+from redact.pipeline import RedactOptions
 
 EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
 
@@ -69,8 +70,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plates", nargs="*", help="plate model ids (default: every registered plate model)")
     parser.add_argument("--no-faces", action="store_true")
-    parser.add_argument("--face-threshold", type=float, default=0.4)
-    parser.add_argument("--plate-threshold", type=float, default=0.25)
+    defaults = RedactOptions()  # the thresholds `redact run` uses
+    parser.add_argument("--face-threshold", type=float, default=defaults.face_threshold)
+    parser.add_argument("--plate-threshold", type=float, default=defaults.plate_threshold)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/detectors.json"))
     args = parser.parse_args()
     results = {}
