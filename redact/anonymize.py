@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from redact.detect import FACE, Detections
+from redact.detect import Detections
 
 MODES = ("blur", "pixelate", "fill")
 CELLS = 6  # mosaic cells across the larger side of a box: too few to recognise a face or read a plate
@@ -72,5 +72,3 @@ def anonymize(image: np.ndarray, dets: Detections, policy: RedactionPolicy) -> n
             roi[...] = replacement
     return image
 
-
-__all__ = ["FACE", "MODES", "RedactionPolicy", "anonymize", "box_mask", "redacted_roi"]

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 EXIT_USER, EXIT_INTERNAL = 2, 1
 
 
-def fail(message: str, code: int = EXIT_USER) -> None:
+def fail(message: str) -> None:
+    """The one line a user sees for an error."""
     click.echo(f"redact: error: {message}", err=True)
 
 
