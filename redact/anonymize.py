@@ -71,4 +71,3 @@ def anonymize(image: np.ndarray, dets: Detections, policy: RedactionPolicy) -> n
         else:
             roi[...] = replacement
     return image
-
