@@ -30,6 +30,7 @@ import av
 import numpy as np
 
 from redact.errors import MediaError, ModelError, UserError
+from redact.video import open_media
 
 SAMPLE_RATE = 16000
 MAX_LEAD_PAD = 30.0  # seconds of silence added before audio that starts late; later starts are taken as 0
@@ -83,23 +84,9 @@ class AudioStreamInfo:
 
 
 # ------------------------------------------------------------------------------------------------ decoding
-def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
-    p = Path(path)
-    if not p.exists():
-        raise MediaError(f"{p}: no such file")
-    if not p.is_file():
-        raise MediaError(f"{p}: not a regular file")
-    if p.stat().st_size == 0:
-        raise MediaError(f"{p}: file is empty")
-    try:
-        return av.open(str(p), metadata_errors="ignore")
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise MediaError(f"{p}: not a readable audio or video file ({getattr(e, 'strerror', None) or e})") from None
-
-
 def audio_info(path: str | os.PathLike[str]) -> AudioStreamInfo | None:
     """The first audio stream's format, or None when the file has no audio stream (not an error)."""
-    with _open(path) as container:
+    with open_media(path) as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
@@ -119,7 +106,7 @@ def iter_audio(path: str | os.PathLike[str], rate: int | None = SAMPLE_RATE, lay
     Audio that starts after time 0 (up to MAX_LEAD_PAD) is preceded by silence, audio stamped before 0 is
     trimmed, and gaps between packets are filled with silence, so sample n is at media time n / rate.
     """
-    with _open(path) as container:
+    with open_media(path) as container:
         if not container.streams.audio:
             raise MediaError(f"{path}: has no audio stream")
         stream = container.streams.audio[0]

@@ -47,7 +47,8 @@ class Frame:
     image: np.ndarray  # HxWx3 uint8 BGR, upright
 
 
-def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+def open_media(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    """Open any media file for reading, turning every way it can be unusable into one clear MediaError."""
     p = Path(path)
     if not p.exists():
         raise MediaError(f"{p}: no such file")
@@ -56,12 +57,16 @@ def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
     if p.stat().st_size == 0:
         raise MediaError(f"{p}: file is empty")
     try:
-        container = av.open(str(p), metadata_errors="ignore")
-    except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise MediaError(f"{p}: not a readable media file ({e.strerror if hasattr(e, 'strerror') else e})") from None
+        return av.open(str(p), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise MediaError(f"{p}: not a readable audio or video file ({getattr(e, 'strerror', None) or e})") from None
+
+
+def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    container = open_media(path)
     if not container.streams.video:
         container.close()
-        raise MediaError(f"{p}: has no video stream")
+        raise MediaError(f"{path}: has no video stream")
     return container
 
 
@@ -224,8 +229,8 @@ class VideoWriter:
             if packet is None:
                 self._audio_packets = None
                 return
-            stamp = packet.dts is not None and packet.time_base and float(packet.dts * packet.time_base)
-            if seconds is not None and stamp and stamp > seconds:
+            known = packet.dts is not None and packet.time_base
+            if seconds is not None and known and float(packet.dts * packet.time_base) > seconds:
                 self._pending = packet
                 return
             packet.stream = self.audio_stream
