@@ -70,23 +70,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plates", nargs="*", help="plate model ids (default: every registered plate model)")
     parser.add_argument("--no-faces", action="store_true")
-    defaults = RedactOptions()  # the thresholds `redact run` uses
+    defaults = RedactOptions()  # the thresholds and detection resolutions `redact run` uses
     parser.add_argument("--face-threshold", type=float, default=defaults.face_threshold)
+    parser.add_argument("--face-scale", type=float, default=defaults.face_scale)
     parser.add_argument("--plate-threshold", type=float, default=defaults.plate_threshold)
+    parser.add_argument("--plate-imgsz", type=int, default=defaults.plate_imgsz)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/detectors.json"))
     args = parser.parse_args()
-    results = {}
+    results: dict = {"settings": {k: vars(args)[k] for k in ("face_threshold", "face_scale", "plate_threshold",
+                                                              "plate_imgsz")}}
     if not args.no_faces:
         path, digest, _ = resolve("centerface", "faces")
-        results["centerface"] = evaluate(CenterFaceDetector(path, digest, threshold=args.face_threshold),
+        results["centerface"] = evaluate(CenterFaceDetector(path, digest, threshold=args.face_threshold,
+                                                            scale=args.face_scale),
                                          EVALDATA / "faces")
     plate_ids = args.plates if args.plates is not None else [m.id for m in load_registry().values() if m.task == "plates"]
     for model_id in plate_ids:
         path, digest, _ = resolve(model_id, "plates")
-        results[model_id] = evaluate(YoloPlateDetector(path, digest, threshold=args.plate_threshold),
+        results[model_id] = evaluate(YoloPlateDetector(path, digest, threshold=args.plate_threshold,
+                                                       imgsz=args.plate_imgsz),
                                      EVALDATA / "plates")
     print("| model | images | objects | recall | precision | images/s |\n|---|---|---|---|---|---|")
     for name, r in results.items():
+        if name == "settings":
+            continue
         print(f"| {name} | {r['images']} | {r['objects']} | {r['recall']:.3f} | {r['precision']:.3f} | {r['images_per_s']} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

@@ -1,11 +1,14 @@
 """Tracking and temporal smoothing: turn per-frame detections into boxes that leave no frame uncovered.
 
-Detectors miss objects for a frame or two (blur, turn of the head, a skipped frame). BoT-SORT (ultralytics,
-with camera-motion compensation) links detections of the same object; the `Smoother` then fills every gap
-between two detections of a track by interpolation, keeps each track redacted `pad_frames` before its first
-and after its last detection (moving on at the track's velocity), and grows held boxes with distance from
-their detection to absorb motion. It answers for frame t only once detections up to t + lookahead are
-known, so a detection in the future covers a miss now.
+Detectors miss objects for a frame or two (blur, turn of the head, a skipped frame). A body camera moves
+with its wearer, so between two detections an object's box does not move in a straight line: it shakes with
+the camera. `CameraPath` records the camera's motion on every frame (ultralytics' sparse optical-flow GMC);
+BoT-SORT (ultralytics) links detections of the same object through that motion; the `Smoother` then fills
+every gap between two detections of a track by interpolating in camera-stabilised coordinates, keeps each
+track redacted `pad_frames` before its first and after its last detection (moving on with the camera and at
+the track's own velocity), and grows held boxes with distance from their detection to absorb what the motion
+model misses. It answers for frame t only once detections up to t + lookahead are known, so a detection in
+the future covers a miss now.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from redact.detect import CLASS_NAMES, Detections
+
+IDENTITY = np.eye(3)
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,80 @@ def scale_boxes(xyxy: np.ndarray, factor: np.ndarray | float) -> np.ndarray:
     centre = (xyxy[:, :2] + xyxy[:, 2:]) / 2
     half = (xyxy[:, 2:] - xyxy[:, :2]) / 2 * np.asarray(factor, np.float32).reshape(-1, 1)
     return np.concatenate([centre - half, centre + half], axis=1)
+
+
+def warp_boxes(xyxy: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Boxes carried by a 3x3 affine `transform`: the axis-aligned hull of the moved corners (a rolled box is
+    covered whole, never clipped)."""
+    if transform is IDENTITY or not len(xyxy):
+        return xyxy
+    x0, y0, x1, y1 = np.asarray(xyxy, np.float64).T
+    corners = np.stack([np.stack([x, y], -1) for x, y in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))], 1)  # n,4,2
+    moved = corners @ transform[:2, :2].T + transform[:2, 2]
+    return np.concatenate([moved.min(1), moved.max(1)], axis=1).astype(np.float32)
+
+
+class CameraPath:
+    """The camera's motion per frame, so that a box seen in frame a can be placed in frame t.
+
+    Each frame's motion against the one before is a 2x3 similarity estimated by ultralytics' sparse
+    optical-flow GMC (the one BoT-SORT uses) on the frame at half size. Motions are chained into transforms
+    from a recent anchor frame, re-anchored as old frames are forgotten, so precision holds over hours.
+    """
+
+    def __init__(self) -> None:
+        from ultralytics.trackers.utils.gmc import GMC
+
+        self.gmc = GMC("sparseOptFlow", downscale=2)
+        self.chain: dict[int, np.ndarray] = {}  # frame -> transform from the anchor frame to it
+
+    MAX_STEP = 0.25  # a frame-to-frame zoom or shift beyond this share of the frame is a scene cut or a bad fit
+
+    def estimate(self, image: np.ndarray) -> np.ndarray:
+        """Motion from the previous image given to this one: identity for the first, and where the estimate is
+        implausible (the boxes then stay put and grow, as without motion compensation)."""
+        motion = self.gmc.apply(image)
+        scale = np.sqrt(abs(np.linalg.det(motion[:, :2])))
+        if not np.isfinite(motion).all() or abs(scale - 1) > self.MAX_STEP or \
+                np.abs(motion[:, 2]).max() > self.MAX_STEP * max(image.shape[:2]):
+            return np.eye(2, 3)
+        return motion
+
+    def add(self, frame: int, motion: np.ndarray) -> None:
+        """Record `motion` (2x3, from frame - 1 to `frame`); frames arrive in order."""
+        before = self.chain.get(frame - 1)
+        step = np.vstack([motion, [0.0, 0.0, 1.0]])
+        self.chain[frame] = IDENTITY.copy() if before is None else step @ before
+
+    def between(self, a: int, t: int) -> np.ndarray:
+        """Transform from frame `a` to frame `t`; identity where the path does not know both."""
+        if a == t or a not in self.chain or t not in self.chain:
+            return IDENTITY
+        return self.chain[t] @ np.linalg.inv(self.chain[a])
+
+    def forget(self, before: int) -> None:
+        """Drop frames before `before` and re-anchor on the oldest one kept."""
+        for f in [f for f in self.chain if f < before]:
+            del self.chain[f]
+        if self.chain:
+            rebase = np.linalg.inv(self.chain[min(self.chain)])
+            self.chain = {f: m @ rebase for f, m in self.chain.items()}
+
+
+class _GivenMotion:
+    """Stands in for BoT-SORT's own GMC: the tracker gets the motion the `CameraPath` already measured, so it
+    is estimated once per frame for all classes and also across frames the detectors skip."""
+
+    method = "camera-path"
+
+    def __init__(self) -> None:
+        self.motion = np.eye(2, 3)
+
+    def apply(self, image: np.ndarray, detections: np.ndarray | None = None) -> np.ndarray:
+        return self.motion
+
+    def reset_params(self) -> None:
+        self.motion = np.eye(2, 3)
 
 
 ASSOCIATION_SCALE = 2.0  # boxes are matched by IoU at twice their size: small faces move more than their width
@@ -65,16 +144,17 @@ class _TrackerInput:
 
 
 class Tracker:
-    """BoT-SORT (ultralytics) with global motion compensation, one per class; every detection leaves with an id.
+    """BoT-SORT (ultralytics) with camera-motion compensation, one per class; every detection leaves with an id.
 
-    A body camera moves with its wearer, so boxes jump between frames: sparse optical flow estimates that
-    camera motion and the tracker predicts tracks through it (BoT-SORT's GMC; no ReID model). One tracker per
+    A body camera moves with its wearer, so boxes jump between frames: the tracker predicts tracks through
+    the camera motion of the `CameraPath` since the last detected frame (no ReID model). One tracker per
     class, because ultralytics matches boxes regardless of class and a face must never continue a plate's
     track. Detections the tracker does not confirm are kept as one-detection tracks rather than dropped: a
     redaction tool must never discard a detection because a tracker was not yet sure of it.
     """
 
-    def __init__(self, detect_every: int, max_gap: int, thresholds: tuple[float, ...] = (0.2, 0.25)):
+    def __init__(self, detect_every: int, max_gap: int, thresholds: tuple[float, ...] = (0.2, 0.25),
+                 path: CameraPath | None = None):
         from ultralytics.trackers.bot_sort import BOTSORT
 
         self.trackers = [
@@ -86,11 +166,17 @@ class Tracker:
             ))
             for t in thresholds
         ]
+        self.path, self.motion, self.last_frame = path, _GivenMotion(), None
+        for tracker in self.trackers:
+            tracker.gmc = self.motion
         self.ids: dict[tuple[int, int], int] = {}
         self.counter = itertools.count(1)
 
-    def update(self, dets: Detections, image: np.ndarray) -> Detections:
-        """Ids for `dets`, found in `image` (the frame, used to estimate camera motion)."""
+    def update(self, dets: Detections, frame: int, image: np.ndarray) -> Detections:
+        """Ids for `dets`, found in `image`, frame number `frame` (frames in order, any may be skipped)."""
+        if self.path is not None and self.last_frame is not None:
+            self.motion.motion = self.path.between(self.last_frame, frame)[:2]
+        self.last_frame = frame
         track_id = np.array([next(self.counter) for _ in range(len(dets))], np.int64)
         for cls, tracker in enumerate(self.trackers):
             index = np.flatnonzero(dets.cls == cls)
@@ -124,33 +210,45 @@ class TrackRecord:
         }
 
 
-def _extrapolate(frames: list[int], boxes: list[np.ndarray], anchor: int, other: int, frame: int) -> np.ndarray:
-    """The box of observation `anchor` moved on to `frame` at the velocity between it and observation `other`
-    (the neighbouring one), so padding follows a face the camera is panning past; held in place without one."""
-    if not 0 <= other < len(frames):
-        return boxes[anchor]
-    velocity = (boxes[anchor] - boxes[other]) / (frames[anchor] - frames[other])
-    return boxes[anchor] + velocity * (frame - frames[anchor])
-
-
 @dataclass
 class Smoother:
-    """Holds recent observations per track and answers the final boxes for a frame."""
+    """Holds recent observations per track and answers the final boxes for a frame.
+
+    With a `CameraPath`, every observation is first carried to the frame being answered by the camera's
+    motion; interpolation and padding then only have to follow the object's own motion.
+    """
 
     policy: TrackPolicy = field(default_factory=TrackPolicy)
+    path: CameraPath | None = None
     obs: dict[int, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
     records: dict[int, TrackRecord] = field(default_factory=dict)
 
     def add(self, frame: int, dets: Detections) -> None:
-        for box, score, cls, tid in zip(dets.xyxy, dets.score, dets.cls, dets.track_id, strict=True):
-            frames, boxes = self.obs.setdefault(int(tid), ([], []))
+        for box, score, cls, tid in zip(dets.xyxy, dets.score, dets.cls, dets.track_id.tolist(), strict=True):
+            frames, boxes = self.obs.setdefault(tid, ([], []))
             frames.append(frame)
             boxes.append(box)
-            rec = self.records.setdefault(int(tid), TrackRecord(int(tid), int(cls), frame, frame))
+            rec = self.records.setdefault(tid, TrackRecord(tid, int(cls), frame, frame))
             rec.last = frame
             rec.detections += 1
             rec.score_sum += float(score)
             rec.score_max = max(rec.score_max, float(score))
+
+    def _seen_at(self, frames: list[int], boxes: list[np.ndarray], i: int, frame: int) -> np.ndarray:
+        """Observation `i` of a track carried to `frame` by the camera's motion."""
+        if self.path is None:
+            return boxes[i]
+        return warp_boxes(boxes[i][None], self.path.between(frames[i], frame))[0]
+
+    def _extrapolate(self, frames: list[int], boxes: list[np.ndarray], anchor: int, other: int, frame: int) -> np.ndarray:
+        """Observation `anchor` carried to `frame`, moving on at the object's own velocity between it and
+        observation `other` (the neighbouring one), so padding follows a face walking past; without one it
+        moves with the camera only."""
+        box = self._seen_at(frames, boxes, anchor, frame)
+        if not 0 <= other < len(frames):
+            return box
+        velocity = (boxes[anchor] - self._seen_at(frames, boxes, other, frames[anchor])) / (frames[anchor] - frames[other])
+        return box + velocity * (frame - frames[anchor])
 
     def final(self, frame: int) -> Detections:
         """Boxes to redact in `frame`; call only once detections up to frame + lookahead have been added."""
@@ -164,12 +262,12 @@ class Smoother:
                 box, hold = boxes[prev], 0
             elif prev is not None and nxt is not None and frames[nxt] - frames[prev] <= p.max_gap:
                 t = (frame - frames[prev]) / (frames[nxt] - frames[prev])
-                box = boxes[prev] * (1 - t) + boxes[nxt] * t
+                box = self._seen_at(frames, boxes, prev, frame) * (1 - t) + self._seen_at(frames, boxes, nxt, frame) * t
                 hold = min(frame - frames[prev], frames[nxt] - frame)
             elif prev is not None and frame - frames[prev] <= p.pad_frames:
-                box, hold = _extrapolate(frames, boxes, prev, prev - 1, frame), frame - frames[prev]
+                box, hold = self._extrapolate(frames, boxes, prev, prev - 1, frame), frame - frames[prev]
             elif nxt is not None and frames[nxt] - frame <= p.pad_frames:
-                box, hold = _extrapolate(frames, boxes, nxt, nxt + 1, frame), frames[nxt] - frame
+                box, hold = self._extrapolate(frames, boxes, nxt, nxt + 1, frame), frames[nxt] - frame
             else:
                 continue
             xyxy.append(box)
@@ -192,3 +290,6 @@ class Smoother:
                 del frames[:cut], boxes[:cut]
             if frames[-1] < horizon - self.policy.lookahead:
                 del self.obs[tid]
+        if self.path is not None:  # keep the motion the kept observations need, at most 2 x lookahead back
+            oldest = min((frames[0] for frames, _ in self.obs.values()), default=frame)
+            self.path.forget(max(min(oldest, frame), horizon - self.policy.lookahead))

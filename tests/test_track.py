@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
+from media import face_photo
 from redact.detect import FACE, PLATE, Detections
-from redact.track import Smoother, Tracker, TrackPolicy, scale_boxes
+from redact.track import CameraPath, Smoother, Tracker, TrackPolicy, scale_boxes, warp_boxes
 
 
 def det(box, cls=FACE, tid=1, score=0.9):
@@ -65,7 +67,7 @@ def test_tracker_links_moving_box_and_keeps_unconfirmed():
     image = np.zeros((480, 640, 3), np.uint8)
     for f in range(5):
         out = tracker.update(Detections([[10 + 3 * f, 10, 50 + 3 * f, 50], [300, 300, 340, 340]], [0.9, 0.12],
-                                        [FACE, FACE]), image)
+                                        [FACE, FACE]), f, image)
         assert len(out) == 2 and (out.track_id > 0).all()  # the weak detection is kept, with its own id
         ids.append(int(out.track_id[0]))
     assert len(set(ids)) == 1
@@ -77,10 +79,55 @@ def test_classes_never_share_a_track():
     seen: dict[int, set] = {}
     for f in range(4):
         cls = FACE if f % 2 == 0 else PLATE  # the same place alternates between a face and a plate
-        out = tracker.update(Detections([[100, 100, 160, 130]], [0.9], [cls]), image)
+        out = tracker.update(Detections([[100, 100, 160, 130]], [0.9], [cls]), f, image)
         seen.setdefault(int(out.track_id[0]), set()).add(cls)
     assert all(len(classes) == 1 for classes in seen.values())
 
 
 def test_scale_boxes_about_centre():
     assert np.allclose(scale_boxes(np.array([[10, 10, 20, 30]], np.float32), 2.0), [[5, 0, 25, 40]])
+
+
+def shifting_path(steps: list[tuple[float, float]]) -> CameraPath:
+    """A camera path that moves the scene by the given (dx, dy) on each frame after the first."""
+    path = CameraPath()
+    path.add(0, np.eye(2, 3))
+    for f, (dx, dy) in enumerate(steps, 1):
+        path.add(f, np.array([[1, 0, dx], [0, 1, dy]], float))
+    return path
+
+
+def test_boxes_between_detections_follow_the_camera():
+    # the camera shakes: the scene jumps +20, -30, +10 px; the object is still in the scene, seen at 0 and 3
+    path = shifting_path([(20, 0), (-30, 0), (10, 0)])
+    s = Smoother(TrackPolicy(pad_frames=2, max_gap=10, dilate=(1.0, 1.0), grow_per_frame=0.0), path)
+    s.add(0, det([100, 0, 110, 10]))
+    s.add(3, det([100, 0, 110, 10]))
+    assert np.allclose(s.final(1).xyxy, [[120, 0, 130, 10]])  # straight-line interpolation would say 100
+    assert np.allclose(s.final(2).xyxy, [[90, 0, 100, 10]])
+    # padding after the last detection moves with the camera too, and the path forgets old frames
+    path.add(4, np.array([[1, 0, 0], [0, 1, -15]], float))
+    assert np.allclose(s.final(4).xyxy, [[100, -15, 110, -5]])
+    for f in range(5, 46):
+        path.add(f, np.eye(2, 3))
+    s.prune(40)
+    assert min(path.chain) == 40 and max(path.chain) == 45  # the track is gone: nothing older is needed
+
+
+def test_warp_boxes_covers_rotated_corners():
+    angle = np.deg2rad(90)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    assert np.allclose(warp_boxes(np.array([[10, 0, 30, 10]], np.float32), rot), [[-10, 10, 0, 30]], atol=1e-4)
+
+
+def test_camera_motion_is_measured_on_real_pixels():
+    image = face_photo()
+    h, w = image.shape[:2]
+    path = CameraPath()
+    moved = cv2.warpAffine(image, np.array([[1, 0, 12], [0, 1, -6]], np.float32), (w, h), borderMode=cv2.BORDER_REFLECT)
+    path.add(0, path.estimate(image))
+    path.add(1, path.estimate(moved))
+    assert np.allclose(path.between(0, 1)[:2, 2], [12, -6], atol=1.0)
+    assert np.allclose(path.between(1, 0)[:2, 2], [-12, 6], atol=1.0)
+    zoomed = cv2.resize(moved, None, fx=2, fy=2)[:h, :w]  # a jump no camera makes in one frame: not trusted
+    assert np.array_equal(path.estimate(zoomed), np.eye(2, 3))
