@@ -13,11 +13,11 @@ from pathlib import Path
 from benchmarks.synth import ClipSpec, load_photos, make_clip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--frames", type=int, default=150)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     faces, plates = load_photos("faces"), load_photos("plates")
     photos = [p for pair in zip(plates[:12], faces[:12], strict=True) for p in pair]
     spec = ClipSpec(kind="faces", index=0, seed=7, frames=args.frames, base=12.0, zoom_ratio=2.0, zoom_mode="inout",
