@@ -14,7 +14,6 @@ must then be a folder every node sees at the same path).
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
 import itertools
 import os
@@ -23,7 +22,6 @@ import shutil
 import signal
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -33,7 +31,7 @@ from typing import NamedTuple
 
 from redact.errors import UserError
 from redact.models import sha256_file
-from redact.pipeline import RedactOptions, Redactor
+from redact.pipeline import RedactOptions, Redactor, output_stems
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mpg", ".mpeg", ".mkv", ".webm", ".ts", ".mts", ".m2ts",
                             ".wmv", ".3gp"})
@@ -153,8 +151,6 @@ def describe(error: BaseException) -> str:
     """One line for the journal and the summary."""
     if isinstance(error, UserError):
         return str(error)
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return f"out of disk space writing the output ({os.strerror(error.errno)}); nothing was published"
     return f"internal error: {type(error).__name__}: {error}"
 
 
@@ -283,9 +279,12 @@ class Batch:
             self.todo: list[BatchItem] = []
             self.skipped: list[BatchItem] = []
             self.unreadable: list[tuple[BatchItem, Outcome]] = []
-            stems = Counter((p.parent, p.stem) for p in paths)
+            folders: dict[Path, list[Path]] = {}
             for path in paths:
-                stem = path.stem if stems[path.parent, path.stem] == 1 else path.name
+                folders.setdefault(path.parent, []).append(path)
+            stems = {p: s for group in folders.values() for p, s in zip(group, output_stems(group), strict=True)}
+            for path in paths:
+                stem = stems[path]
                 try:
                     digest = sha256_file(path)
                 except OSError as e:  # fails alone, like any bad file; keyed by path, as it has no content

@@ -352,15 +352,19 @@ def job_options(func: Callable) -> Callable:
 @job_options
 @guarded
 def run(inputs: tuple[Path, ...], **kwargs) -> None:
-    """Redact each INPUT into OUTDIR/<stem>.redacted.mp4 with an audit log OUTDIR/<stem>.redaction.json."""
-    from redact.pipeline import Redactor
+    """Redact each INPUT into OUTDIR/<stem>.redacted.mp4 with an audit log OUTDIR/<stem>.redaction.json.
+
+    Inputs that share a stem keep their extension in the output names (cam.mp4.redacted.mp4, cam.mov.redacted.mp4).
+    """
+    from redact.pipeline import Redactor, output_stems
 
     outdir: Path = kwargs["outdir"]
+    stems = output_stems(list(inputs))
     redactor = Redactor(options_from(kwargs))
     failed = 0
-    for path in inputs:
+    for path, stem in zip(inputs, stems, strict=True):
         try:
-            result = redactor.run(path, outdir, progress=sys.stderr.isatty())
+            result = redactor.run(path, outdir, progress=sys.stderr.isatty(), stem=stem)
         except UserError as e:
             fail(f"{path}: {e}" if str(path) not in str(e) else str(e))
             failed = max(failed, EXIT_USER)

@@ -11,3 +11,7 @@ class ModelError(UserError):
 
 class MediaError(UserError):
     """The input is missing, not a video, truncated or otherwise undecodable."""
+
+
+class OutputError(UserError):
+    """The outputs cannot be written: a full disk or a folder without write permission. Nothing was published."""

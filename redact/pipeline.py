@@ -7,13 +7,14 @@ stage finished: the video and its log are completed under temporary names and re
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import shutil
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -26,11 +27,12 @@ from redact.anonymize import MODES, RedactionPolicy, anonymize
 from redact.audio import AudioOptions, AudioResult, process_audio, set_media
 from redact.audit import build_log, file_entry, write_json_atomic
 from redact.detect import CLASS_NAMES, CenterFaceDetector, Detections, Detector, YoloPlateDetector, resolve_device
-from redact.errors import UserError
+from redact.errors import OutputError, UserError
 from redact.models import resolve
 from redact.track import CameraPath, Smoother, Tracker, TrackPolicy
 from redact.video import Frame, VideoWriter, probe, read_frames
 
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # EFBIG: a file-size limit (RLIMIT_FSIZE, FAT32)
 DEFAULT_PLATE_MODEL = "plate-mahdi"  # best recall of the packaged plate models (benchmarks/detector_eval.py)
 T = TypeVar("T")
 
@@ -73,6 +75,17 @@ class RunResult:
     fps: float
     transcripts: list[Path] = field(default_factory=list)
     audit: dict = field(repr=False, default_factory=dict)
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """Output name stems for inputs redacted into one folder: each input's stem, or its whole name where another
+    input has the same stem (cam.mp4 and cam.mov), so no output overwrites another."""
+    stems = Counter(p.stem for p in paths)
+    out = [p.stem if stems[p.stem] == 1 else p.name for p in paths]
+    clash = [name for name, n in Counter(out).items() if n > 1]
+    if clash:
+        raise UserError(f"two inputs named '{clash[0]}' would write the same outputs; redact them into separate folders")
+    return out
 
 
 def threaded(items: Iterable[T], maxsize: int = 8) -> Iterator[T]:
@@ -197,13 +210,26 @@ class Redactor:
     def run(self, input_path: str | os.PathLike[str], outdir: str | os.PathLike[str], progress: bool = False,
             stem: str | None = None) -> RunResult:
         """Redact one file into `outdir` as `<stem>.*` (default: the input's stem); raise UserError/MediaError for
-        bad input, leaving nothing behind.
+        bad input and OutputError when OUTDIR cannot take the outputs (full disk, no permission), leaving nothing
+        behind.
+        """
+        try:
+            return self._run(Path(input_path), Path(outdir), progress, stem)
+        except OSError as e:
+            if e.errno in DISK_FULL:
+                raise OutputError(f"{outdir}: out of disk space writing the output ({os.strerror(e.errno)}); "
+                                  "nothing was published") from None
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise OutputError(f"{outdir}: cannot write the output ({os.strerror(e.errno)})") from None
+            raise
+
+    def _run(self, input_path: Path, outdir: Path, progress: bool, stem: str | None) -> RunResult:
+        """`run`, with OS errors as they come.
 
         Audio runs first (transcript, spoken-PII spans, a bleeped WAV), then the video pass muxes that WAV.
         Everything is finished under temporary names; only then are video, transcripts and log renamed into
         place, and the transcript indexed.
         """
-        input_path, outdir = Path(input_path), Path(outdir)
         info = probe(input_path)
         outdir.mkdir(parents=True, exist_ok=True)
         stem = stem or input_path.stem

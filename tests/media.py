@@ -64,6 +64,20 @@ def make_clip(
     return path
 
 
+def noisy_clip(path: Path, frames: int = 30) -> Path:
+    """Random pixels: they do not compress, so the output is large."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (240, 320, 3), np.uint8), format="bgr24")
+            frame.pts = i
+            out.mux(s.encode(frame))
+        out.mux(s.encode(None))
+    return path
+
+
 def set_mp4_rotation(path: Path, degrees: int) -> None:
     """Write a display matrix into the video track header (what phones do for portrait video)."""
     data = bytearray(path.read_bytes())

@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 
 from conftest import REDACT
-from media import make_clip
+from media import make_clip, noisy_clip
 from redact.batch import JOURNAL
 
 # the batch mechanics are under test, not detection quality: small clips, cheap detector settings
@@ -122,20 +121,6 @@ def test_bad_files_fail_alone_and_are_retried_on_rerun(tmp_path):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 3 and "0 done, 2 failed, 4 skipped" in out, out + err
     assert journal(outdir)["corrupt.mp4"]["attempts"] == 2 and journal(outdir)["cam0.mp4"]["attempts"] == 1
-
-
-def noisy_clip(path: Path, frames: int = 30) -> Path:
-    """Random pixels: they do not compress, so the output is large."""
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (240, 320, 3), np.uint8), format="bgr24")
-            frame.pts = i
-            out.mux(s.encode(frame))
-        out.mux(s.encode(None))
-    return path
 
 
 def test_full_disk_is_a_clear_error_and_publishes_nothing(tmp_path):

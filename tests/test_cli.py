@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
+import subprocess
 
 import pytest
 import torch
 
-from conftest import EVALDATA, run_cli
-from media import make_clip
+from conftest import EVALDATA, REDACT, run_cli
+from media import make_clip, noisy_clip
 
 
 def assert_user_error(proc, outdir) -> None:
@@ -113,3 +115,33 @@ def test_local_model_files_and_audit(tmp_path):
     not_onnx.write_text("nope")
     assert_user_error(run_cli("run", EVALDATA / "video/grid/lbax4n.mpg", "-o", tmp_path / "o2", "--face-model",
                               not_onnx, "--no-plates"), tmp_path / "o2")
+
+
+def test_inputs_sharing_a_stem_keep_apart(tmp_path):
+    """cam.mp4 and cam.mov into one folder get distinct outputs; two inputs with one name are refused up front."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    mp4 = make_clip(tmp_path / "a" / "cam.mp4", frames=12, audio=False)
+    mov = make_clip(tmp_path / "b" / "cam.mov", frames=15, audio=False, container="mov")
+    outdir = tmp_path / "out"
+    fast = ["--device", "cpu", "--no-plates", "--face-scale", "1"]
+    proc = run_cli("run", mp4, mov, "-o", outdir, *fast)
+    assert proc.returncode == 0, proc.stderr
+    logs = {name: json.loads((outdir / f"{name}.redaction.json").read_text()) for name in ("cam.mp4", "cam.mov")}
+    assert logs["cam.mp4"]["input"]["path"] == str(mp4.resolve()) and logs["cam.mov"]["stats"]["frames"] == 15
+    twin = make_clip(tmp_path / "b" / "cam.mp4", frames=12, audio=False)
+    assert_user_error(run_cli("run", mp4, twin, "-o", tmp_path / "o2", *fast), tmp_path / "o2")
+
+
+def test_full_disk_is_one_clear_line_and_nothing_published(tmp_path):
+    clip = noisy_clip(tmp_path / "noise.mp4")
+    limit = 400_000  # bytes any one file may grow to (RLIMIT_FSIZE): smaller than the redacted video
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    outdir = tmp_path / "out"
+    proc = subprocess.run([*REDACT, "run", str(clip), "-o", str(outdir), "--device", "cpu", "--face-scale", "1",
+                           "--plate-imgsz", "320"], capture_output=True, text=True, preexec_fn=small_disk)
+    assert_user_error(proc, outdir)
+    assert "out of disk space" in proc.stderr
