@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import av
+import pytest
 
 from conftest import REDACT
 from media import make_clip, noisy_clip
@@ -173,3 +174,30 @@ def test_ray_backend_gives_the_local_outputs(tmp_path):
         local, ray = logs["local"][clip.name], logs["ray"][clip.name]
         assert local["tracks"] and ray["tracks"] == local["tracks"]
         assert ray["output"]["sha256"] == local["output"]["sha256"]  # the same bytes
+
+
+def test_inputs_from_a_folder_or_a_list(tmp_path):
+    """Folders are searched recursively by extension, hidden entries and an OUTDIR inside them skipped; a list
+    file takes # comments and paths relative to itself, and names a missing file up front."""
+    from redact.batch import find_inputs
+    from redact.errors import UserError
+
+    source = tmp_path / "in"
+    for rel in ("a.mp4", "sub/B.MOV", "sub/deep/c.mpg", "notes.txt", ".hidden.mp4", ".cache/d.mp4", "out/e.mp4"):
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(b"x")
+    paths, root = find_inputs(source, exclude=source / "out")
+    assert root == source.resolve()
+    assert [p.relative_to(root).as_posix() for p in paths] == ["a.mp4", "sub/B.MOV", "sub/deep/c.mpg"]
+
+    listing = tmp_path / "lists" / "request-42.txt"
+    listing.parent.mkdir()
+    listing.write_text(f"# FOIA request 42\n../in/sub/B.MOV\n\n{source / 'sub/deep/c.mpg'}\n")
+    paths, root = find_inputs(listing)
+    assert paths == [(source / "sub/B.MOV").resolve(), (source / "sub/deep/c.mpg").resolve()]
+    assert root == (source / "sub").resolve()
+    listing.write_text("../in/a.mp4\n../in/gone.mp4\n")
+    with pytest.raises(UserError, match="gone.mp4"):
+        find_inputs(listing)
+    with pytest.raises(UserError, match="no such folder"):
+        find_inputs(tmp_path / "nowhere")
