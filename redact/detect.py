@@ -59,6 +59,33 @@ class Detections:
         )
 
 
+FACE_ASPECT = 1.25  # height / width of a whole face box, as CenterFace draws them
+EDGE = 2  # px: a box this close to the frame's border is cut by it
+
+
+def complete_cut_faces(dets: Detections, width: int, height: int) -> Detections:
+    """Face boxes cut by the frame's border, extended beyond it to a whole face's proportions.
+
+    The detector boxes only the visible part of a face leaving the frame; the ellipse drawn inside that box
+    leaves the visible corners of the face uncovered. Extending the box past the border (where nothing is
+    drawn) puts the ellipse's centre where the whole face's would be.
+    """
+    face = dets.cls == FACE
+    if not face.any():
+        return dets
+    xyxy = dets.xyxy.copy()
+    x0, y0, x1, y1 = dets.xyxy.T
+    w, h = x1 - x0, y1 - y0
+    tall, wide = np.maximum(h, w * FACE_ASPECT), np.maximum(w, h / FACE_ASPECT)
+    top, bottom = face & (y0 <= EDGE) & (y1 < height - EDGE), face & (y1 >= height - EDGE) & (y0 > EDGE)
+    left, right = face & (x0 <= EDGE) & (x1 < width - EDGE), face & (x1 >= width - EDGE) & (x0 > EDGE)
+    xyxy[top, 1] = (y1 - tall)[top]
+    xyxy[bottom, 3] = (y0 + tall)[bottom]
+    xyxy[left, 0] = (x1 - wide)[left]
+    xyxy[right, 2] = (x0 + wide)[right]
+    return Detections(xyxy, dets.score, dets.cls, dets.track_id)
+
+
 class Detector(Protocol):
     """What the pipeline needs from a detector: its class, the file it loaded, and batched inference."""
 

@@ -26,7 +26,15 @@ from tqdm import tqdm
 from redact.anonymize import MODES, RedactionPolicy, anonymize
 from redact.audio import AudioOptions, AudioResult, process_audio, set_media
 from redact.audit import build_log, file_entry, write_json_atomic
-from redact.detect import CLASS_NAMES, CenterFaceDetector, Detections, Detector, YoloPlateDetector, resolve_device
+from redact.detect import (
+    CLASS_NAMES,
+    CenterFaceDetector,
+    Detections,
+    Detector,
+    YoloPlateDetector,
+    complete_cut_faces,
+    resolve_device,
+)
 from redact.errors import OutputError, UserError
 from redact.models import resolve
 from redact.track import CameraPath, Smoother, Tracker, TrackPolicy
@@ -171,7 +179,7 @@ class Redactor:
         images = [f.image for f in batch]
         per_detector = [detector(images) for detector in self.detectors]
         for i, frame in enumerate(batch):
-            dets = Detections.merge([d[i] for d in per_detector])
+            dets = complete_cut_faces(Detections.merge([d[i] for d in per_detector]), *frame.image.shape[1::-1])
             smoother.add(frame.index, tracker.update(dets, frame.index, frame.image))
 
     def frames_with_boxes(self, frames: Iterable[Frame], smoother: Smoother) -> Iterator[tuple[Frame, Detections]]:

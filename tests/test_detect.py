@@ -10,7 +10,7 @@ import torchvision
 
 from benchmarks.detector_eval import load_gt, match
 from conftest import EVALDATA
-from redact.detect import FACE, PLATE, CenterFaceDetector, Detections, YoloPlateDetector
+from redact.detect import FACE, PLATE, CenterFaceDetector, Detections, YoloPlateDetector, complete_cut_faces
 from redact.models import resolve
 
 
@@ -71,3 +71,13 @@ def test_plate_detector_on_real_plates():
     hits = sum(match(gt[n], *(lambda d: (d.xyxy, d.score))(detector([cv2.imread(str(EVALDATA / "plates" / n))])[0]))
                for n in names)
     assert hits / len(names) >= 0.85
+
+
+def test_faces_cut_by_the_frame_border_are_completed_beyond_it():
+    dets = Detections([[100, 0, 140, 30],     # face leaving through the top: 40 wide, only 30 visible
+                       [0, 200, 20, 250],     # face leaving through the left: 20 of its 40 px visible
+                       [300, 300, 340, 350],  # whole face inside: untouched
+                       [500, 0, 600, 20]],    # a plate at the top: untouched
+                      [0.9] * 4, [FACE, FACE, FACE, PLATE])
+    out = complete_cut_faces(dets, 640, 480)
+    assert np.allclose(out.xyxy, [[100, -20, 140, 30], [-20, 200, 20, 250], [300, 300, 340, 350], [500, 0, 600, 20]])
