@@ -26,6 +26,11 @@ def fail(message: str) -> None:
     click.echo(f"redact: error: {message}", err=True)
 
 
+def fail_file(path: Path, message: str) -> None:
+    """`fail` for one input of many: the message names the file (once)."""
+    fail(message if str(path) in message else f"{path}: {message}")
+
+
 def guarded(func: Callable) -> Callable:
     """Turn a UserError into one line + exit 2 and any other exception into one line + exit 1.
 
@@ -239,7 +244,7 @@ def transcribe_cmd(inputs: tuple[Path, ...], outdir: Path, asr_model: str, langu
                 for f in result.files:
                     os.replace(f, outdir / f.name)
         except UserError as e:
-            fail(f"{path}: {e}" if str(path) not in str(e) else str(e))
+            fail_file(path, str(e))
             failed = EXIT_USER
             continue
         if result.transcript is None:
@@ -366,7 +371,7 @@ def run(inputs: tuple[Path, ...], **kwargs) -> None:
         try:
             result = redactor.run(path, outdir, progress=sys.stderr.isatty(), stem=stem)
         except UserError as e:
-            fail(f"{path}: {e}" if str(path) not in str(e) else str(e))
+            fail_file(path, str(e))
             failed = max(failed, EXIT_USER)
             continue
         click.echo(f"{path} -> {result.video} ({result.frames} frames, {result.tracks} tracks, {result.fps:.1f} fps)")
@@ -421,6 +426,6 @@ def batch(source: Path, jobs: int, backend: str, ray_address: str | None, cpus_p
     click.echo(f"batch: {done} done, {len(failed)} failed, {len(work.skipped)} skipped in "
                f"{time.perf_counter() - start:.1f} s; journal {outdir / JOURNAL}")
     for path, error in failed:
-        fail(f"{path}: {error}" if str(path) not in error else error)
+        fail_file(path, error)
     if failed:
         sys.exit(EXIT_SOME_FAILED)

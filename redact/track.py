@@ -63,13 +63,13 @@ class CameraPath:
     from a recent anchor frame, re-anchored as old frames are forgotten, so precision holds over hours.
     """
 
+    MAX_STEP = 0.25  # a frame-to-frame zoom or shift beyond this share of the frame is a scene cut or a bad fit
+
     def __init__(self) -> None:
         from ultralytics.trackers.utils.gmc import GMC
 
         self.gmc = GMC("sparseOptFlow", downscale=2)
         self.chain: dict[int, np.ndarray] = {}  # frame -> transform from the anchor frame to it
-
-    MAX_STEP = 0.25  # a frame-to-frame zoom or shift beyond this share of the frame is a scene cut or a bad fit
 
     def estimate(self, image: np.ndarray) -> np.ndarray:
         """Motion from the previous image given to this one: identity for the first, and where the estimate is
