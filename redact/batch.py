@@ -80,7 +80,8 @@ def find_inputs(source: str | os.PathLike[str], exclude: Path | None = None) -> 
             lines = source.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"{source}: cannot read the list of inputs: {e}") from None
-        paths = [(source.parent / line.strip()).resolve() for line in lines if line.strip() and not line.startswith("#")]
+        entries = [line.strip() for line in lines]
+        paths = [(source.parent / entry).resolve() for entry in entries if entry and not entry.startswith("#")]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise UserError(f"{source}: {len(missing)} listed file(s) do not exist, first: {missing[0]}")

@@ -192,7 +192,7 @@ def test_inputs_from_a_folder_or_a_list(tmp_path):
 
     listing = tmp_path / "lists" / "request-42.txt"
     listing.parent.mkdir()
-    listing.write_text(f"# FOIA request 42\n../in/sub/B.MOV\n\n{source / 'sub/deep/c.mpg'}\n")
+    listing.write_text(f"# FOIA request 42\n  # (indented comment)\n../in/sub/B.MOV\n\n{source / 'sub/deep/c.mpg'}\n")
     paths, root = find_inputs(listing)
     assert paths == [(source / "sub/B.MOV").resolve(), (source / "sub/deep/c.mpg").resolve()]
     assert root == (source / "sub").resolve()
