@@ -66,7 +66,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.synth import KINDS, Clip, ClipTruth, clip_specs, load_photos, make_clip  # noqa: E402
 from redact.anonymize import RedactionPolicy, anonymize  # noqa: E402
-from redact.detect import FACE, PLATE, Detections  # noqa: E402
+from redact.detect import FACE, PLATE, DetectionQueue, Detections  # noqa: E402
 from redact.pipeline import RedactOptions, Redactor  # noqa: E402
 from redact.track import Smoother  # noqa: E402
 from redact.video import Frame, read_frames  # noqa: E402
@@ -351,6 +351,7 @@ def replay_boxes(redactor: Redactor, clip: Clip, per_frame: list[Detections]) ->
     alive: dict[int, Frame] = {}
     replays = {c: Replay(c, per_frame, t, index) for c, t in ((FACE, o.face_threshold), (PLATE, o.plate_threshold))}
     redactor.detectors = [replays[c] for c, on in ((FACE, o.faces), (PLATE, o.plates)) if on]
+    redactor.detect = DetectionQueue(redactor.detectors, redactor.batch)
 
     def frames() -> Iterator[Frame]:
         for frame in read_frames(clip.video):

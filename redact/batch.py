@@ -6,7 +6,8 @@ rerun after a crash, a SIGKILL or a reboot redoes nothing that was published. Ev
 `Redactor.run`, which publishes by atomic rename; what a killed run left under temporary names is removed
 when the next run starts. A bad file fails alone: its error goes to the journal and the summary.
 
-Backends: `local` runs `jobs` worker processes on this machine, each loading the models once; `ray` runs one
+Backends: `local` runs `jobs` worker processes on this machine, each loading the models once (on a GPU, `jobs`
+threads sharing one set of models and their detector batches instead); `ray` runs one
 Ray task per file with its CPU and GPU needs declared, on a local Ray instance or an existing cluster (OUTDIR
 must then be a folder every node sees at the same path).
 """
@@ -31,7 +32,7 @@ from typing import NamedTuple
 
 from redact.errors import UserError
 from redact.models import sha256_file
-from redact.pipeline import RedactOptions, Redactor, output_stems
+from redact.pipeline import RedactOptions, Redactor, as_finished, output_stems
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mpg", ".mpeg", ".mkv", ".webm", ".ts", ".mts", ".m2ts",
                             ".wmv", ".3gp"})
@@ -225,6 +226,14 @@ def run_local(items: list[BatchItem], options: RedactOptions, jobs: int) -> Iter
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+# ---- local backend with the torch stage (GPU): threads sharing one Redactor ----
+def run_shared(redactor: Redactor, items: list[BatchItem], jobs: int) -> Iterator[tuple[BatchItem, Outcome]]:
+    """Outcomes as files finish, `jobs` at a time in threads of this process sharing `redactor`: one set of models
+    on the GPU, and detector batches gathered from every file (`Redactor.run_many` does the same for `run`). A
+    crash takes the whole batch down instead of one worker; the journal lets the rerun resume where it stopped."""
+    yield from as_finished(lambda item: redact_one(redactor, item), items, jobs)
+
+
 # ---- ray backend: one task per file ----
 def _ray_work(options: RedactOptions, item: BatchItem) -> Outcome:
     global _redactor
@@ -303,8 +312,9 @@ class Batch:
             cpus_per_task: float = 1.0) -> Iterator[tuple[BatchItem, Outcome]]:
         """Redact what is left, yielding each outcome once the journal has it."""
         if backend == "local":
-            Redactor(self.options)  # bad options and missing models fail once, here, not once per file
-            outcomes = run_local(self.todo, self.options, max(1, jobs))
+            redactor = Redactor(self.options)  # bad options and missing models fail once, here, not once per file
+            outcomes = run_shared(redactor, self.todo, max(1, jobs)) if redactor.stage is not None else \
+                run_local(self.todo, self.options, max(1, jobs))
         elif backend == "ray":
             gpus = 1.0 / max(1, jobs) if self.options.device == "cuda" else 0.0  # --jobs files share one GPU
             outcomes = run_ray(self.todo, self.options, ray_address, cpus_per_task, gpus)

@@ -131,8 +131,8 @@ def run_options(func: Callable) -> Callable:
                      help="Face detection resolution relative to the frame (1.0 = native; 1.5 finds 20-30 px faces)."),
         click.option("--plate-imgsz", type=click.IntRange(320, 2560), default=d.plate_imgsz, show_default=True,
                      help="Plate detector input size (frame's long side is resized to this)."),
-        click.option("--detect-every", type=click.IntRange(0, 8), default=d.detect_every, show_default=True,
-                     help="Run detectors on every Nth frame and track between (0 = 1 on CUDA, 2 on CPU)."),
+        click.option("--detect-every", type=click.IntRange(1, 8), default=d.detect_every, show_default=True,
+                     help="Run detectors on every Nth frame; tracking and camera motion cover the frames between."),
         click.option("--pad-frames", type=click.IntRange(0, 120), default=d.pad_frames, show_default=True,
                      help="Keep each track redacted this many frames before its first and after its last detection."),
         click.option("--crf", type=click.IntRange(0, 51), default=d.crf, show_default=True),
@@ -355,8 +355,10 @@ def job_options(func: Callable) -> Callable:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @job_options
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Files redacted at once, sharing one set of models and their detector batches (a GPU node).")
 @guarded
-def run(inputs: tuple[Path, ...], **kwargs) -> None:
+def run(inputs: tuple[Path, ...], jobs: int, **kwargs) -> None:
     """Redact each INPUT into OUTDIR/<stem>.redacted.mp4 with an audit log OUTDIR/<stem>.redaction.json.
 
     Inputs that share a stem keep their extension in the output names (cam.mp4.redacted.mp4, cam.mov.redacted.mp4).
@@ -364,15 +366,13 @@ def run(inputs: tuple[Path, ...], **kwargs) -> None:
     from redact.pipeline import Redactor, output_stems
 
     outdir: Path = kwargs["outdir"]
-    stems = output_stems(list(inputs))
+    output_stems(list(inputs))  # a clash of names fails before the models load
     redactor = Redactor(options_from(kwargs))
     failed = 0
-    for path, stem in zip(inputs, stems, strict=True):
-        try:
-            result = redactor.run(path, outdir, progress=sys.stderr.isatty(), stem=stem)
-        except UserError as e:
-            fail_file(path, str(e))
-            failed = max(failed, EXIT_USER)
+    for path, result in redactor.run_many(list(inputs), outdir, jobs, progress=sys.stderr.isatty()):
+        if isinstance(result, UserError):
+            fail_file(path, str(result))
+            failed = EXIT_USER
             continue
         click.echo(f"{path} -> {result.video} ({result.frames} frames, {result.tracks} tracks, {result.fps:.1f} fps)")
     if failed:
@@ -386,7 +386,8 @@ EXIT_SOME_FAILED = 3
 @click.argument("source", type=click.Path(path_type=Path))
 @job_options
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Files redacted at once (local: worker processes; ray: tasks sharing one GPU).")
+              help="Files redacted at once (local: worker processes, on a GPU threads sharing one set of models; "
+                   "ray: tasks sharing one GPU).")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", metavar="ADDR", envvar="RAY_ADDRESS", default=None,
               help="Ray cluster to join (e.g. ray://head:10001 or auto) [env RAY_ADDRESS; default: a local instance].")

@@ -149,6 +149,30 @@ def decode_centerface(
     return out
 
 
+def _area_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's INTER_AREA weights when enlarging src to dst pixels: output pixel i is source pixel a[i], blended
+    towards b[i] by f[i] only where it straddles the border between them (imgproc/resize.cpp, area_mode)."""
+    i = np.arange(dst)
+    a = np.floor(i * src / dst).astype(np.int64)
+    f = (i + 1) - (a + 1) * dst / src
+    f = np.where(f <= 0, 0.0, f - np.floor(f))
+    edge = a >= src - 1
+    f[edge], a[edge] = 0.0, src - 1
+    return a, np.minimum(a + 1, src - 1), f
+
+
+def enlarge_area(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """`cv2.resize(..., INTER_AREA)` to a larger size, for NCHW tensors on any device: the CPU path's detector
+    input, reproduced on the GPU (bilinear would show CenterFace different pixels and find other faces)."""
+    import torch
+
+    for dim, size in ((-1, width), (-2, height)):
+        a, b, f = (torch.from_numpy(v).to(x.device) for v in _area_taps(x.shape[dim], size))
+        f = f.to(x.dtype).view(-1, 1) if dim == -2 else f.to(x.dtype)
+        x = x.index_select(dim, a) * (1 - f) + x.index_select(dim, b) * f
+    return x
+
+
 class CenterFaceDetector:
     """CenterFace at `scale` x native resolution (1.0 = native) on onnxruntime or torch (fp16 on CUDA).
 
@@ -183,6 +207,8 @@ class CenterFaceDetector:
             self.model = convert(onnx.load_from_string(graph)).eval().to(device)
             self.dtype = torch.float16 if device == "cuda" else torch.float32
             self.model = self.model.to(self.dtype)
+            if device == "cuda":  # cuDNN's fp16 convolutions are fastest in NHWC
+                self.model = self.model.to(memory_format=torch.channels_last)
 
     def _blob(self, frames: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
         """Stack BGR frames into an RGB NCHW float blob, resized by `scale`, zero-padded to a multiple of 32."""
@@ -211,14 +237,35 @@ class CenterFaceDetector:
         if not frames:
             return []
         blob, fx, fy = self._blob(frames)
-        heat, scale, offset, _ = self.forward(blob)
-        h, w = frames[0].shape[:2]
+        return self._boxes(self.forward(blob), fx, fy, *frames[0].shape[1::-1])
+
+    def detect_tensor(self, frames: torch.Tensor) -> list[Detections]:
+        """`__call__` for frames already on the device: (N, H, W, 3) uint8 BGR. Resize, padding and decoding run
+        there too; only the boxes come back."""
+        import torch
+        import torch.nn.functional as F
+
+        n, h, w, _ = frames.shape
+        sh, sw = max(32, round(h * self.scale)), max(32, round(w * self.scale))
+        x = frames.permute(0, 3, 1, 2).flip(1).to(self.dtype)  # NCHW RGB, 0-255 as the ONNX path feeds it
+        if sh > h:  # as `_blob` (OpenCV's INTER_AREA), so both paths see the same pixels
+            x = enlarge_area(x, sh, sw)
+        elif sh < h:
+            x = F.interpolate(x, size=(sh, sw), mode="area")
+        x = F.pad(x, (0, -(-sw // 32) * 32 - sw, 0, -(-sh // 32) * 32 - sh))
+        with torch.inference_mode():
+            heads = self.model(x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x)
+        return self._boxes(heads, sw / w, sh / h, w, h)
+
+    def _boxes(self, heads: list[torch.Tensor], fx: float, fy: float, w: int, h: int) -> list[Detections]:
+        """Per-image Detections in frame pixels from the network's heads at (fx, fy) x the frame's size."""
+        heat, scale, offset, _ = heads
         results = []
         for boxes, score in decode_centerface(heat, scale, offset, self.threshold):
-            xyxy = boxes.numpy() / np.array([fx, fy, fx, fy], np.float32)
+            xyxy = boxes.float().cpu().numpy() / np.array([fx, fy, fx, fy], np.float32)
             xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, w)
             xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, h)
-            results.append(Detections(xyxy, score.numpy(), np.full(len(xyxy), FACE)))
+            results.append(Detections(xyxy, score.float().cpu().numpy(), np.full(len(xyxy), FACE)))
         return results
 
 
@@ -249,29 +296,36 @@ def onnx_export(weights: Path, sha256: str, imgsz: int) -> Path:
 
 class YoloPlateDetector:
     """A YOLO plate model through ultralytics: ONNX on CPU (exported once from the verified .pt), torch fp16 on
-    CUDA. Every class of the model counts as a plate; boxes that cannot be a plate (taller than wide, or a
-    quarter of the frame) are dropped: the packaged models fire on faces and textures with such boxes, and
-    padded over a track's frames they would blank out large parts of the picture."""
+    CUDA; `detect_tensor` runs the bare torch network on frames already on the device. Every class of the model
+    counts as a plate; boxes that cannot be a plate (taller than wide, or a quarter of the frame) are dropped:
+    the packaged models fire on faces and textures with such boxes, and padded over a track's frames they would
+    blank out large parts of the picture."""
 
     cls = PLATE
 
     MIN_ASPECT = 1.1  # width / height: labelled plates are >= 2, even steep angles keep them wider than tall
     MAX_AREA = 0.25  # of the frame: a "plate" larger than this is a false positive on texture or a face
 
-    def __init__(self, weights: Path, sha256: str, device: str = "cpu", threshold: float = 0.25, imgsz: int = 640):
+    def __init__(self, weights: Path, sha256: str, device: str = "cpu", threshold: float = 0.25, imgsz: int = 640,
+                 backend: str | None = None):
         os.environ.setdefault("YOLO_OFFLINE", "1")
         os.environ.setdefault("YOLO_VERBOSE", "False")
         from ultralytics import YOLO
 
         self.weights, self.sha256, self.device = weights, sha256, device
         self.threshold, self.imgsz = threshold, imgsz
+        self.backend = backend or ("onnxruntime" if device == "cpu" else "torch")
         if weights.suffix not in (".pt", ".onnx"):
             raise ModelError(f"{weights}: plate model must be a YOLO .pt or .onnx file")
+        if self.backend == "torch" and weights.suffix != ".pt":
+            raise ModelError(f"{weights}: an ONNX plate model runs on the CPU only; give its .pt for --device cuda")
         try:
-            runtime = onnx_export(weights, sha256, imgsz) if device == "cpu" and weights.suffix == ".pt" else weights
+            runtime = onnx_export(weights, sha256, imgsz) if self.backend == "onnxruntime" and weights.suffix == ".pt" \
+                else weights
             self.model = YOLO(str(runtime), task="detect")
         except Exception as e:  # noqa: BLE001 - any failure to unpickle/parse a user's file is a user error
             raise ModelError(f"{weights}: not a loadable YOLO model ({e})") from None
+        self.net = None  # the bare torch network for `detect_tensor`, made on first use
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
         if not frames:
@@ -280,9 +334,109 @@ class YoloPlateDetector:
             frames, imgsz=self.imgsz, conf=self.threshold, iou=0.5, device=self.device, verbose=False,
             **({"half": True} if self.device == "cuda" else {}),
         )
+        return [self._plates(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), frame.shape[0] * frame.shape[1])
+                for r, frame in zip(results, frames, strict=True)]
+
+    def _plates(self, xyxy: np.ndarray, score: np.ndarray, frame_area: int) -> Detections:
+        """Boxes as plate Detections, without those that cannot be a plate."""
+        d = Detections(xyxy, score, np.full(len(xyxy), PLATE))
+        w, h = d.xyxy[:, 2] - d.xyxy[:, 0], d.xyxy[:, 3] - d.xyxy[:, 1]
+        return d[(w >= self.MIN_ASPECT * h) & (w * h <= self.MAX_AREA * frame_area)]
+
+    def detect_tensor(self, frames: torch.Tensor) -> list[Detections]:
+        """`__call__` for frames already on the device: (N, H, W, 3) uint8 BGR. The letterbox is ultralytics'
+        (long side to imgsz, padded to the stride with grey 114, centred), done on the device; NMS too."""
+        import torch
+        import torch.nn.functional as F
+        from ultralytics.utils.nms import non_max_suppression
+
+        if self.net is None:
+            net = self.model.model.fuse().eval().to(self.device)
+            self.net = net.half() if self.device == "cuda" else net.float()
+            self.stride = int(max(self.net.stride))
+        n, h, w, _ = frames.shape
+        r = min(self.imgsz / h, self.imgsz / w)
+        nw, nh = max(round(w * r), 1), max(round(h * r), 1)
+        dw, dh = (self.imgsz - nw) % self.stride / 2, (self.imgsz - nh) % self.stride / 2
+        top, bottom, left, right = round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)
+        x = frames.permute(0, 3, 1, 2).flip(1).float()
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+        x = (F.pad(x, (left, right, top, bottom), value=114.0) / 255).to(next(self.net.parameters()).dtype)
+        with torch.inference_mode():
+            preds = self.net(x)
+        preds = preds[0] if isinstance(preds, (list, tuple)) else preds
         out = []
-        for r, frame in zip(results, frames, strict=True):
-            d = Detections(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), np.full(len(r.boxes), PLATE))
-            w, h = d.xyxy[:, 2] - d.xyxy[:, 0], d.xyxy[:, 3] - d.xyxy[:, 1]
-            out.append(d[(w >= self.MIN_ASPECT * h) & (w * h <= self.MAX_AREA * frame.shape[0] * frame.shape[1])])
+        for det in non_max_suppression(preds.float(), self.threshold, 0.5, max_det=300):
+            xyxy = ((det[:, :4] - det.new_tensor([left, top, left, top])) / r).cpu().numpy()
+            xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, w)
+            xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, h)
+            out.append(self._plates(xyxy, det[:, 4].cpu().numpy(), h * w))
         return out
+
+
+class DetectionQueue:
+    """The detectors, shared by every file a process redacts at once: one thread runs them, on batches that
+    gather the frames other files asked for meanwhile (same size only), so several streams fill one GPU batch
+    and no detector is ever called from two threads (ultralytics' predictor is not thread-safe). The thread
+    lives only while there is work, so a dropped queue holds no models.
+
+    `frames` are numpy images (`Detector.__call__`) or, for the torch stage, device tensors (`detect_tensor`).
+    """
+
+    def __init__(self, detectors: list[Detector], max_frames: int):
+        import threading
+        from collections import deque
+
+        self.detectors, self.max_frames = detectors, max(1, max_frames)
+        self.waiting: deque = deque()
+        self.lock = threading.Lock()
+        self.serving = False
+        self.batches = 0  # detector runs so far: fewer than requests when files shared batches
+
+    def __call__(self, frames: list) -> list[Detections]:
+        """Detections per frame, all classes merged; blocks until this request's batch has run."""
+        import threading
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        with self.lock:
+            self.waiting.append((frames, future))
+            if not self.serving:
+                self.serving = True
+                threading.Thread(target=self._serve, daemon=True, name="redact-detect").start()
+        return future.result()
+
+    def _run(self, frames: list) -> list[Detections]:
+        self.batches += 1
+        if not isinstance(frames[0], np.ndarray):
+            import torch
+
+            batch = torch.stack(frames)
+            per_detector = [d.detect_tensor(batch) for d in self.detectors]  # type: ignore[attr-defined]
+        else:
+            per_detector = [d(frames) for d in self.detectors]
+        return [Detections.merge([d[i] for d in per_detector]) for i in range(len(frames))]
+
+    def _serve(self) -> None:
+        while True:
+            with self.lock:
+                if not self.waiting:
+                    self.serving = False
+                    return
+                taken = [self.waiting.popleft()]
+                while self.waiting and sum(len(f) for f, _ in taken) + len(self.waiting[0][0]) <= self.max_frames:
+                    taken.append(self.waiting.popleft())
+            groups: dict[tuple, list] = {}
+            for frames, future in taken:
+                groups.setdefault(tuple(frames[0].shape), []).append((frames, future))
+            for group in groups.values():
+                try:
+                    results = self._run([f for frames, _ in group for f in frames])
+                except BaseException as e:  # noqa: BLE001 - handed to every caller of this batch
+                    for _, future in group:
+                        future.set_exception(e)
+                    continue
+                for frames, future in group:
+                    future.set_result(results[: len(frames)])
+                    results = results[len(frames) :]

@@ -15,8 +15,8 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +29,7 @@ from redact.audit import build_log, file_entry, write_json_atomic
 from redact.detect import (
     CLASS_NAMES,
     CenterFaceDetector,
+    DetectionQueue,
     Detections,
     Detector,
     YoloPlateDetector,
@@ -36,13 +37,16 @@ from redact.detect import (
     resolve_device,
 )
 from redact.errors import OutputError, UserError
+from redact.gpu import TorchStage
 from redact.models import resolve
 from redact.track import CameraPath, Smoother, Tracker, TrackPolicy
+from redact.transcribe import load_asr
 from redact.video import Frame, VideoWriter, probe, read_frames
 
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # EFBIG: a file-size limit (RLIMIT_FSIZE, FAT32)
 DEFAULT_PLATE_MODEL = "plate-mahdi"  # best recall of the packaged plate models (benchmarks/detector_eval.py)
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -57,7 +61,8 @@ class RedactOptions:
     # but 0.15 blanks 2.6% of the background of the face clips, 0.2 1.6%
     face_scale: float = 1.5  # 20-30 px faces are found far more often at 1.5x (leak 2.6% -> 1.3%), at 1.9x the cost
     plate_imgsz: int = 1280  # 640 leaks 27% of >=10 px plate box-frames, 1280 11% (same threshold)
-    detect_every: int = 0  # 0 = auto: every frame on CUDA, every 2nd on CPU (tracking fills the other)
+    detect_every: int = 2  # tracking fills the frames between: every frame leaks no less on the leak bench
+    runtime: str = "auto"  # auto: onnxruntime on CPU, the torch stage (gpu.py) on CUDA; "torch": that stage on CPU too
     face_mode: str = "blur"
     plate_mode: str = "blur"
     pad_frames: int = 8
@@ -128,6 +133,19 @@ def threaded(items: Iterable[T], maxsize: int = 8) -> Iterator[T]:
                 thread.join(0.05)
 
 
+def as_finished(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[tuple[T, R]]:
+    """`fn` over `items` in `jobs` threads: each item with its result, as they finish. Items not started when the
+    consumer stops are cancelled."""
+    with ThreadPoolExecutor(jobs, thread_name_prefix="redact-file") as pool:
+        futures = {pool.submit(fn, item): item for item in items}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
 class Redactor:
     """Loads the models once and redacts any number of files with them."""
 
@@ -138,20 +156,29 @@ class Redactor:
         for mode in (o.face_mode, o.plate_mode):
             if mode not in MODES:
                 raise UserError(f"unknown redaction mode '{mode}' (use {', '.join(MODES)})")
+        if o.runtime not in ("auto", "torch", "onnxruntime"):
+            raise UserError(f"unknown runtime '{o.runtime}' (use auto, torch or onnxruntime)")
         self.device = resolve_device(o.device)
-        self.detect_every = o.detect_every or (1 if self.device == "cuda" else 2)
+        self.detect_every = max(1, o.detect_every)
         self.batch = o.batch or (16 if self.device == "cuda" else 1)
         self.encoder = o.encoder if o.encoder != "auto" else "libx264"
+        runtime = o.runtime if o.runtime != "auto" else ("torch" if self.device == "cuda" else "onnxruntime")
+        if self.device == "cuda" and runtime != "torch":
+            raise UserError("on CUDA the detectors run in torch (runtime 'onnxruntime' is for the CPU)")
+        self.stage = TorchStage(self.device) if runtime == "torch" else None
         self.detectors: list[Detector] = []
         self.model_entries: list[dict] = []
         if o.faces:
             path, digest, spec = resolve(o.face_model, "faces")
-            self.detectors.append(CenterFaceDetector(path, digest, self.device, o.face_threshold, o.face_scale))
+            self.detectors.append(CenterFaceDetector(path, digest, self.device, o.face_threshold, o.face_scale, runtime))
             self.model_entries.append(self._model_entry("face", o.face_model, path, digest, spec))
         if o.plates:
             path, digest, spec = resolve(o.plate_model, "plates")
-            self.detectors.append(YoloPlateDetector(path, digest, self.device, o.plate_threshold, o.plate_imgsz))
+            self.detectors.append(
+                YoloPlateDetector(path, digest, self.device, o.plate_threshold, o.plate_imgsz, runtime))
             self.model_entries.append(self._model_entry("plate", o.plate_model, path, digest, spec))
+        self.detect = DetectionQueue(self.detectors, 2 * self.batch)  # files redacted at once share its batches
+        self.motion_threads = min(4, os.cpu_count() or 1) if self.device == "cuda" else 2
         self.track_policy = TrackPolicy(o.pad_frames, o.max_gap, (o.face_dilate, o.plate_dilate))
         self.redaction_policy = RedactionPolicy(modes=(o.face_mode, o.plate_mode))
 
@@ -165,28 +192,29 @@ class Redactor:
     def policy(self) -> dict:
         o = self.options
         return {
-            "device": self.device, "classes": [c for c, on in zip(CLASS_NAMES, (o.faces, o.plates), strict=True) if on],
+            "device": self.device, "runtime": "torch" if self.stage else "onnxruntime",
+            "classes": [c for c, on in zip(CLASS_NAMES, (o.faces, o.plates), strict=True) if on],
             "thresholds": {"face": o.face_threshold, "plate": o.plate_threshold},
             "modes": {"face": o.face_mode, "plate": o.plate_mode}, "shapes": {"face": "ellipse", "plate": "rectangle"},
             "face_scale": o.face_scale, "plate_imgsz": o.plate_imgsz, "detect_every": self.detect_every,
             "tracking": {"tracker": "BoT-SORT per class (ultralytics)",
-                         "camera_motion": "sparse optical-flow GMC (ultralytics) on every frame; boxes between "
-                                          "detections follow it", **asdict(self.track_policy)},
+                         "camera_motion": "sparse optical flow + RANSAC similarity (as ultralytics GMC) on every "
+                                          "frame; boxes between detections follow it", **asdict(self.track_policy)},
             "encoder": {"codec": self.encoder, "crf": o.crf, "preset": o.preset},
         }
 
     def _detect(self, batch: list[Frame], tracker: Tracker, smoother: Smoother) -> None:
-        images = [f.image for f in batch]
-        per_detector = [detector(images) for detector in self.detectors]
-        for i, frame in enumerate(batch):
-            dets = complete_cut_faces(Detections.merge([d[i] for d in per_detector]), *frame.image.shape[1::-1])
-            smoother.add(frame.index, tracker.update(dets, frame.index, frame.image))
+        found = self.detect([f.image for f in batch] if self.stage is None else [f.pixels for f in batch])
+        for frame, dets in zip(batch, found, strict=True):
+            smoother.add(frame.index, tracker.update(complete_cut_faces(dets, *frame.image.shape[1::-1]), frame.index,
+                                                     frame.image))
 
     def frames_with_boxes(self, frames: Iterable[Frame], smoother: Smoother) -> Iterator[tuple[Frame, Detections]]:
         """Each frame with its final boxes, in order: the core of the pipeline, shared by `run` and benchmarks.
 
         `smoother` (a fresh `Smoother(redactor.track_policy)`) keeps the per-track records for the audit log.
-        Camera motion is estimated on every frame, in a thread of its own, as frames arrive.
+        Camera motion is measured on every frame, in threads of their own, as frames arrive (and, with the torch
+        stage, are copied to the device: `Frame.pixels`).
         """
         o = self.options
         path = smoother.path = CameraPath()
@@ -195,7 +223,9 @@ class Redactor:
         buffer: deque[Frame] = deque()
         todo: list[Frame] = []
         detected_until = -1
-        for frame, motion in threaded((f, path.estimate(f.image)) for f in frames):
+        if self.stage is not None:
+            frames = self.stage.upload(frames)
+        for frame, motion in threaded(path.measure(frames, self.motion_threads)):
             path.add(frame.index, motion)
             buffer.append(frame)
             if frame.index % self.detect_every == 0:
@@ -214,6 +244,30 @@ class Redactor:
         while buffer:
             done = buffer.popleft()
             yield done, smoother.final(done.index)
+
+    def run_many(self, inputs: list[Path], outdir: Path, jobs: int = 1,
+                 progress: bool = False) -> Iterator[tuple[Path, RunResult | UserError]]:
+        """Redact `inputs` into `outdir`, `jobs` at a time in threads that share these models: their detector
+        requests meet in one queue and run as common batches (`DetectionQueue`), which is what fills a GPU.
+        Yields each input with its result, or the UserError that failed it alone, as files finish. Outputs are
+        named by `output_stems`, so inputs sharing a stem do not overwrite each other.
+        """
+        stems = output_stems(inputs)
+        if self.options.audio is not None:  # loaded once here, not raced for by the threads
+            load_asr(self.options.audio.asr_model, self.options.audio.device)
+
+        def one(path: Path, stem: str) -> RunResult | UserError:
+            try:
+                return self.run(path, outdir, progress=progress and jobs == 1, stem=stem)
+            except UserError as e:
+                return e
+
+        if jobs <= 1:
+            for path, stem in zip(inputs, stems, strict=True):
+                yield path, one(path, stem)
+            return
+        for (path, _), result in as_finished(lambda pair: one(*pair), zip(inputs, stems, strict=True), jobs):
+            yield path, result
 
     def run(self, input_path: str | os.PathLike[str], outdir: str | os.PathLike[str], progress: bool = False,
             stem: str | None = None) -> RunResult:
@@ -263,9 +317,13 @@ class Redactor:
             ) as bar:
                 pending: deque[Future] = deque()
                 for frame, boxes in self.frames_with_boxes(threaded(read_frames(input_path)), smoother):
-                    image = anonymize(frame.image, boxes, self.redaction_policy) if len(boxes) else frame.image
                     redacted += bool(len(boxes))
-                    pending.append(encode.submit(writer.write, image, frame.pts))
+                    if self.stage is None:
+                        image = anonymize(frame.image, boxes, self.redaction_policy) if len(boxes) else frame.image
+                        pending.append(encode.submit(writer.write, image, frame.pts))
+                    else:
+                        fetch = self.stage.finish(frame, boxes, self.redaction_policy)
+                        pending.append(encode.submit(lambda f=fetch, pts=frame.pts: writer.write(f(), pts)))
                     while len(pending) > 8 or (pending and pending[0].done()):
                         pending.popleft().result()
                     bar.update(1)

@@ -2,7 +2,7 @@
 
 Detectors miss objects for a frame or two (blur, turn of the head, a skipped frame). A body camera moves
 with its wearer, so between two detections an object's box does not move in a straight line: it shakes with
-the camera. `CameraPath` records the camera's motion on every frame (ultralytics' sparse optical-flow GMC);
+the camera. `CameraPath` records the camera's motion on every frame (sparse optical flow, as ultralytics' GMC);
 BoT-SORT (ultralytics) links detections of the same object through that motion; the `Smoother` then fills
 every gap between two detections of a track by interpolating in camera-stabilised coordinates, keeps each
 track redacted `pad_frames` before its first and after its last detection (moving on with the camera and at
@@ -15,14 +15,23 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 
 from redact.detect import CLASS_NAMES, Detections
+from redact.video import Frame
 
 IDENTITY = np.eye(3)
+ANALYSIS_WIDTH = 640  # px: camera motion to a fraction of a pixel, at a few ms a frame
+CORNERS = {"maxCorners": 200, "qualityLevel": 0.01, "minDistance": 8, "blockSize": 3}
+MIN_INLIERS = 0.5  # share of tracked corners the fitted motion must explain
+MAX_STEP = 0.25  # a frame-to-frame zoom or shift beyond this share of the frame is a scene cut or a bad fit
 
 
 @dataclass(frozen=True)
@@ -55,31 +64,71 @@ def warp_boxes(xyxy: np.ndarray, transform: np.ndarray) -> np.ndarray:
     return np.concatenate([moved.min(1), moved.max(1)], axis=1).astype(np.float32)
 
 
+def shrink(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """The grey image camera motion is measured on (about ANALYSIS_WIDTH wide), and the factor it was reduced by."""
+    factor = max(1, round(image.shape[1] / ANALYSIS_WIDTH))
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return (grey if factor == 1 else cv2.resize(grey, (image.shape[1] // factor, image.shape[0] // factor),
+                                                interpolation=cv2.INTER_AREA)), factor
+
+
+def frame_motion(before: tuple[np.ndarray, int], after: tuple[np.ndarray, int]) -> np.ndarray:
+    """The camera's motion between two `shrink`-ed frames as a 2x3 similarity in full-frame pixels: ultralytics'
+    sparse optical-flow GMC (corners, Lucas-Kanade, RANSAC), as a function of the pair instead of a stateful
+    object, so consecutive pairs can be measured in parallel; fewer, spread-out corners (its 1000 at 1 px apart
+    cost three times as much for the same estimate). Identity where it cannot be measured or is implausible:
+    a fit most corners disagree with, or a frame-to-frame zoom or shift beyond MAX_STEP of the frame, is a
+    scene cut or a bad fit."""
+    (a, factor), (b, _) = before, after
+    identity = np.eye(2, 3)
+    corners = cv2.goodFeaturesToTrack(a, mask=None, **CORNERS)
+    if corners is None or len(corners) < 5:
+        return identity
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(a, b, corners, None)
+    good = status.ravel().astype(bool)
+    if good.sum() < 5:
+        return identity
+    motion, inliers = cv2.estimateAffinePartial2D(corners[good], moved[good], method=cv2.RANSAC)
+    if motion is None or not np.isfinite(motion).all() or inliers.sum() < MIN_INLIERS * good.sum():
+        return identity  # most tracked corners disagree with the fit: no one motion of the camera explains them
+    motion[:, 2] *= factor
+    scale = np.sqrt(abs(np.linalg.det(motion[:, :2])))
+    if abs(scale - 1) > MAX_STEP or np.abs(motion[:, 2]).max() > MAX_STEP * max(a.shape) * factor:
+        return identity
+    return motion
+
+
 class CameraPath:
     """The camera's motion per frame, so that a box seen in frame a can be placed in frame t.
 
-    Each frame's motion against the one before is a 2x3 similarity estimated by ultralytics' sparse
-    optical-flow GMC (the one BoT-SORT uses) on the frame at half size. Motions are chained into transforms
-    from a recent anchor frame, re-anchored as old frames are forgotten, so precision holds over hours.
+    Each frame's motion against the one before is measured by `frame_motion` (`measure` runs several pairs at
+    once). Motions are chained into transforms from a recent anchor frame, re-anchored as old frames are
+    forgotten, so precision holds over hours.
     """
 
-    MAX_STEP = 0.25  # a frame-to-frame zoom or shift beyond this share of the frame is a scene cut or a bad fit
-
     def __init__(self) -> None:
-        from ultralytics.trackers.utils.gmc import GMC
-
-        self.gmc = GMC("sparseOptFlow", downscale=2)
         self.chain: dict[int, np.ndarray] = {}  # frame -> transform from the anchor frame to it
 
-    def estimate(self, image: np.ndarray) -> np.ndarray:
-        """Motion from the previous image given to this one: identity for the first, and where the estimate is
-        implausible (the boxes then stay put and grow, as without motion compensation)."""
-        motion = self.gmc.apply(image)
-        scale = np.sqrt(abs(np.linalg.det(motion[:, :2])))
-        if not np.isfinite(motion).all() or abs(scale - 1) > self.MAX_STEP or \
-                np.abs(motion[:, 2]).max() > self.MAX_STEP * max(image.shape[:2]):
-            return np.eye(2, 3)
-        return motion
+    @staticmethod
+    def measure(frames: Iterable[Frame], threads: int = 2) -> Iterator[tuple[Frame, np.ndarray]]:
+        """Each frame, in order, with its motion from the frame before (identity for the first), measured by
+        `threads` threads at once: OpenCV releases the GIL, and one 1080p stream needs several cores to keep
+        pace with a GPU."""
+        with ThreadPoolExecutor(threads, thread_name_prefix="redact-motion") as pool:
+            pending: deque[tuple[Frame, Future | None]] = deque()
+            before: Future | None = None
+            for frame in frames:
+                # FIFO: each pair's task is queued after both its shrink tasks, so waiting on them cannot deadlock
+                after = pool.submit(shrink, frame.image)
+                step = None if before is None else pool.submit(lambda a, b: frame_motion(a.result(), b.result()),
+                                                               before, after)
+                pending.append((frame, step))
+                before = after
+                while len(pending) > 2 * threads:
+                    done, step = pending.popleft()
+                    yield done, np.eye(2, 3) if step is None else step.result()
+            for done, step in pending:
+                yield done, np.eye(2, 3) if step is None else step.result()
 
     def add(self, frame: int, motion: np.ndarray) -> None:
         """Record `motion` (2x3, from frame - 1 to `frame`); frames arrive in order."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -45,6 +46,7 @@ class Frame:
     index: int
     pts: int  # in VideoInfo.time_base
     image: np.ndarray  # HxWx3 uint8 BGR, upright
+    pixels: Any = None  # the same frame on the torch stage's device (a torch.Tensor), once uploaded
 
 
 def open_media(path: str | os.PathLike[str]) -> av.container.InputContainer:
@@ -181,6 +183,7 @@ class VideoWriter:
             self.stream.options = {"crf": str(crf), "preset": preset}
         else:
             self.stream.options = {"cq": str(crf), "preset": "p4"}
+        self.stream.thread_type = "AUTO"  # frame threads: PyAV's default slices scale worse over many cores
         if threads:
             self.stream.codec_context.thread_count = threads
         self._audio_in = None

@@ -8,6 +8,7 @@ import numpy as np
 from media import face_photo
 from redact.detect import FACE, PLATE, Detections
 from redact.track import CameraPath, Smoother, Tracker, TrackPolicy, scale_boxes, warp_boxes
+from redact.video import Frame
 
 
 def det(box, cls=FACE, tid=1, score=0.9):
@@ -123,11 +124,14 @@ def test_warp_boxes_covers_rotated_corners():
 def test_camera_motion_is_measured_on_real_pixels():
     image = face_photo()
     h, w = image.shape[:2]
-    path = CameraPath()
     moved = cv2.warpAffine(image, np.array([[1, 0, 12], [0, 1, -6]], np.float32), (w, h), borderMode=cv2.BORDER_REFLECT)
-    path.add(0, path.estimate(image))
-    path.add(1, path.estimate(moved))
+    zoomed = cv2.resize(moved, None, fx=2, fy=2)[:h, :w]  # a jump no camera makes in one frame: not trusted
+    frames = [Frame(i, i, im) for i, im in enumerate([image, moved, zoomed])]
+    path = CameraPath()
+    measured = list(path.measure(frames, threads=2))
+    assert [f.index for f, _ in measured] == [0, 1, 2]  # in order, though measured in parallel
+    for f, motion in measured:
+        path.add(f.index, motion)
+    assert np.array_equal(measured[0][1], np.eye(2, 3)) and np.array_equal(measured[2][1], np.eye(2, 3))
     assert np.allclose(path.between(0, 1)[:2, 2], [12, -6], atol=1.0)
     assert np.allclose(path.between(1, 0)[:2, 2], [-12, 6], atol=1.0)
-    zoomed = cv2.resize(moved, None, fx=2, fy=2)[:h, :w]  # a jump no camera makes in one frame: not trusted
-    assert np.array_equal(path.estimate(zoomed), np.eye(2, 3))
