@@ -219,8 +219,9 @@ class CenterFaceDetector:
         ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
         blob = np.zeros((len(frames), 3, ph, pw), np.float32)
         for i, frame in enumerate(frames):
-            img = frame if (sh, sw) == (h, w) else cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA)
-            blob[i, :, :sh, :sw] = img[:, :, ::-1].transpose(2, 0, 1)  # CenterFace was trained on RGB
+            if (sh, sw) != (h, w):  # enlarged in float: uint8 rounding would make the GPU path see other pixels
+                frame = cv2.resize(frame.astype(np.float32) if sh > h else frame, (sw, sh), interpolation=cv2.INTER_AREA)
+            blob[i, :, :sh, :sw] = frame[:, :, ::-1].transpose(2, 0, 1)  # CenterFace was trained on RGB
         return blob, sw / w, sh / h
 
     def forward(self, blob: np.ndarray) -> list[torch.Tensor]:
@@ -247,12 +248,12 @@ class CenterFaceDetector:
 
         n, h, w, _ = frames.shape
         sh, sw = max(32, round(h * self.scale)), max(32, round(w * self.scale))
-        x = frames.permute(0, 3, 1, 2).flip(1).to(self.dtype)  # NCHW RGB, 0-255 as the ONNX path feeds it
-        if sh > h:  # as `_blob` (OpenCV's INTER_AREA), so both paths see the same pixels
+        x = frames.permute(0, 3, 1, 2).flip(1).float()  # NCHW RGB, 0-255 as the ONNX path feeds it
+        if sh > h:  # as `_blob` (OpenCV's INTER_AREA, in float), so both paths see the same pixels
             x = enlarge_area(x, sh, sw)
         elif sh < h:
-            x = F.interpolate(x, size=(sh, sw), mode="area")
-        x = F.pad(x, (0, -(-sw // 32) * 32 - sw, 0, -(-sh // 32) * 32 - sh))
+            x = F.interpolate(x, size=(sh, sw), mode="area").round_()
+        x = F.pad(x, (0, -(-sw // 32) * 32 - sw, 0, -(-sh // 32) * 32 - sh)).to(self.dtype)
         with torch.inference_mode():
             heads = self.model(x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x)
         return self._boxes(heads, sw / w, sh / h, w, h)
