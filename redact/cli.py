@@ -138,7 +138,7 @@ def run_options(func: Callable) -> Callable:
         click.option("--crf", type=click.IntRange(0, 51), default=d.crf, show_default=True),
         click.option("--preset", default=d.preset, show_default=True),
         click.option("--encoder", type=click.Choice(["auto", "libx264", "h264_nvenc"]), default=d.encoder,
-                     show_default=True),
+                     show_default=True, help="auto: h264_nvenc with --device cuda on a GPU that has one, else libx264."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -41,7 +41,7 @@ from redact.gpu import TorchStage
 from redact.models import resolve
 from redact.track import CameraPath, Smoother, Tracker, TrackPolicy
 from redact.transcribe import load_asr
-from redact.video import Frame, VideoWriter, probe, read_frames
+from redact.video import Frame, VideoWriter, nvenc_available, probe, read_frames
 
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # EFBIG: a file-size limit (RLIMIT_FSIZE, FAT32)
 DEFAULT_PLATE_MODEL = "plate-mahdi"  # best recall of the packaged plate models (benchmarks/detector_eval.py)
@@ -161,7 +161,10 @@ class Redactor:
         self.device = resolve_device(o.device)
         self.detect_every = max(1, o.detect_every)
         self.batch = o.batch or (16 if self.device == "cuda" else 1)
-        self.encoder = o.encoder if o.encoder != "auto" else "libx264"
+        if o.encoder == "h264_nvenc" and not nvenc_available():
+            raise UserError("--encoder h264_nvenc: no NVENC encoder on this machine (the H100 has none); use auto")
+        self.encoder = o.encoder if o.encoder != "auto" else \
+            ("h264_nvenc" if self.device == "cuda" and nvenc_available() else "libx264")  # NVENC where the GPU has one
         runtime = o.runtime if o.runtime != "auto" else ("torch" if self.device == "cuda" else "onnxruntime")
         if self.device == "cuda" and runtime != "torch":
             raise UserError("on CUDA the detectors run in torch (runtime 'onnxruntime' is for the CPU)")

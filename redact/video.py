@@ -7,6 +7,7 @@ upright faces and the output displays exactly as the input did, without relying 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +48,19 @@ class Frame:
     pts: int  # in VideoInfo.time_base
     image: np.ndarray  # HxWx3 uint8 BGR, upright
     pixels: Any = None  # the same frame on the torch stage's device (a torch.Tensor), once uploaded
+
+
+@functools.cache
+def nvenc_available() -> bool:
+    """Whether FFmpeg can open NVIDIA's H.264 encoder here: GPUs of the L4/A10/T4 class have one, the H100 none.
+    Opening a tiny encoder is the only reliable test (the codec is compiled in whether or not hardware exists)."""
+    try:
+        ctx = av.codec.CodecContext.create("h264_nvenc", "w")
+        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 256, 256, "yuv420p", Fraction(1, 30)
+        ctx.open()
+    except Exception:  # noqa: BLE001 - missing codec, driver or hardware all mean "not here"
+        return False
+    return True
 
 
 def open_media(path: str | os.PathLike[str]) -> av.container.InputContainer:

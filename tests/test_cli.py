@@ -76,6 +76,16 @@ def test_cuda_without_gpu_is_a_user_error(tmp_path):
     assert "no CUDA GPU" in proc.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer of a machine without NVENC")
+def test_nvenc_without_one_is_a_user_error(tmp_path):
+    from redact.video import nvenc_available
+
+    assert not nvenc_available()  # so `--encoder auto` means libx264 here
+    proc = run_cli("run", EVALDATA / "video/grid/bbaf2n.mpg", "-o", tmp_path / "out", "--encoder", "h264_nvenc")
+    assert_user_error(proc, tmp_path / "out")
+    assert "no NVENC encoder" in proc.stderr
+
+
 def test_unknown_model_and_nothing_to_do(tmp_path):
     clip = EVALDATA / "video/grid/bbaf2n.mpg"
     assert_user_error(run_cli("run", clip, "-o", tmp_path / "o", "--face-model", "nope"), tmp_path / "o")
