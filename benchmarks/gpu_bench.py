@@ -18,8 +18,9 @@ and redact. Keys of the last line (one JSON object):
 Beside them (in --out): the same agreement on two real GRID clips (the core issue's CUDA check), the ratios
 the targets are set on, and how long the run took.
 
-Before it, a profile: each detector alone on batches already on the GPU, camera motion alone, and the GPU
-memory each stream holds (peak allocated during one file, and during n_files minus the models).
+Before it, a profile: each detector alone on batches already on the GPU, camera motion alone, decoding on the
+CPU and on NVDEC (`--decoder nvdec`), and the GPU memory each stream holds (peak allocated during one file, and
+during n_files minus the models).
 
 Here, once (copies the photos, the verified models and the wheels the device lacks into folders that travel):
     .venv/bin/python -m benchmarks.gpu_bench --prepare
@@ -173,6 +174,17 @@ def profile(redactor, frames: list, batch: int, reps: int = 4) -> dict:
     return out
 
 
+def decode_fps(clip: Path, hwaccel: str | None) -> float | str:
+    """Frames/s of decoding to BGR host frames (as the pipeline reads them), on the CPU or NVDEC."""
+    from redact.video import read_frames
+
+    try:
+        n, seconds = timed(lambda: sum(1 for _ in read_frames(clip, hwaccel=hwaccel)))
+    except Exception as e:  # noqa: BLE001 - a decoder that cannot run here is a finding, not the end of the run
+        return f"failed: {type(e).__name__}: {e}"
+    return round(n / seconds, 1)
+
+
 def agreement(clip: Path, frames: int, options) -> float:
     from dataclasses import replace
 
@@ -231,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     redactor = Redactor(options)
     gpu_stage(redactor, frames[:48])  # warm-up: cuDNN picks its kernels on the first batches
     result["profile"] = profile(redactor, frames, redactor.batch)
+    result["profile"]["decode_fps"] = {"cpu": decode_fps(clip, None), "nvdec": decode_fps(clip, "cuda" if cuda else None)}
     base = torch.cuda.memory_allocated() if cuda else 0
     result["gpu_stage_fps"] = round(gpu_stage(redactor, frames), 1)
     out = args.work / "out"

@@ -139,6 +139,8 @@ def run_options(func: Callable) -> Callable:
         click.option("--preset", default=d.preset, show_default=True),
         click.option("--encoder", type=click.Choice(["auto", "libx264", "h264_nvenc"]), default=d.encoder,
                      show_default=True, help="auto: h264_nvenc with --device cuda on a GPU that has one, else libx264."),
+        click.option("--decoder", type=click.Choice(["cpu", "nvdec"]), default=d.decoder, show_default=True,
+                     help="nvdec: decode on the GPU's video decoder (--device cuda), sparing CPU for the encoders."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -72,6 +72,7 @@ class RedactOptions:
     crf: int = 20
     preset: str = "veryfast"
     encoder: str = "auto"
+    decoder: str = "cpu"  # "nvdec": the GPU's video decoder (CUDA only); whether it beats the CPU is gpu_bench's to say
     batch: int = 0  # 0 = auto: 1 on CPU (onnxruntime is fastest unbatched), 16 on CUDA
     audio: AudioOptions | None = field(default_factory=AudioOptions)  # None: keep audio as is, no transcript
     index: str | None = None  # transcript index: None = $REDACT_HOME/index.sqlite, a path, or postgresql://
@@ -161,6 +162,10 @@ class Redactor:
         self.device = resolve_device(o.device)
         self.detect_every = max(1, o.detect_every)
         self.batch = o.batch or (16 if self.device == "cuda" else 1)
+        if o.decoder not in ("cpu", "nvdec"):
+            raise UserError(f"unknown decoder '{o.decoder}' (use cpu or nvdec)")
+        if o.decoder == "nvdec" and self.device != "cuda":
+            raise UserError("--decoder nvdec needs --device cuda")
         if o.encoder == "h264_nvenc" and not nvenc_available():
             raise UserError("--encoder h264_nvenc: no NVENC encoder on this machine (the H100 has none); use auto")
         self.encoder = o.encoder if o.encoder != "auto" else \
@@ -203,7 +208,7 @@ class Redactor:
             "tracking": {"tracker": "BoT-SORT per class (ultralytics)",
                          "camera_motion": "sparse optical flow + RANSAC similarity (as ultralytics GMC) on every "
                                           "frame; boxes between detections follow it", **asdict(self.track_policy)},
-            "encoder": {"codec": self.encoder, "crf": o.crf, "preset": o.preset},
+            "encoder": {"codec": self.encoder, "crf": o.crf, "preset": o.preset}, "decoder": o.decoder,
         }
 
     def _detect(self, batch: list[Frame], tracker: Tracker, smoother: Smoother) -> None:
@@ -319,7 +324,8 @@ class Redactor:
                 total=info.frames or None, unit="frame", disable=not progress, desc=input_path.name, leave=False
             ) as bar:
                 pending: deque[Future] = deque()
-                for frame, boxes in self.frames_with_boxes(threaded(read_frames(input_path)), smoother):
+                frames = read_frames(input_path, hwaccel="cuda" if self.options.decoder == "nvdec" else None)
+                for frame, boxes in self.frames_with_boxes(threaded(frames), smoother):
                     redacted += bool(len(boxes))
                     if self.stage is None:
                         image = anonymize(frame.image, boxes, self.redaction_policy) if len(boxes) else frame.image

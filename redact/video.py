@@ -18,7 +18,7 @@ from typing import Any
 import av
 import numpy as np
 
-from redact.errors import MediaError
+from redact.errors import MediaError, UserError
 
 # Audio codecs the MP4 muxer takes as they are; anything else (PCM in AVI/MOV, for instance) becomes AAC.
 MP4_AUDIO_COPY = {"aac", "mp3", "mp2", "ac3", "eac3", "alac", "opus", "flac"}
@@ -63,8 +63,9 @@ def nvenc_available() -> bool:
     return True
 
 
-def open_media(path: str | os.PathLike[str]) -> av.container.InputContainer:
-    """Open any media file for reading, turning every way it can be unusable into one clear MediaError."""
+def open_media(path: str | os.PathLike[str], hwaccel: str | None = None) -> av.container.InputContainer:
+    """Open any media file for reading, turning every way it can be unusable into one clear MediaError.
+    `hwaccel` ("cuda": NVDEC) decodes video on the GPU's decoder; frames still arrive in host memory."""
     p = Path(path)
     if not p.exists():
         raise MediaError(f"{p}: no such file")
@@ -72,14 +73,21 @@ def open_media(path: str | os.PathLike[str]) -> av.container.InputContainer:
         raise MediaError(f"{p}: not a regular file")
     if p.stat().st_size == 0:
         raise MediaError(f"{p}: file is empty")
+    if hwaccel:
+        from av.codec.hwaccel import HWAccel
+
+        try:
+            return av.open(str(p), metadata_errors="ignore", hwaccel=HWAccel(hwaccel, allow_software_fallback=True))
+        except OSError as e:  # the file opened without it (probe comes first): the device is what fails
+            raise UserError(f"{p}: cannot decode on the GPU ({hwaccel}) here: {e}; use --decoder cpu") from None
     try:
         return av.open(str(p), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise MediaError(f"{p}: not a readable audio or video file ({getattr(e, 'strerror', None) or e})") from None
 
 
-def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
-    container = open_media(path)
+def _open(path: str | os.PathLike[str], hwaccel: str | None = None) -> av.container.InputContainer:
+    container = open_media(path, hwaccel)
     if not container.streams.video:
         container.close()
         raise MediaError(f"{path}: has no video stream")
@@ -128,9 +136,9 @@ def probe(path: str | os.PathLike[str], count: bool = False) -> VideoInfo:
         )
 
 
-def read_frames(path: str | os.PathLike[str], threads: int = 0) -> Iterator[Frame]:
+def read_frames(path: str | os.PathLike[str], threads: int = 0, hwaccel: str | None = None) -> Iterator[Frame]:
     """Every frame in presentation order, upright, BGR. Frames without a pts get one from the average rate."""
-    with _open(path) as container:
+    with _open(path, hwaccel) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if threads:

@@ -77,13 +77,16 @@ def test_cuda_without_gpu_is_a_user_error(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer of a machine without NVENC")
-def test_nvenc_without_one_is_a_user_error(tmp_path):
+def test_gpu_codecs_without_a_gpu_are_user_errors(tmp_path):
     from redact.video import nvenc_available
 
     assert not nvenc_available()  # so `--encoder auto` means libx264 here
     proc = run_cli("run", EVALDATA / "video/grid/bbaf2n.mpg", "-o", tmp_path / "out", "--encoder", "h264_nvenc")
     assert_user_error(proc, tmp_path / "out")
     assert "no NVENC encoder" in proc.stderr
+    proc = run_cli("run", EVALDATA / "video/grid/bbaf2n.mpg", "-o", tmp_path / "out", "--decoder", "nvdec")
+    assert_user_error(proc, tmp_path / "out")
+    assert "--decoder nvdec needs --device cuda" in proc.stderr
 
 
 def test_unknown_model_and_nothing_to_do(tmp_path):
