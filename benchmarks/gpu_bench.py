@@ -105,11 +105,11 @@ def timed(fn) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
-def encode(frames: list, info, path: Path, crf: int, preset: str) -> float:
+def encode(frames: list, info, path: Path, crf: int, preset: str, encoder: str) -> float:
     """Seconds to encode `frames` (in memory) with the pipeline's writer and settings."""
     from redact.video import VideoWriter
 
-    writer = VideoWriter(path, info, crf=crf, preset=preset)
+    writer = VideoWriter(path, info, crf=crf, preset=preset, encoder=encoder)
     _, seconds = timed(lambda: ([writer.write(f.image, f.pts) for f in frames], writer.finish()))
     writer.abort()
     return seconds
@@ -117,25 +117,25 @@ def encode(frames: list, info, path: Path, crf: int, preset: str) -> float:
 
 def _encode_worker(args: tuple) -> tuple[float, float, int]:
     """One encoder process of the node-ceiling measurement: decode (not timed), wait for the others, encode."""
-    clip, out, barrier, crf, preset = args
+    clip, out, barrier, crf, preset, encoder = args
     from redact.video import probe, read_frames
 
     info = probe(clip, count=True)
     frames = list(read_frames(clip))
     barrier.wait()
     start = time.time()
-    encode(frames, info, Path(out), crf, preset)
+    encode(frames, info, Path(out), crf, preset, encoder)
     return start, time.time(), len(frames)
 
 
-def multi_encode(clip: Path, n: int, work: Path, crf: int, preset: str) -> float:
+def multi_encode(clip: Path, n: int, work: Path, crf: int, preset: str, encoder: str) -> float:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         barrier = manager.Barrier(n)
         with ctx.Pool(n) as pool:
-            runs = pool.map(_encode_worker, [(clip, work / f"enc{i}.mp4", barrier, crf, preset) for i in range(n)])
+            runs = pool.map(_encode_worker, [(clip, work / f"enc{i}.mp4", barrier, crf, preset, encoder) for i in range(n)])
     return sum(r[2] for r in runs) / (max(r[1] for r in runs) - min(r[0] for r in runs))
 
 
@@ -238,9 +238,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     options = RedactOptions(device=args.device, runtime="torch", audio=None, index_transcripts=False)
     peak = torch.cuda.max_memory_allocated if cuda else (lambda: 0)
     result: dict = {}
+    redactor = Redactor(options)  # its encoder: libx264, or NVENC where the GPU has one
     result["encode_only_fps"] = round(len(frames) / encode(frames, info, args.work / "enc.mp4", options.crf,
-                                                             options.preset), 1)
-    redactor = Redactor(options)
+                                                             options.preset, redactor.encoder), 1)
     gpu_stage(redactor, frames[:48])  # warm-up: cuDNN picks its kernels on the first batches
     result["profile"] = profile(redactor, frames, redactor.batch)
     result["profile"]["decode_fps"] = {"cpu": decode_fps(clip, None), "nvdec": decode_fps(clip, "cuda" if cuda else None)}
@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     run = redactor.run(clip, out)
     result["single_file_fps"] = round(run.frames / run.audit["stats"]["elapsed_s"], 1)
     result["profile"]["gpu_mem_one_stream_mb"] = round((peak() - base) / 2**20)
-    result["multi_encode_only_fps"] = round(multi_encode(clip, args.n_files, args.work, options.crf, options.preset), 1)
+    result["multi_encode_only_fps"] = round(multi_encode(clip, args.n_files, args.work, options.crf, options.preset,
+                                                         redactor.encoder), 1)
     copies = [Path(shutil.copyfile(clip, args.work / f"copy{i}.mp4")) for i in range(args.n_files)]
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -268,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     result["real_clip_agreement"] = {p.name: round(agreement(p, 75, options), 4)
                                      for p in sorted((args.data / "video").glob("*.mpg"))}
     result["device"] = torch.cuda.get_device_name(0) if cuda else f"cpu ({os.cpu_count()} cores)"
+    result["encoder"] = redactor.encoder
     result["n_files"] = args.n_files
     result["ratios"] = {"single_vs_encode": round(result["single_file_fps"] / result["encode_only_fps"], 3),
                         "multi_vs_multi_encode": round(result["multi_file_fps"] / result["multi_encode_only_fps"], 3)}
