@@ -100,9 +100,10 @@ def psnr_y(reference: list[np.ndarray], path: Path) -> float:
     return float(np.mean(values))
 
 
-def timed_write(frames: list[Frame], info: VideoInfo, preset: str, crf: int, out: Path) -> float:
+def timed_write(frames: list[Frame], info: VideoInfo, preset: str, crf: int, out: Path,
+                encoder: str = "libx264") -> float:
     """Encode the in-memory frames with the pipeline's writer; time only the write+finish loop."""
-    writer = VideoWriter(out, info, crf=crf, preset=preset, encoder="libx264")
+    writer = VideoWriter(out, info, crf=crf, preset=preset, encoder=encoder)
     start = time.perf_counter()
     for f in frames:
         writer.write(f.image, f.pts)

@@ -105,26 +105,17 @@ def timed(fn) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
-def encode(frames: list, info, path: Path, crf: int, preset: str, encoder: str) -> float:
-    """Seconds to encode `frames` (in memory) with the pipeline's writer and settings."""
-    from redact.video import VideoWriter
-
-    writer = VideoWriter(path, info, crf=crf, preset=preset, encoder=encoder)
-    _, seconds = timed(lambda: ([writer.write(f.image, f.pts) for f in frames], writer.finish()))
-    writer.abort()
-    return seconds
-
-
 def _encode_worker(args: tuple) -> tuple[float, float, int]:
     """One encoder process of the node-ceiling measurement: decode (not timed), wait for the others, encode."""
     clip, out, barrier, crf, preset, encoder = args
+    from benchmarks.encode_bench import timed_write
     from redact.video import probe, read_frames
 
     info = probe(clip, count=True)
     frames = list(read_frames(clip))
     barrier.wait()
     start = time.time()
-    encode(frames, info, Path(out), crf, preset, encoder)
+    timed_write(frames, info, preset, crf, Path(out), encoder)
     return start, time.time(), len(frames)
 
 
@@ -224,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         os.environ["REDACT_EVALDATA"] = str((args.data / "evaldata").resolve())
     import torch
 
+    from benchmarks.encode_bench import timed_write
     from redact.pipeline import RedactOptions, Redactor
     from redact.video import probe, read_frames
 
@@ -239,8 +231,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     peak = torch.cuda.max_memory_allocated if cuda else (lambda: 0)
     result: dict = {}
     redactor = Redactor(options)  # its encoder: libx264, or NVENC where the GPU has one
-    result["encode_only_fps"] = round(len(frames) / encode(frames, info, args.work / "enc.mp4", options.crf,
-                                                             options.preset, redactor.encoder), 1)
+    seconds = timed_write(frames, info, options.preset, options.crf, args.work / "enc.mp4", redactor.encoder)
+    result["encode_only_fps"] = round(len(frames) / seconds, 1)
     gpu_stage(redactor, frames[:48])  # warm-up: cuDNN picks its kernels on the first batches
     result["profile"] = profile(redactor, frames, redactor.batch)
     result["profile"]["decode_fps"] = {"cpu": decode_fps(clip, None), "nvdec": decode_fps(clip, "cuda" if cuda else None)}

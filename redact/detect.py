@@ -59,6 +59,13 @@ class Detections:
         )
 
 
+def clip_boxes(xyxy: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Boxes cut to the frame, in place."""
+    xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, w)
+    xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, h)
+    return xyxy
+
+
 FACE_ASPECT = 1.25  # height / width of a whole face box, as CenterFace draws them
 EDGE = 2  # px: a box this close to the frame's border is cut by it
 
@@ -263,9 +270,7 @@ class CenterFaceDetector:
         heat, scale, offset, _ = heads
         results = []
         for boxes, score in decode_centerface(heat, scale, offset, self.threshold):
-            xyxy = boxes.float().cpu().numpy() / np.array([fx, fy, fx, fy], np.float32)
-            xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, w)
-            xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, h)
+            xyxy = clip_boxes(boxes.float().cpu().numpy() / np.array([fx, fy, fx, fy], np.float32), w, h)
             results.append(Detections(xyxy, score.float().cpu().numpy(), np.full(len(xyxy), FACE)))
         return results
 
@@ -352,8 +357,8 @@ class YoloPlateDetector:
         from ultralytics.utils.nms import non_max_suppression
 
         if self.net is None:
-            net = self.model.model.fuse().eval().to(self.device)
-            self.net = net.half() if self.device == "cuda" else net.float()
+            self.dtype = torch.float16 if self.device == "cuda" else torch.float32
+            self.net = self.model.model.fuse().eval().to(self.device, self.dtype)
             self.stride = int(max(self.net.stride))
         n, h, w, _ = frames.shape
         r = min(self.imgsz / h, self.imgsz / w)
@@ -363,15 +368,13 @@ class YoloPlateDetector:
         x = frames.permute(0, 3, 1, 2).flip(1).float()
         if (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
-        x = (F.pad(x, (left, right, top, bottom), value=114.0) / 255).to(next(self.net.parameters()).dtype)
+        x = (F.pad(x, (left, right, top, bottom), value=114.0) / 255).to(self.dtype)
         with torch.inference_mode():
             preds = self.net(x)
         preds = preds[0] if isinstance(preds, (list, tuple)) else preds
         out = []
         for det in non_max_suppression(preds.float(), self.threshold, 0.5, max_det=300):
-            xyxy = ((det[:, :4] - det.new_tensor([left, top, left, top])) / r).cpu().numpy()
-            xyxy[:, 0::2] = xyxy[:, 0::2].clip(0, w)
-            xyxy[:, 1::2] = xyxy[:, 1::2].clip(0, h)
+            xyxy = clip_boxes(((det[:, :4] - det.new_tensor([left, top, left, top])) / r).cpu().numpy(), w, h)
             out.append(self._plates(xyxy, det[:, 4].cpu().numpy(), h * w))
         return out
 

@@ -270,7 +270,7 @@ class Redactor:
             except UserError as e:
                 return e
 
-        if jobs <= 1:
+        if jobs <= 1:  # in this thread: Ctrl-C stops the file at once instead of waiting for a worker
             for path, stem in zip(inputs, stems, strict=True):
                 yield path, one(path, stem)
             return
