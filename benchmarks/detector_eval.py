@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torchvision
 
-from redact.detect import CenterFaceDetector, YoloPlateDetector
+from redact.detect import CenterFaceDetector, YoloPlateDetector, fuse
 from redact.models import load_registry, resolve
-from redact.pipeline import RedactOptions
+from redact.pipeline import RedactOptions, plate_models
 
 EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
 
@@ -85,11 +85,18 @@ def main() -> None:
                                                             scale=args.face_scale),
                                          EVALDATA / "faces")
     plate_ids = args.plates if args.plates is not None else [m.id for m in load_registry().values() if m.task == "plates"]
+    plate_detectors = {}
     for model_id in plate_ids:
         path, digest, _ = resolve(model_id, "plates")
-        results[model_id] = evaluate(YoloPlateDetector(path, digest, threshold=args.plate_threshold,
-                                                       imgsz=args.plate_imgsz),
-                                     EVALDATA / "plates")
+        plate_detectors[model_id] = YoloPlateDetector(path, digest, threshold=args.plate_threshold,
+                                                      imgsz=args.plate_imgsz)
+        results[model_id] = evaluate(plate_detectors[model_id], EVALDATA / "plates")
+    default = plate_models(defaults.plate_model)
+    if len(default) > 1 and set(default) <= set(plate_detectors):  # the default ensemble, fused as the pipeline does
+        members = [plate_detectors[m] for m in default]
+        results[f"{defaults.plate_model} (default, fused)"] = evaluate(
+            lambda frames: [fuse(list(per)) for per in zip(*(m(frames) for m in members), strict=True)],
+            EVALDATA / "plates")
     print("| model | images | objects | recall | precision | images/s |\n|---|---|---|---|---|---|")
     for name, r in results.items():
         if name == "settings":

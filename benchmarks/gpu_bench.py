@@ -47,7 +47,7 @@ EVALDATA = ROOT.parent / "shared" / "evaldata"
 WHEELS = ("av==18.1.0", "ultralytics==8.4.190", "ultralytics-thop==2.2.3", "onnx2torch==1.5.15", "lap==0.5.13")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
-MODELS = ("centerface", "plate-mahdi")
+MODELS = ("centerface", "plate-mahdi", "plate-fastanpr")  # the default models (RedactOptions)
 N_PHOTOS = 12  # of each kind, as benchmarks/make_demo.py
 GRID_CLIPS = ("bbaf2n.mpg", "lbax4n.mpg")  # real footage for the CPU/GPU agreement of the core issue
 
@@ -72,6 +72,7 @@ def prepare(data: Path, wheels: Path) -> None:
     (data / "video").mkdir(parents=True, exist_ok=True)
     for name in GRID_CLIPS:
         shutil.copyfile(EVALDATA / "video" / "grid" / name, data / "video" / name)
+    shutil.rmtree(data / "home" / "derived", ignore_errors=True)  # a CPU run's ONNX exports: too big to carry
     for model in MODELS:
         shutil.copytree(get_spec(model).directory, data / "home" / "models" / model, dirs_exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",

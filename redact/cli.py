@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from redact.errors import UserError
+from redact.errors import UserError, writing_to
 
 if TYPE_CHECKING:
     from redact.pipeline import RedactOptions
@@ -124,7 +124,9 @@ def run_options(func: Callable) -> Callable:
         click.option("--plate-mode", type=click.Choice(["blur", "pixelate", "fill"]), default=d.plate_mode,
                      show_default=True),
         click.option("--face-model", default=d.face_model, show_default=True, help="Registry id or a local .onnx file."),
-        click.option("--plate-model", default=d.plate_model, show_default=True, help="Registry id or a local .pt/.onnx."),
+        click.option("--plate-model", default=d.plate_model, show_default=True,
+                     help="Registry id or a local .pt/.onnx; several, comma-separated, run together (a plate any "
+                          "of them finds is redacted)."),
         click.option("--face-threshold", type=click.FloatRange(0, 1), default=d.face_threshold, show_default=True),
         click.option("--plate-threshold", type=click.FloatRange(0, 1), default=d.plate_threshold, show_default=True),
         click.option("--face-scale", type=click.FloatRange(0.1, 2.0), default=d.face_scale, show_default=True,
@@ -237,11 +239,12 @@ def transcribe_cmd(inputs: tuple[Path, ...], outdir: Path, asr_model: str, langu
 
     options = AudioOptions(asr_model=asr_model, language=language, device=device, pii=pii, redact_audio=False)
     load_asr(asr_model, device)  # a bad model fails once, before any input
-    outdir.mkdir(parents=True, exist_ok=True)
+    with writing_to(outdir):
+        outdir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for path in inputs:
         try:
-            with tempfile.TemporaryDirectory(dir=outdir, prefix=".transcribe-") as tmp:
+            with writing_to(outdir), tempfile.TemporaryDirectory(dir=outdir, prefix=".transcribe-") as tmp:
                 result = process_audio(path, path.stem, Path(tmp), options, file=os.path.abspath(path))
                 for f in result.files:
                     os.replace(f, outdir / f.name)

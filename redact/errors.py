@@ -1,5 +1,12 @@
 """Errors a user can cause, kept apart from bugs so the CLI can answer each with one line and exit 2."""
 
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # EFBIG: a file-size limit (RLIMIT_FSIZE, FAT32)
+
 
 class UserError(Exception):
     """Bad input, bad option, missing or unverified model: the user can fix it; no traceback is shown."""
@@ -15,3 +22,18 @@ class MediaError(UserError):
 
 class OutputError(UserError):
     """The outputs cannot be written: a full disk or a folder without write permission. Nothing was published."""
+
+
+@contextmanager
+def writing_to(outdir: str | os.PathLike[str]) -> Iterator[None]:
+    """OS errors raised while writing into `outdir` that the user must fix (full disk, no permission) as
+    OutputError; any other OSError stays a bug."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in DISK_FULL:
+            raise OutputError(f"{outdir}: out of disk space writing the output ({os.strerror(e.errno)}); "
+                              "nothing was published") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise OutputError(f"{outdir}: cannot write the output ({os.strerror(e.errno)})") from None
+        raise

@@ -413,3 +413,21 @@ def test_transcribe_cli(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "bbaf2n.srt", "bbaf2n.transcript.json", "bbaf2n.txt", "bbaf2n.vtt"]  # the good file still done, no leftovers
     assert json.loads((tmp_path / "out" / "bbaf2n.transcript.json").read_text())["file"] == str(clip)
+
+
+def test_transcribe_on_a_full_disk_is_one_clear_line(tmp_path):
+    """A disk that fills while transcripts are written: a user error naming the folder, nothing published."""
+    import resource
+    import sys
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))  # bytes any one file may grow to: less than a transcript
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "redact", "transcribe", str(EVALDATA / "video" / "grid" / "bbaf2n.mpg"),
+                           "-o", str(out), "--asr-model", TINY, "--device", "cpu"],
+                          capture_output=True, text=True, preexec_fn=small_disk)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "out of disk space" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert list(out.iterdir()) == []

@@ -10,7 +10,16 @@ import torchvision
 
 from benchmarks.detector_eval import load_gt, match
 from conftest import EVALDATA
-from redact.detect import FACE, PLATE, CenterFaceDetector, Detections, YoloPlateDetector, complete_cut_faces
+from redact.detect import (
+    FACE,
+    PLATE,
+    CenterFaceDetector,
+    Detections,
+    YoloPlateDetector,
+    complete_cut_faces,
+    drop_plates_holding_faces,
+    fuse,
+)
 from redact.models import resolve
 
 
@@ -71,6 +80,53 @@ def test_plate_detector_on_real_plates():
     hits = sum(match(gt[n], *(lambda d: (d.xyxy, d.score))(detector([cv2.imread(str(EVALDATA / "plates" / n))])[0]))
                for n in names)
     assert hits / len(names) >= 0.85
+
+
+def test_fuse_keeps_one_box_per_object_and_class():
+    """Two models boxing the same plate give one box (the more confident); what only one found stays; a face
+    and a plate in the same place are different objects."""
+    a = Detections([[10, 10, 50, 20], [200, 200, 240, 210]], [0.6, 0.3], [PLATE, PLATE])
+    b = Detections([[11, 10, 52, 21], [400, 50, 440, 60], [10, 10, 50, 20]], [0.8, 0.5, 0.9], [PLATE, PLATE, FACE])
+    out = fuse([a, b])
+    assert sorted(map(tuple, out.xyxy.tolist())) == sorted([(11, 10, 52, 21), (200, 200, 240, 210), (400, 50, 440, 60),
+                                                            (10, 10, 50, 20)])
+    assert np.isclose(out.score[(out.cls == PLATE) & (out.xyxy[:, 0] == 11)], 0.8).all()
+    assert len(fuse([a, Detections()])) == 2 and len(fuse([])) == 0
+
+
+def test_plate_ensemble_finds_what_either_model_finds(centerface):
+    """The default plate ensemble on real photos, as the pipeline runs it (with faces, and without plate boxes
+    holding a face): recall at least that of its better member, and boxes both models found are not doubled."""
+    gt = load_gt(EVALDATA / "plates")
+    names = sorted(gt)[40:100]
+    images = [cv2.imread(str(EVALDATA / "plates" / n)) for n in names]
+    members = [YoloPlateDetector(*resolve(m, "plates")[:2], threshold=0.2, imgsz=640)
+               for m in ("plate-mahdi", "plate-fastanpr")]
+    faces = CenterFaceDetector(*centerface, threshold=0.2)
+    alone = [[m([image])[0] for image in images] for m in members]
+    fused = [fuse([a[i] for a in alone]) for i in range(len(images))]
+    kept = [drop_plates_holding_faces(fuse([d, faces([image])[0]])) for d, image in zip(fused, images, strict=True)]
+
+    def recall(found: list[Detections]) -> float:
+        return sum(match(gt[n], d.xyxy[d.cls == PLATE], d.score[d.cls == PLATE])
+                   for n, d in zip(names, found, strict=True)) / len(names)
+
+    assert recall(kept) == recall(fused) >= max(recall(a) for a in alone) >= 0.85
+    assert sum(map(len, fused)) < sum(len(d) for a in alone for d in a)
+
+
+def test_a_plate_box_holding_a_face_is_dropped():
+    """A framed picture of a person that a plate model calls a plate: its box goes, the face's stays; a plate
+    beside a face, or a face box sticking out of a plate box, is untouched."""
+    dets = Detections([[100, 100, 220, 180],   # "plate" around a photo ...
+                       [140, 110, 170, 150],   # ... holding this face
+                       [300, 300, 360, 320],   # a plate
+                       [350, 280, 380, 330],   # a face overlapping that plate but not inside it
+                       [500, 500, 560, 520]],  # a plate alone
+                      [0.5, 0.9, 0.6, 0.8, 0.7], [PLATE, FACE, PLATE, FACE, PLATE])
+    out = drop_plates_holding_faces(dets)
+    assert out.xyxy[:, 0].tolist() == [140, 300, 350, 500]
+    assert len(drop_plates_holding_faces(dets[dets.cls == PLATE])) == 3
 
 
 def test_faces_cut_by_the_frame_border_are_completed_beyond_it():

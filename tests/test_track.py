@@ -115,6 +115,24 @@ def test_boxes_between_detections_follow_the_camera():
     assert min(path.chain) == 40 and max(path.chain) == 45  # the track is gone: nothing older is needed
 
 
+def test_a_face_the_camera_turned_away_from_is_covered_when_it_comes_back():
+    """The wearer turns away (the scene moves 100 px left a frame, for 6 frames) and back. Face 1, last seen at
+    frame 0, leaves the view at frame 3 and is back at 10 (its right edge past the border): it is redacted for
+    pad_frames frames from there, where the camera path puts it, though no detector found it again. Face 2 is
+    still in view when its padding ends (lost, not left behind): not held then, but covered when it returns."""
+    path = shifting_path([(-100, 0)] * 6 + [(100, 0)] * 10)
+    policy = TrackPolicy(pad_frames=2, max_gap=4, dilate=(1.0, 1.0), grow_per_frame=0.0)
+    s = Smoother(policy, path, size=(640, 480))
+    s.add(0, Detections.merge([det([200, 100, 240, 150]), det([300, 300, 340, 350], tid=2)]))
+    shown = {f: s.final(f) for f in range(17)}
+    assert {f: sorted(d.track_id.tolist()) for f, d in shown.items() if len(d)} == {
+        0: [1, 2], 1: [1, 2], 2: [1, 2], 9: [2], 10: [1, 2], 11: [1]}
+    assert np.allclose(shown[11].xyxy, [[100, 100, 140, 150]])  # the scene is 100 px left of where it was at 0
+    still = Smoother(policy, shifting_path([(0, 0)] * 10), size=(640, 480))
+    still.add(0, det([200, 100, 240, 150]))
+    assert [f for f in range(10) if len(still.final(f))] == [0, 1, 2]  # never left the view: only padded
+
+
 def test_warp_boxes_covers_rotated_corners():
     angle = np.deg2rad(90)
     rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
