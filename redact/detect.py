@@ -74,10 +74,10 @@ def drop_plates_holding_faces(dets: Detections) -> Detections:
     return dets[keep]
 
 
-ENSEMBLE_IOU = 0.5  # as the YOLO models' own NMS: two models' boxes overlapping more are one object
+PLATE_NMS_IOU = 0.5  # plate boxes overlapping more are one plate: each YOLO model's NMS, and across models
 
 
-def fuse(parts: list[Detections], iou: float = ENSEMBLE_IOU) -> Detections:
+def fuse(parts: list[Detections], iou: float = PLATE_NMS_IOU) -> Detections:
     """The detections of several detectors on one frame as one set. Where two models of the same class box the
     same object, only the more confident box stays (class-wise NMS), so the tracker follows one object, not two;
     a box only one model found always stays."""
@@ -370,7 +370,7 @@ class YoloPlateDetector:
         if not frames:
             return []
         results = self.model.predict(
-            frames, imgsz=self.imgsz, conf=self.threshold, iou=0.5, device=self.device, verbose=False,
+            frames, imgsz=self.imgsz, conf=self.threshold, iou=PLATE_NMS_IOU, device=self.device, verbose=False,
             **({"half": True} if self.device == "cuda" else {}),
         )
         return [self._plates(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), frame.shape[0] * frame.shape[1])
@@ -406,7 +406,7 @@ class YoloPlateDetector:
             preds = self.net(x)
         preds = preds[0] if isinstance(preds, (list, tuple)) else preds
         out = []
-        for det in non_max_suppression(preds.float(), self.threshold, 0.5, max_det=300):
+        for det in non_max_suppression(preds.float(), self.threshold, PLATE_NMS_IOU, max_det=300):
             xyxy = clip_boxes(((det[:, :4] - det.new_tensor([left, top, left, top])) / r).cpu().numpy(), w, h)
             out.append(self._plates(xyxy, det[:, 4].cpu().numpy(), h * w))
         return out

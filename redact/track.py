@@ -37,9 +37,12 @@ MAX_STEP = 0.25  # a frame-to-frame zoom or shift beyond this share of the frame
 
 @dataclass(frozen=True)
 class TrackPolicy:
-    pad_frames: int = 8
-    max_gap: int = 30  # frames between two detections of one track that are filled by interpolation
-    dilate: tuple[float, ...] = (1.5, 1.1)  # box scale per class (face, plate), as RedactOptions
+    """How tracks are held and grown; the defaults of the first three are RedactOptions' (pad_frames, max_gap,
+    face_dilate and plate_dilate), which the pipeline passes."""
+
+    pad_frames: int
+    max_gap: int  # frames between two detections of one track that are filled by interpolation
+    dilate: tuple[float, ...]  # box scale per class (face, plate)
     grow_per_frame: float = 0.02  # extra scale per frame a box is held away from a detection; with the camera's
     # motion compensated, 0.03 leaked no less on the leak bench and blanked 0.2-0.5% more background
 
@@ -269,7 +272,7 @@ class Smoother:
     motion; interpolation and padding then only have to follow the object's own motion.
     """
 
-    policy: TrackPolicy = field(default_factory=TrackPolicy)
+    policy: TrackPolicy
     path: CameraPath | None = None
     size: tuple[int, int] | None = None  # frame (width, height): with a path, tracks that left the view return
     obs: dict[int, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
