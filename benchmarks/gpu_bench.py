@@ -178,10 +178,25 @@ def decode_fps(clip: Path, hwaccel: str | None) -> float | str:
     return round(n / seconds, 1)
 
 
+def box_agreement(reference: list, other: list, iou: float = 0.9) -> float:
+    """Share of `reference`'s boxes (per frame: (index, Detections)) that a box of `other` matches at >= `iou`."""
+    import torch
+    import torchvision
+
+    matched = total = 0
+    for (_, a), (_, b) in zip(reference, other, strict=True):
+        total += len(a)
+        if len(a) and len(b):
+            ious = torchvision.ops.box_iou(torch.from_numpy(a.xyxy), torch.from_numpy(b.xyxy))
+            matched += int((ious.max(dim=1).values >= iou).sum())
+    return matched / max(1, total)
+
+
 def agreement(clip: Path, frames: int, options) -> float:
+    """`box_agreement` of the torch stage on `options.device` with the CPU path (onnxruntime), on the first
+    `frames` frames of `clip`: the same boxes, tracks and smoothing, only the runtime differs."""
     from dataclasses import replace
 
-    from benchmarks.gpu_check import agreement as match
     from redact.pipeline import Redactor
     from redact.track import Smoother
     from redact.video import read_frames
@@ -191,7 +206,7 @@ def agreement(clip: Path, frames: int, options) -> float:
         r = Redactor(replace(options, device="cpu" if runtime == "onnxruntime" else options.device, runtime=runtime))
         head = (f for f in read_frames(clip) if f.index < frames)
         per_path.append([(f.index, b) for f, b in r.frames_with_boxes(head, Smoother(r.track_policy))])
-    return match(*per_path)
+    return box_agreement(*per_path)
 
 
 def main(argv: list[str] | None = None) -> dict | None:

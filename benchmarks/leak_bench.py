@@ -69,6 +69,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.synth import KINDS, Clip, ClipTruth, clip_specs, load_photos, make_clip  # noqa: E402
 from redact.anonymize import RedactionPolicy, anonymize  # noqa: E402
 from redact.detect import FACE, PLATE, DetectionQueue, Detections, fuse  # noqa: E402
+from redact.errors import write_text_atomic  # noqa: E402
 from redact.pipeline import RedactOptions, Redactor  # noqa: E402
 from redact.track import Smoother  # noqa: E402
 from redact.video import Frame, read_frames  # noqa: E402
@@ -695,9 +696,7 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.partial")
-    tmp.write_text(json.dumps({**results, "table_markdown": text}, indent=1, default=float) + "\n")
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps({**results, "table_markdown": text}, indent=1, default=float) + "\n")
     print(f"\nwrote {args.out}")
     return results
 

@@ -29,6 +29,8 @@ import av
 import cv2
 import numpy as np
 
+from redact.errors import partial_path
+
 SYNTH_VERSION = 1
 ROOT = Path(__file__).resolve().parents[1]
 EVALDATA = Path(os.environ.get("REDACT_EVALDATA", ROOT.parent / "shared" / "evaldata"))
@@ -308,7 +310,7 @@ def render(spec: ClipSpec, photos: list[Photo], path: Path) -> ClipTruth:
     shift = np.array([[1, 0, -cw / 2], [0, 1, -ch / 2], [0, 0, 1]])
     mats = [m @ shift for m in mats]
     pyramid = [canvas, cv2.pyrDown(canvas)]
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     container = av.open(str(tmp), "w", format="mp4")
     stream = container.add_stream("libx264", rate=Fraction(spec.fps))
     stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"

@@ -25,7 +25,7 @@ import av
 import numpy as np
 
 from redact import pii
-from redact.errors import MediaError, UserError
+from redact.errors import MediaError, UserError, partial_path, write_text_atomic
 from redact.models import sha256_file
 from redact.pii import ALL_CATEGORIES, CATEGORIES
 from redact.transcribe import ENVELOPE_RATE, Transcription, Word, audio_info, iter_audio, load_asr, transcribe
@@ -213,12 +213,7 @@ def write_transcripts(transcript: dict, folder: Path, stem: str) -> list[Path]:
     for suffix in TRANSCRIPT_SUFFIXES:
         kind = suffix.rsplit(".", 1)[1]
         final = folder / f"{stem}{suffix}"
-        tmp = folder / f".{final.name}.partial"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(render(transcript, kind))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        write_text_atomic(final, render(transcript, kind))
         files.append(final)
     return files
 
@@ -252,7 +247,7 @@ def write_bleeped(media: Path, out: Path, redactions: list[dict], bleep: str = "
         layout = NAMED_LAYOUTS.get(info.channels, "stereo")
     spans = [(int(math.floor(a * rate)), int(math.ceil(b * rate))) for a, b in _merge(redactions)]
     ramp = max(1, int(RAMP_S * rate))
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = partial_path(out)
     try:
         with av.open(str(tmp), "w", format="wav", options={"rf64": "auto"}) as container:
             stream = container.add_stream("pcm_s24le", rate=rate, layout=layout)

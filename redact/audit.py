@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 from importlib.metadata import version
 from pathlib import Path
 
+from redact.errors import write_text_atomic
 from redact.models import sha256_file
 
 
@@ -37,10 +37,5 @@ def build_log(
 
 
 def write_json_atomic(obj: dict, path: Path) -> None:
-    """Write under a temporary name and rename, so a reader never sees half a log."""
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """The log as indented JSON, written atomically: a reader never sees half a log."""
+    write_text_atomic(path, json.dumps(obj, indent=2))

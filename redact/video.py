@@ -18,7 +18,7 @@ from typing import Any
 import av
 import numpy as np
 
-from redact.errors import MediaError, UserError
+from redact.errors import MediaError, UserError, partial_path
 
 # Audio codecs the MP4 muxer takes as they are; anything else (PCM in AVI/MOV, for instance) becomes AAC.
 MP4_AUDIO_COPY = {"aac", "mp3", "mp2", "ac3", "eac3", "alac", "opus", "flac"}
@@ -190,7 +190,7 @@ class VideoWriter:
         audio_from: str | os.PathLike[str] | None = None,
     ):
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        self.tmp = partial_path(self.path)
         self.info = info
         # yuv420p needs even sizes: odd footage is padded by one replicated row/column, never cropped.
         self.width = info.width + info.width % 2

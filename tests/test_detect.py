@@ -12,6 +12,7 @@ from benchmarks.detector_eval import load_gt, match
 from conftest import EVALDATA
 from redact.detect import (
     FACE,
+    FACE_VETO_SCORE,
     PLATE,
     CenterFaceDetector,
     Detections,
@@ -117,15 +118,17 @@ def test_plate_ensemble_finds_what_either_model_finds(centerface):
 
 def test_a_plate_box_holding_a_face_is_dropped():
     """A framed picture of a person that a plate model calls a plate: its box goes, the face's stays; a plate
-    beside a face, or a face box sticking out of a plate box, is untouched."""
+    beside a face, a face box sticking out of a plate box, or a weak face inside a plate box (a false positive on
+    its characters) leaves the plate box alone."""
     dets = Detections([[100, 100, 220, 180],   # "plate" around a photo ...
                        [140, 110, 170, 150],   # ... holding this face
                        [300, 300, 360, 320],   # a plate
                        [350, 280, 380, 330],   # a face overlapping that plate but not inside it
-                       [500, 500, 560, 520]],  # a plate alone
-                      [0.5, 0.9, 0.6, 0.8, 0.7], [PLATE, FACE, PLATE, FACE, PLATE])
+                       [500, 500, 560, 520],   # a plate ...
+                       [510, 502, 525, 518]],  # ... holding a face scored below FACE_VETO_SCORE
+                      [0.5, 0.9, 0.6, 0.8, 0.7, FACE_VETO_SCORE - 0.01], [PLATE, FACE, PLATE, FACE, PLATE, FACE])
     out = drop_plates_holding_faces(dets)
-    assert out.xyxy[:, 0].tolist() == [140, 300, 350, 500]
+    assert out.xyxy[:, 0].tolist() == [140, 300, 350, 500, 510]
     assert len(drop_plates_holding_faces(dets[dets.cls == PLATE])) == 3
 
 

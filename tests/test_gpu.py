@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.gpu_check import agreement
+from benchmarks.gpu_bench import box_agreement
 from benchmarks.synth import ClipSpec, load_photos, make_clip
 from conftest import EVALDATA, run_cli
 from media import face_photo
@@ -44,7 +44,7 @@ def test_torch_stage_finds_the_boxes_of_the_onnxruntime_path(street, redactor, t
     cpu, torch_path = boxes(redactor, street), boxes(staged, street)
     assert sum(len(b) for _, b in cpu) >= 24  # faces and plates in every frame
     assert {int(c) for _, b in cpu for c in b.cls} == {FACE, PLATE}
-    assert agreement(cpu, torch_path) >= 0.95 and agreement(torch_path, cpu) >= 0.95
+    assert box_agreement(cpu, torch_path) >= 0.95 and box_agreement(torch_path, cpu) >= 0.95
     result = staged.run(street, tmp_path)  # the whole file through the stage: upload, detect, redact, copy back
     with av.open(str(result.video)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 24
