@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torchvision
 
-from redact.detect import CenterFaceDetector, YoloPlateDetector, fuse
+from redact.detect import CenterFaceDetector, DetectionQueue, YoloPlateDetector
 from redact.models import load_registry, resolve
 from redact.pipeline import RedactOptions, plate_models
 
@@ -92,11 +92,9 @@ def main() -> None:
                                                       imgsz=args.plate_imgsz)
         results[model_id] = evaluate(plate_detectors[model_id], EVALDATA / "plates")
     default = plate_models(defaults.plate_model)
-    if len(default) > 1 and set(default) <= set(plate_detectors):  # the default ensemble, fused as the pipeline does
-        members = [plate_detectors[m] for m in default]
+    if len(default) > 1 and set(default) <= set(plate_detectors):  # the default ensemble, as the pipeline runs it
         results[f"{defaults.plate_model} (default, fused)"] = evaluate(
-            lambda frames: [fuse(list(per)) for per in zip(*(m(frames) for m in members), strict=True)],
-            EVALDATA / "plates")
+            DetectionQueue([plate_detectors[m] for m in default], 1), EVALDATA / "plates")
     print("| model | images | objects | recall | precision | images/s |\n|---|---|---|---|---|---|")
     for name, r in results.items():
         if name == "settings":

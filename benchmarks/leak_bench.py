@@ -323,6 +323,7 @@ def detect_all(clip: Clip, detectors: list, cache: Path) -> list[Detections]:
             os.replace(tmp, path)
         with np.load(path) as z:
             per_detector.append(z["rows"])
+
     def frame(rows: np.ndarray, t: int) -> Detections:
         r = rows[rows[:, 0] == t]
         return Detections(r[:, 1:5], r[:, 5], r[:, 6].astype(np.int64))

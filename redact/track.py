@@ -37,8 +37,8 @@ MAX_STEP = 0.25  # a frame-to-frame zoom or shift beyond this share of the frame
 
 @dataclass(frozen=True)
 class TrackPolicy:
-    """How tracks are held and grown; the defaults of the first three are RedactOptions' (pad_frames, max_gap,
-    face_dilate and plate_dilate), which the pipeline passes."""
+    """How tracks are held and grown. pad_frames, max_gap and dilate have no defaults here: they are
+    RedactOptions' (pad_frames, max_gap, face_dilate and plate_dilate), which the pipeline passes."""
 
     pad_frames: int
     max_gap: int  # frames between two detections of one track that are filled by interpolation
