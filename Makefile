@@ -21,12 +21,17 @@ setup: $(VENV)/.installed
 models: setup
 	$(REDACT) models fetch
 
-# Real footage: the GRID talking-face clips and a street scene built from real annotated car and face photos
-# (../shared/evaldata), redacted with the default models; results land in demo/.
+# Real footage shipped in benchmarks/demo_media (sources and licences in its README.md): a GRID talking-face clip
+# with speech and a street scene built from real annotated car and face photos, redacted with the default models;
+# results land in demo/ (which `make clean` deletes; the shipped media stay).
 demo: models
 	$(PY) -m benchmarks.make_demo demo/street.mp4
-	$(REDACT) run demo/street.mp4 ../shared/evaldata/video/grid/bbaf2n.mpg -o demo/out
-	@echo "redacted videos, transcripts and audit logs are in demo/out/"
+	$(REDACT) run demo/street.mp4 benchmarks/demo_media/bbaf2n.mpg -o demo/out
+	rm -rf demo/release
+	$(REDACT) release demo/out --stem street --case DEMO-1 --requester "Demo Requester" -o demo/release --allow-unreviewed
+	@echo "redacted videos, transcripts, plans and audit logs are in demo/out/; a release package (marked NOT"
+	@echo "REVIEWED: nobody approved it) is in demo/release/. Review and approve with:"
+	@echo "  $(REDACT) review demo/out      # open the URL it prints; then: $(REDACT) release demo/out --stem street ..."
 
 test: models
 	$(VENV)/bin/ruff check redact tests benchmarks

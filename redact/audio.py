@@ -28,7 +28,16 @@ from redact import pii
 from redact.errors import MediaError, UserError, partial_path, write_text_atomic
 from redact.models import sha256_file
 from redact.pii import ALL_CATEGORIES, CATEGORIES
-from redact.transcribe import ENVELOPE_RATE, Transcription, Word, audio_info, iter_audio, load_asr, transcribe
+from redact.transcribe import (
+    ENVELOPE_RATE,
+    Segment,
+    Transcription,
+    Word,
+    audio_info,
+    iter_audio,
+    load_asr,
+    transcribe,
+)
 
 TONE_HZ = 1000.0
 TONE_LEVEL = 0.3  # about -10 dBFS: clearly a bleep, not painful
@@ -58,6 +67,7 @@ class AudioResult:
     transcript: dict | None  # the JSON object written to <stem>.transcript.json (None: no audio stream)
     redactions: list[dict] = field(default_factory=list)  # {"start", "end", "category"} for the audit log
     model: dict = field(default_factory=dict)  # {"id", "sha256"}
+    speech: dict | None = None  # every word heard and the PII spans found, for the plan (`speech_record`)
 
 
 def _check(options: AudioOptions) -> None:
@@ -96,7 +106,38 @@ def process_audio(media: Path, stem: str, workdir: Path, options: AudioOptions, 
     audio_path = None
     if options.redact_audio and redactions:
         audio_path = write_bleeped(media, workdir / f"{stem}.redacted-audio.wav", redactions, options.bleep)
-    return AudioResult(audio_path=audio_path, files=files, transcript=transcript, redactions=redactions, model=model)
+    return AudioResult(audio_path=audio_path, files=files, transcript=transcript, redactions=redactions, model=model,
+                       speech=speech_record(result, model, labels, redactions))
+
+
+def speech_record(result: Transcription, model: dict, labels: dict[int, str], redactions: list[dict]) -> dict:
+    """What the plan keeps of the speech so that `render` can bleep and rebuild transcripts without the ASR model:
+    every word with its time (the unredacted text: the plan is the reviewer's, never released), which words the
+    transcript publishes, and each PII span with the words it covers (indices over all words in order)."""
+    words = [w for seg in result.segments for w in seg.words]
+    index = {id(w): i for i, w in enumerate(words)}
+    spans = []
+    for r in redactions:
+        covered = [index[id(w)] for w in words if id(w) in labels and r["start"] - 1e-6 <= w.start and w.end <= r["end"] + 1e-6]
+        spans.append({**r, "words": [min(covered), max(covered) + 1] if covered else [0, 0]})
+    segments = []
+    for seg in result.segments:
+        published = {id(w) for w in seg.published}
+        segments.append({"start": seg.start, "end": seg.end, "reliable": seg.reliable,
+                         "words": [{"start": w.start, "end": w.end, "word": w.word, "probability": w.probability,
+                                    "published": id(w) in published} for w in seg.words]})
+    return {"language": result.language, "duration": result.duration, "model": dict(model), "segments": segments,
+            "redactions": spans}
+
+
+def transcription_of(speech: dict) -> Transcription:
+    """The `Transcription` a plan's speech record was made from (without the loudness envelope)."""
+    segments = []
+    for s in speech["segments"]:
+        words = [Word(w["start"], w["end"], w["word"], w["probability"]) for w in s["words"]]
+        segments.append(Segment(s["start"], s["end"], "".join(w.word for w in words), words, reliable=s["reliable"],
+                                published=[w for w, d in zip(words, s["words"], strict=True) if d["published"]]))
+    return Transcription(speech["language"], speech["duration"], segments)
 
 
 SNAP_S = 0.3  # how far past the padding a redaction edge may move to reach the pause next to the word

@@ -384,6 +384,46 @@ def run(inputs: tuple[Path, ...], jobs: int, **kwargs) -> None:
         sys.exit(failed)
 
 
+def reasons_option(func: Callable) -> Callable:
+    """`--reasons FILE`: the agency's exemption codes (python name `reasons_file`), for render, review, release."""
+    return click.option("--reasons", "reasons_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="Exemption codes (TOML: code, label, statute) [default: federal FOIA (b)(6), (b)(7)(C), ...].")(func)
+
+
+@main.command("render")
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--stem", "stems", multiple=True, metavar="STEM",
+              help="The video to re-render (repeatable) [default: every video in OUTDIR that has a plan].")
+@reasons_option
+@guarded
+def render_cmd(outdir: Path, stems: tuple[str, ...], reasons_file: Path | None) -> None:
+    """Re-render videos in OUTDIR from their plan and decisions (no detector runs), replacing the redacted video,
+    transcripts and audit log. Refuses an original whose SHA-256 no longer matches the audit log."""
+    from redact.decisions import load_reasons
+    from redact.render import render
+    from redact.render import stems as plan_stems
+
+    reasons = load_reasons(reasons_file)
+    todo = list(stems) or plan_stems(outdir)
+    if not todo:
+        raise UserError(f"{outdir}: no redaction plan here (run `redact run ... -o {outdir}` first)")
+    failed = 0
+    for stem in todo:
+        start = time.perf_counter()
+        try:
+            result = render(outdir, stem, reasons=reasons)
+        except UserError as e:
+            fail(f"{stem}: {e}")
+            failed = EXIT_USER
+            continue
+        review = result.audit["review"]
+        note = f", outside edits recorded: {len(review['outside_edits'])}" if review["outside_edits"] else ""
+        click.echo(f"{stem} -> {result.video} ({result.frames} frames in {time.perf_counter() - start:.1f} s, "
+                   f"{'approved by ' + review['approved']['by'] if review['approved'] else 'not approved'}{note})")
+    if failed:
+        sys.exit(failed)
+
+
 EXIT_SOME_FAILED = 3
 
 
@@ -435,3 +475,47 @@ def batch(source: Path, jobs: int, backend: str, ray_address: str | None, cpus_p
         fail_file(path, error)
     if failed:
         sys.exit(EXIT_SOME_FAILED)
+
+
+@main.command("release")
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--stem", required=True, help="The video's output stem in OUTDIR (<stem>.redacted.mp4).")
+@click.option("--case", required=True, help="Case or request id (names the package).")
+@click.option("--requester", required=True, help="Who requested the records.")
+@click.option("-o", "--dest", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write the package <case>-<stem>/ and <case>-<stem>.zip into.")
+@click.option("--allow-unreviewed", is_flag=True, help="Release decisions nobody approved (marked NOT REVIEWED).")
+@click.option("--label-codes", is_flag=True, help="Re-render with each redaction's reason code burnt onto its box.")
+@reasons_option
+@guarded
+def release_cmd(outdir: Path, stem: str, case: str, requester: str, dest: Path, allow_unreviewed: bool,
+                label_codes: bool, reasons_file: Path | None) -> None:
+    """Write the release package of one redacted video: video, transcripts, exemption log, report (HTML and PDF),
+    manifest, as a folder and a zip. Refuses decisions nobody approved unless --allow-unreviewed."""
+    from redact.release import release
+
+    result = release(outdir, stem, case=case, requester=requester, dest=dest, allow_unreviewed=allow_unreviewed,
+                     label_codes=label_codes, reasons=reasons_file)
+    click.echo(f"released {len(result.files)} files: {result.folder} and {result.zip}")
+
+
+@main.command("review")
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback only by default: the page shows unredacted video).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port (0: a free one).")
+@reasons_option
+@click.option("--reviewer", metavar="NAME", default=None, help="Reviewer name to prefill on the page.")
+@guarded
+def review_cmd(outdir: Path, host: str, port: int, reasons_file: Path | None, reviewer: str | None) -> None:
+    """Serve the review page for the redacted videos of OUTDIR; the first line printed is its URL (with its token)."""
+    from redact.decisions import load_reasons
+    from redact.review import serve
+
+    codes = load_reasons(reasons_file)
+
+    def announce(url: str) -> None:
+        click.echo(url)
+        sys.stdout.flush()
+
+    serve(outdir, host=host, port=port, reasons=codes, reviewer=reviewer, announce=announce)

@@ -23,7 +23,7 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from redact.anonymize import MODES, RedactionPolicy, anonymize
-from redact.audio import AudioOptions, AudioResult, process_audio, set_media
+from redact.audio import TRANSCRIPT_SUFFIXES, AudioOptions, AudioResult, process_audio, set_media
 from redact.audit import build_log, file_entry, write_json_atomic
 from redact.detect import (
     CLASS_NAMES,
@@ -39,9 +39,10 @@ from redact.detect import (
 from redact.errors import UserError, writing_to
 from redact.gpu import TorchStage
 from redact.models import resolve
+from redact.plan import PlanWriter, plan_path
 from redact.track import CameraPath, Smoother, Tracker, TrackPolicy
 from redact.transcribe import load_asr
-from redact.video import Frame, VideoWriter, nvenc_available, probe, read_frames
+from redact.video import Frame, VideoInfo, VideoWriter, nvenc_available, probe, read_frames
 
 # the two packaged plate models with the best recall (benchmarks/detector_eval.py), run together: on the leak
 # bench's moving clips each misses plates the other finds (>= 10 px plate box-frames leaked: mahdi 7.4%, both 4.3%)
@@ -316,6 +317,7 @@ class Redactor:
         smoother = Smoother(self.track_policy)
         start = time.perf_counter()
         writer = None
+        plan = PlanWriter(plan_path(outdir, stem))
         published: list[Path] = []
         try:
             audio = None
@@ -331,6 +333,7 @@ class Redactor:
                 frames = read_frames(input_path, hwaccel="cuda" if self.options.decoder == "nvdec" else None)
                 for frame, boxes in self.frames_with_boxes(threaded(frames), smoother):
                     redacted += bool(len(boxes))
+                    plan.add(frame.index, frame.pts, boxes)
                     if self.stage is None:
                         image = anonymize(frame.image, boxes, self.redaction_policy) if len(boxes) else frame.image
                         pending.append(encode.submit(writer.write, image, frame.pts))
@@ -358,12 +361,16 @@ class Redactor:
                     "frames": writer.frames, "frames_redacted": redacted, "tracks": len(tracks),
                     "elapsed_s": round(elapsed, 3), "fps": round(writer.frames / elapsed, 2)},
             )
+            self._plan(plan, log, info, audio, outdir, stem)
             write_json_atomic(log, pending_log)
             published.append(writer.publish())
             for f in audio.files if audio else []:
                 published.append(Path(shutil.move(f, outdir / f.name)))
+            published.append(plan.publish())
+            published.append(self._fresh_decisions(outdir, stem))
             os.replace(pending_log, log_out)
         except BaseException:
+            plan.abort()
             if writer is not None:
                 writer.abort()
             for path in published:  # a failure while publishing takes back what was renamed
@@ -374,7 +381,45 @@ class Redactor:
             shutil.rmtree(workdir, ignore_errors=True)
         if audio is not None and audio.transcript is not None and self.options.index_transcripts:
             self._index(audio.transcript, video_out, output["sha256"])
-        return RunResult(video_out, log_out, writer.frames, len(tracks), writer.frames / elapsed, published[1:], log)
+        transcripts = [p for p in published if p.name.endswith(TRANSCRIPT_SUFFIXES)]
+        return RunResult(video_out, log_out, writer.frames, len(tracks), writer.frames / elapsed, transcripts, log)
+
+    def _plan(self, plan: PlanWriter, log: dict, info: VideoInfo, audio: AudioResult | None, outdir: Path,
+              stem: str) -> None:
+        """Complete the plan (under its partial name) and add the review sections to the log: no decisions yet,
+        every automatic redaction listed with the default reason code."""
+        from redact.decisions import Decisions, decisions_path, load_reasons
+        from redact.models import sha256_file
+        from redact.plan import Plan
+        from redact.render import exemptions, review_section, speech_redactions
+
+        o = self.options
+        tb = info.time_base
+        meta = {"input": log["input"], "created": log["created"], "policy": log["policy"],
+                "video": {**log["video"], "time_base": f"{tb.numerator}/{tb.denominator}"},
+                "render": {"face_mode": o.face_mode, "plate_mode": o.plate_mode, "crf": o.crf, "preset": o.preset,
+                           "encoder": self.encoder, **({"bleep": o.audio.bleep, "pad": o.audio.pad,
+                                                        "redact_audio": o.audio.redact_audio} if o.audio else {})}}
+        speech = audio.speech if audio is not None else None
+        plan.finish(meta, log["tracks"], speech)
+        reasons, decisions = load_reasons(), Decisions(decisions_path(outdir, stem))
+        spans = speech_redactions(speech, [], o.audio.pad)[1] if speech is not None and o.audio else []
+        with Plan(plan.tmp) as reader:
+            log["review"] = review_section(plan.path.name, sha256_file(plan.tmp), decisions, [], reasons)
+            log["exemptions"] = exemptions(reader, decisions, reasons, spans)
+
+    @staticmethod
+    def _fresh_decisions(outdir: Path, stem: str) -> Path:
+        """An empty decisions file for the new plan; one a reviewer had filled for an earlier run is kept under a
+        dated name (its track ids belong to the old plan)."""
+        from redact.decisions import Decisions, decisions_path
+
+        path = decisions_path(outdir, stem)
+        if path.exists() and path.stat().st_size > 200:
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(path.stat().st_mtime))
+            os.replace(path, path.with_name(f"{stem}.decisions.{stamp}.json"))
+        Decisions(path).save()
+        return path
 
     def _audio_log(self, audio: AudioResult | None) -> dict | None:
         if audio is None:

@@ -253,13 +253,14 @@ class TrackRecord:
     detections: int = 0
     score_sum: float = 0.0
     score_max: float = 0.0
+    best_frame: int = -1  # the frame of its most confident detection: where a reviewer's thumbnail comes from
 
     def as_dict(self, fps: float) -> dict:
         return {
             "id": self.id, "class": CLASS_NAMES[self.cls], "first_frame": self.first, "last_frame": self.last,
             "first_time": round(self.first / fps, 3) if fps else None,
             "last_time": round(self.last / fps, 3) if fps else None,
-            "detections": self.detections, "max_score": round(self.score_max, 4),
+            "detections": self.detections, "max_score": round(self.score_max, 4), "best_frame": self.best_frame,
             "mean_score": round(self.score_sum / max(1, self.detections), 4),
         }
 
@@ -276,6 +277,7 @@ class Smoother:
     path: CameraPath | None = None
     size: tuple[int, int] | None = None  # frame (width, height): with a path, tracks that left the view return
     obs: dict[int, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
+    scores: dict[int, dict[int, float]] = field(default_factory=dict)  # track -> frame -> detection score
     records: dict[int, TrackRecord] = field(default_factory=dict)
     away: dict[int, int | None] = field(default_factory=dict)  # track out of view since its padding: back at frame
 
@@ -285,11 +287,13 @@ class Smoother:
             self.away.pop(tid, None)
             frames.append(frame)
             boxes.append(box)
+            self.scores.setdefault(tid, {})[frame] = float(score)
             rec = self.records.setdefault(tid, TrackRecord(tid, int(cls), frame, frame))
             rec.last = frame
             rec.detections += 1
             rec.score_sum += float(score)
-            rec.score_max = max(rec.score_max, float(score))
+            if float(score) > rec.score_max or rec.best_frame < 0:
+                rec.score_max, rec.best_frame = float(score), frame
 
     def _seen_at(self, frames: list[int], boxes: list[np.ndarray], i: int, frame: int) -> np.ndarray:
         """Observation `i` of a track carried to `frame` by the camera's motion."""
@@ -327,9 +331,11 @@ class Smoother:
         return box if frame - self.away[tid] < self.policy.pad_frames else None
 
     def final(self, frame: int) -> Detections:
-        """Boxes to redact in `frame`; call only once detections up to frame + lookahead have been added."""
+        """Boxes to redact in `frame`; call only once detections up to frame + lookahead have been added. A box's
+        score is its detection's where the track was detected in `frame`, 0 where it is held, interpolated or
+        padded (the plan and the review page tell the two apart by it)."""
         p = self.policy
-        xyxy, held, cls, tids = [], [], [], []
+        xyxy, held, cls, tids, scores = [], [], [], [], []
         for tid, (frames, boxes) in self.obs.items():
             i = bisect.bisect_right(frames, frame)
             prev = i - 1 if i > 0 else None
@@ -352,11 +358,12 @@ class Smoother:
             held.append(hold)
             cls.append(self.records[tid].cls)
             tids.append(tid)
+            scores.append(self.scores[tid].get(frame, 0.0) if hold == 0 else 0.0)
         if not xyxy:
             return Detections()
         cls_arr = np.array(cls)
         factor = np.array(p.dilate, np.float32)[cls_arr] * (1 + p.grow_per_frame * np.array(held, np.float32))
-        return Detections(scale_boxes(np.array(xyxy, np.float32), factor), np.ones(len(xyxy)), cls_arr, np.array(tids))
+        return Detections(scale_boxes(np.array(xyxy, np.float32), factor), np.array(scores), cls_arr, np.array(tids))
 
     def prune(self, frame: int) -> None:
         """Forget observations no later frame than `frame` can need."""
@@ -365,9 +372,11 @@ class Smoother:
             frames, boxes = self.obs[tid]
             cut = max(0, bisect.bisect_left(frames, horizon) - 1)  # keep one before the horizon for interpolation
             if cut:
+                for f in frames[:cut]:
+                    self.scores[tid].pop(f, None)
                 del frames[:cut], boxes[:cut]
             if frames[-1] < horizon - self.policy.lookahead:
-                del self.obs[tid]
+                del self.obs[tid], self.scores[tid]
                 self.away.pop(tid, None)
         if self.path is not None:  # keep the motion the kept observations need, at most 2 x lookahead back
             oldest = min((frames[0] for frames, _ in self.obs.values()), default=frame)

@@ -36,3 +36,12 @@ def redactor():
 
 def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*REDACT, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def grid_run(redactor, tmp_path_factory) -> Path:
+    """One real run of the default pipeline on a real clip (a GRID talking face: one face track over all 75
+    frames), shared by the review and release tests, which copy it before changing anything."""
+    outdir = tmp_path_factory.mktemp("grid-run")
+    redactor.run(EVALDATA / "video/grid/bbaf2n.mpg", outdir)
+    return outdir

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import shutil
 import struct
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
+import pytest
 
 EVALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "evaldata"
 
@@ -91,3 +95,41 @@ def set_mp4_rotation(path: Path, degrees: int) -> None:
         if w:  # the video track (audio tracks have zero width); the matrix is a b u c d v x y w
             data[matrix : matrix + 20] = struct.pack(">IIIII", a, b, 0, c, d)
     path.write_bytes(bytes(data))
+
+
+def speak(text: str, rate: int = 16000, layout: str = "mono") -> np.ndarray:
+    """espeak-ng speech as float32 (channels, n) at `rate` with `layout` (mono copied to every channel)."""
+    if not shutil.which("espeak-ng"):
+        pytest.fail("espeak-ng is not installed (apt-get install espeak-ng)")
+    raw = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", text], capture_output=True,
+                         check=True).stdout
+    with av.open(io.BytesIO(raw)) as container:
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
+        frames = [f for packet in container.decode(audio=0) for f in resampler.resample(packet)]
+        frames += resampler.resample(None)
+    mono = np.concatenate([f.to_ndarray() for f in frames], axis=1)
+    return np.repeat(mono, len(av.AudioLayout(layout).channels), axis=0)
+
+
+def talking_clip(path: Path, text: str, lead: float = 0.5) -> Path:
+    """A real talking face (a GRID clip's frames, looped) speaking `text` (espeak-ng) after `lead` seconds of
+    silence, as H.264 + AAC, as long as the speech."""
+    grid = [f.to_ndarray(format="bgr24") for f in av.open(str(EVALDATA / "video/grid/bbaf2n.mpg")).decode(video=0)]
+    speech = np.concatenate([np.zeros((1, int(lead * 16000)), np.float32), speak(text)], axis=1)
+    frames = int(np.ceil(speech.shape[1] / 16000 * 25)) + 5
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = grid[0].shape[1], grid[0].shape[0], "yuv420p"
+        audio = out.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(grid[i % len(grid)], format="bgr24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for start in range(0, speech.shape[1], 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(speech[:, start:start + 1024]), format="flt", layout="mono")
+            af.sample_rate, af.pts = 16000, start
+            out.mux(audio.encode(af))
+        out.mux(audio.encode(None))
+    return path

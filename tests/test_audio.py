@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from media import make_clip
+from media import make_clip, speak
 from redact.audio import AudioOptions, process_audio, write_bleeped
 from redact.errors import MediaError, ModelError
 from redact.pii import ALL_CATEGORIES, detect, parse_categories
@@ -58,22 +57,6 @@ def write_audio(path: Path, data: np.ndarray, rate: int, layout: str = "mono", c
         for packet in stream.encode(None):
             out.mux(packet)
     return path
-
-
-def speak(text: str, rate: int = 16000, layout: str = "mono") -> np.ndarray:
-    """espeak-ng speech as float32 (channels, n) at `rate` with `layout` (mono copied to every channel)."""
-    if not shutil.which("espeak-ng"):
-        pytest.fail("espeak-ng is not installed (apt-get install espeak-ng)")
-    raw = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", text], capture_output=True,
-                         check=True).stdout
-    import io
-
-    with av.open(io.BytesIO(raw)) as container:
-        resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
-        frames = [f for packet in container.decode(audio=0) for f in resampler.resample(packet)]
-        frames += resampler.resample(None)
-    mono = np.concatenate([f.to_ndarray() for f in frames], axis=1)
-    return np.repeat(mono, len(av.AudioLayout(layout).channels), axis=0)
 
 
 def silence(seconds: float, rate: int = 16000, channels: int = 1) -> np.ndarray:

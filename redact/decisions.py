@@ -1,0 +1,390 @@
+"""A reviewer's decisions on a plan: what to un-redact, what to add, why, and who approved it.
+
+`<stem>.decisions.json` (schema in the README) holds the current state and a history of every change. The
+review page changes it only through `Decisions.apply`, one operation at a time; each change is appended to the
+history as an entry carrying the operation, the value it replaced, who and when, the hash of the state after it
+and the hash of the entry before it. The chain makes the history tamper-evident: an entry changed or removed
+breaks it, and `check` refuses it. A state edited by hand or by a script (not through `apply`) is valid input:
+`check` finds it differs from what the history replays to and records the difference as an outside edit.
+
+Every decision needs a reason code from the agency's list (`load_reasons`); an unknown code is an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import NamedTuple
+
+from redact.errors import UserError, write_text_atomic
+
+VERSION = 1
+SUFFIX = ".decisions.json"
+MODES = ("blur", "pixelate", "fill")
+FRAME_MODES = ("fill", "blur")
+STATE_KEYS = ("version", "tracks", "regions", "frame_ranges", "words", "approved")
+LIST_KEYS = {"regions": "r", "frame_ranges": "f", "words": "w"}  # list -> id prefix of its items
+
+
+class Reason(NamedTuple):
+    code: str
+    label: str
+    statute: str
+
+
+@dataclass(frozen=True)
+class Reasons:
+    """The agency's exemption codes, and the one automatic redactions carry until a reviewer gives another."""
+
+    codes: dict[str, Reason]
+    auto: str
+    source: str  # the file they came from
+
+    def check(self, code: object, where: str) -> str:
+        if not isinstance(code, str) or code not in self.codes:
+            raise UserError(f"{where}: unknown reason code {code!r} (known: {', '.join(self.codes)})")
+        return code
+
+
+def load_reasons(path: str | Path | None = None) -> Reasons:
+    """The codes of `path` (TOML: `auto = "code"` and `[[code]]` tables with id, label, statute), or the packaged
+    default list (federal FOIA (b)(6), (b)(7)(C) and common categories)."""
+    source = Path(path) if path else files("redact") / "reasons.toml"
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"{source}: cannot read reason codes: {e}") from None
+    codes: dict[str, Reason] = {}
+    for i, entry in enumerate(data.get("code", [])):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"].strip():
+            raise UserError(f"{source}: code #{i + 1} needs an id")
+        codes[entry["id"]] = Reason(entry["id"], str(entry.get("label", entry["id"])), str(entry.get("statute", "")))
+    if not codes:
+        raise UserError(f"{source}: no reason codes ([[code]] tables with id, label, statute)")
+    auto = data.get("auto", next(iter(codes)))
+    if auto not in codes:
+        raise UserError(f"{source}: auto = {auto!r} is not one of its codes")
+    return Reasons(codes, auto, str(source))
+
+
+def empty_state() -> dict:
+    return {"version": VERSION, "tracks": {}, "regions": [], "frame_ranges": [], "words": [], "approved": None}
+
+
+def canonical(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(obj: object) -> str:
+    return hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What a decision may refer to: the plan's frames, frame size, track ids and speech duration."""
+
+    frames: int
+    width: int
+    height: int
+    tracks: frozenset[int]
+    duration: float
+
+
+class Conflict(UserError):
+    """The decisions changed since the client read them (another browser, or an edit on disk)."""
+
+
+def _frames(value: object, bounds: Bounds, where: str) -> list[int]:
+    if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                   for v in value)):
+        raise UserError(f"{where}: frames must be [first, last] (whole frame numbers)")
+    a, b = value
+    if not 0 <= a <= b < bounds.frames:
+        raise UserError(f"{where}: frames [{a}, {b}] outside the video's 0..{bounds.frames - 1}")
+    return [a, b]
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{where}: not a number: {value!r}")
+    return float(value)
+
+
+def _fields(item: object, required: set[str], optional: set[str], where: str) -> dict:
+    if not isinstance(item, dict):
+        raise UserError(f"{where}: must be an object")
+    missing, unknown = required - item.keys(), item.keys() - required - optional
+    if missing:
+        raise UserError(f"{where}: missing {', '.join(sorted(missing))}")
+    if unknown:
+        raise UserError(f"{where}: unknown field {', '.join(sorted(unknown))}")
+    return item
+
+
+def _bool(item: dict, key: str, where: str) -> None:
+    if not isinstance(item[key], bool):
+        raise UserError(f"{where}: {key} must be true or false")
+
+
+def validate(state: object, reasons: Reasons, bounds: Bounds) -> dict:
+    """`state` checked against the schema, the reason codes and the plan; list items get ids where they have
+    none (r1, f1, w1...). Raises UserError naming the first problem."""
+    state = _fields(state, {"version"}, set(STATE_KEYS) - {"version"} | {"history"}, "decisions")
+    if state["version"] != VERSION:
+        raise UserError(f"decisions: version {state['version']!r} is not {VERSION}")
+    out = empty_state()
+    tracks = state.get("tracks", {})
+    if not isinstance(tracks, dict):
+        raise UserError("decisions: tracks must be an object keyed by track id")
+    for key, d in tracks.items():
+        where = f"tracks[{key}]"
+        if not str(key).isdigit() or int(key) not in bounds.tracks:
+            raise UserError(f"{where}: no track {key} in the plan")
+        _fields(d, {"redact", "reason"}, {"frames"}, where)
+        _bool(d, "redact", where)
+        entry = {"redact": d["redact"], "reason": reasons.check(d["reason"], where)}
+        if "frames" in d:
+            entry["frames"] = _frames(d["frames"], bounds, where)
+        out["tracks"][str(int(key))] = entry
+    for key, prefix in LIST_KEYS.items():
+        items = state.get(key, [])
+        if not isinstance(items, list):
+            raise UserError(f"decisions: {key} must be a list")
+        used = {i.get("id") for i in items if isinstance(i, dict)}
+        counter = 0
+        for n, item in enumerate(items):
+            where = f"{key}[{n}]"
+            item = dict(item) if isinstance(item, dict) else item
+            if isinstance(item, dict) and "id" not in item:
+                while f"{prefix}{counter + 1}" in used:
+                    counter += 1
+                counter += 1
+                item["id"] = f"{prefix}{counter}"
+            out[key].append(_item(key, item, reasons, bounds, where))
+        ids = [i["id"] for i in out[key]]
+        if len(set(ids)) != len(ids):
+            raise UserError(f"decisions: {key} has two items with one id")
+    approved = state.get("approved")
+    if approved is not None:
+        _fields(approved, {"by", "at"}, set(), "approved")
+        if not isinstance(approved["by"], str) or not approved["by"].strip():
+            raise UserError("approved: by must name the reviewer")
+        try:
+            dt.datetime.fromisoformat(approved["at"])
+        except (TypeError, ValueError):
+            raise UserError(f"approved: at must be an ISO time, not {approved['at']!r}") from None
+        out["approved"] = {"by": approved["by"].strip(), "at": approved["at"]}
+    return out
+
+
+def _item(key: str, item: object, reasons: Reasons, bounds: Bounds, where: str) -> dict:
+    if key == "regions":
+        d = _fields(item, {"id", "frames", "box", "follow", "reason"}, {"mode"}, where)
+        box = d["box"]
+        if not isinstance(box, list) or len(box) != 4:
+            raise UserError(f"{where}: box must be [x1, y1, x2, y2]")
+        x1, y1, x2, y2 = (_number(v, where) for v in box)
+        if not (0 <= x1 < x2 <= bounds.width and 0 <= y1 < y2 <= bounds.height):
+            raise UserError(f"{where}: box {box} is not inside the {bounds.width}x{bounds.height} frame")
+        _bool(d, "follow", where)
+        mode = d.get("mode", "blur")
+        if mode not in MODES:
+            raise UserError(f"{where}: mode must be one of {', '.join(MODES)}")
+        return {"id": str(d["id"]), "frames": _frames(d["frames"], bounds, where), "box": [x1, y1, x2, y2],
+                "follow": d["follow"], "mode": mode, "reason": reasons.check(d["reason"], where)}
+    if key == "frame_ranges":
+        d = _fields(item, {"id", "frames", "mode", "reason"}, set(), where)
+        if d["mode"] not in FRAME_MODES:
+            raise UserError(f"{where}: mode must be fill or blur")
+        return {"id": str(d["id"]), "frames": _frames(d["frames"], bounds, where), "mode": d["mode"],
+                "reason": reasons.check(d["reason"], where)}
+    d = _fields(item, {"id", "start", "end", "redact", "reason"}, {"text"}, where)
+    start, end = _number(d["start"], where), _number(d["end"], where)
+    if not 0 <= start < end or (bounds.duration and start > bounds.duration):
+        raise UserError(f"{where}: start {start} / end {end} are not a span of the audio")
+    _bool(d, "redact", where)
+    out = {"id": str(d["id"]), "start": start, "end": end, "redact": d["redact"], "reason": reasons.check(d["reason"], where)}
+    if "text" in d:
+        out["text"] = str(d["text"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ operations
+def _apply(state: dict, op: dict, by: str, reasons: Reasons, bounds: Bounds) -> tuple[dict, object]:
+    """The state after `op`, and the value it replaced. Every change but approval withdraws an approval."""
+    new = copy.deepcopy(state)
+    kind = op.get("op")
+    if kind == "approve":
+        previous = state["approved"]
+        new["approved"] = {"by": by, "at": op.get("at") or now()}
+    elif kind == "unapprove":
+        previous, new["approved"] = state["approved"], None
+    elif kind == "tracks":
+        ids = [str(int(i)) for i in op.get("ids", [])]
+        if not ids:
+            raise UserError("tracks: no track ids")
+        previous = {i: state["tracks"].get(i) for i in ids}
+        for i in ids:
+            if op.get("value") is None:
+                new["tracks"].pop(i, None)
+            else:
+                new["tracks"][i] = op["value"]
+        new["approved"] = None
+    elif kind in ("add", "remove", "replace") and op.get("list") in LIST_KEYS:
+        items = new[op["list"]]
+        if kind == "add":
+            previous = None
+            value = dict(op.get("value") or {})
+            value.pop("id", None)
+            n = 1 + max((int(i["id"][1:]) for i in items if i["id"][1:].isdigit()), default=0)
+            items.append({"id": f"{LIST_KEYS[op['list']]}{n}", **value})
+        else:
+            at = [n for n, i in enumerate(items) if i["id"] == op.get("id")]
+            if not at:
+                raise Conflict(f"{op['list']}: no item {op.get('id')!r} (removed by someone else?)")
+            previous = items[at[0]]
+            if kind == "remove":
+                del items[at[0]]
+            else:
+                items[at[0]] = {**dict(op.get("value") or {}), "id": op["id"]}
+        new["approved"] = None
+    else:
+        raise UserError(f"unknown operation {op!r}")
+    return validate(new, reasons, bounds), previous
+
+
+@dataclass
+class Decisions:
+    """The decisions file of one video: its state, its history, and where it lives."""
+
+    path: Path
+    state: dict = field(default_factory=empty_state)
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def head(self) -> str:
+        """The hash of the last history entry: what a client read, and what it must name to change it."""
+        return self.history[-1]["hash"] if self.history else "0" * 64
+
+    def as_json(self) -> dict:
+        return {**self.state, "history": self.history}
+
+    def save(self) -> None:
+        write_text_atomic(self.path, json.dumps(self.as_json(), indent=1, ensure_ascii=False) + "\n")
+
+    def _append(self, op: dict, by: str, previous: object, state: dict, at: str | None = None) -> dict:
+        entry = {"n": len(self.history) + 1, "at": at or now(), "by": by, "op": op, "previous": previous,
+                 "state": digest(state), "prev": self.head}
+        entry["hash"] = digest(entry)
+        self.history.append(entry)
+        self.state = state
+        return entry
+
+    def apply(self, op: dict, by: str, reasons: Reasons, bounds: Bounds, base: str | None = None) -> dict:
+        """Apply one operation for reviewer `by` and append it to the history; `base` is the head the client
+        read: if the decisions changed since, nothing is applied (Conflict), so two browsers never silently
+        overwrite each other. Returns the history entry. Save with `save`."""
+        if base is not None and base != self.head:
+            raise Conflict("the decisions changed since this page read them (another reviewer?); reloaded")
+        if not isinstance(by, str) or not by.strip():
+            raise UserError("every change needs the reviewer's name")
+        op = {k: v for k, v in op.items() if k != "base"}
+        if op.get("op") == "approve":
+            op["at"] = op.get("at") or now()  # in the operation, so replaying the history gives the same state
+        state, previous = _apply(self.state, op, by.strip(), reasons, bounds)
+        if op.get("op") == "add":
+            op["id"] = state[op["list"]][-1]["id"]  # recorded, so the exemption log can say who added which item
+        return self._append(op, by.strip(), previous, state)
+
+    def changed_by(self) -> dict[str, str]:
+        """Who last changed each decision, keyed "track 12", "regions r1", ...: the exemption log's reviewer."""
+        out = {}
+        for entry in self.history:
+            op = entry["op"]
+            if op.get("op") == "tracks":
+                out.update({f"track {int(i)}": entry["by"] for i in op.get("ids", [])})
+            elif op.get("list") in LIST_KEYS and op.get("id"):
+                out[f"{op['list']} {op['id']}"] = entry["by"]
+            elif op.get("op") == "outside_edit":
+                for line in op.get("changes", []):
+                    key, _, _ = line.partition(":")
+                    name, _, item = key.rstrip("]").partition("[")
+                    out[f"track {item}" if name == "tracks" else f"{name} {item}"] = entry["by"]
+        return out
+
+
+def load(path: str | Path, reasons: Reasons, bounds: Bounds) -> tuple[Decisions, list[str]]:
+    """The decisions at `path` (an empty set where the file does not exist), checked against the schema, the
+    codes and the plan, and their history against its chain. Returns them with the outside edits found: a
+    state that is not what its history replays to gets an "outside edit" entry appended (not saved: the caller
+    saves), and the list says what differs; an outside edit withdraws any approval (approving is a reviewer's act,
+    recorded with a name in the history, never an edit of the file). A broken chain (an entry changed, inserted
+    or removed) is refused."""
+    path = Path(path)
+    if not path.exists():
+        return Decisions(path), []
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot read decisions: {e}") from None
+    try:
+        state = validate(raw, reasons, bounds)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    history = raw.get("history", [])
+    if not isinstance(history, list):
+        raise UserError(f"{path}: history must be a list")
+    replayed = Decisions(path)
+    for n, entry in enumerate(history):
+        if not isinstance(entry, dict) or entry.get("hash") != digest({k: v for k, v in entry.items() if k != "hash"}):
+            raise UserError(f"{path}: history entry {n + 1} was altered (its hash does not match)")
+        if entry.get("prev") != replayed.head or entry.get("n") != n + 1:
+            raise UserError(f"{path}: history entry {n + 1} does not follow entry {n} (entries removed or reordered)")
+        op = entry.get("op", {})
+        if op.get("op") == "outside_edit":
+            new = validate({**op["state"], "version": VERSION}, reasons, bounds)
+        else:
+            new, _ = _apply(replayed.state, op, entry["by"], reasons, bounds)
+        if digest(new) != entry.get("state"):
+            raise UserError(f"{path}: history entry {n + 1} does not give the state it records")
+        replayed.history.append(entry)
+        replayed.state = new
+    if digest(state) == digest(replayed.state):
+        return replayed, []
+    changes = describe_changes(replayed.state, state)
+    edited = copy.deepcopy(state)
+    edited["approved"] = None  # an approval is given through the history only, and covers the state it approved
+    replayed._append({"op": "outside_edit", "state": {k: v for k, v in edited.items() if k != "version"},
+                      "changes": changes}, "outside edit", replayed.state, edited)
+    return replayed, changes
+
+
+def describe_changes(old: dict, new: dict) -> list[str]:
+    """What differs between two states, one line per change, for the history and the audit log."""
+    out = []
+    for tid in sorted(old["tracks"].keys() | new["tracks"].keys(), key=int):
+        a, b = old["tracks"].get(tid), new["tracks"].get(tid)
+        if a != b:
+            out.append(f"tracks[{tid}]: {json.dumps(a)} -> {json.dumps(b)}")
+    for key in LIST_KEYS:
+        a, b = {i["id"]: i for i in old[key]}, {i["id"]: i for i in new[key]}
+        for i in sorted(a.keys() | b.keys()):
+            if a.get(i) != b.get(i):
+                out.append(f"{key}[{i}]: {json.dumps(a.get(i))} -> {json.dumps(b.get(i))}")
+    if old["approved"] != new["approved"]:
+        out.append(f"approved: {json.dumps(old['approved'])} -> {json.dumps(new['approved'])}")
+    return out
+
+
+def decisions_path(outdir: Path, stem: str) -> Path:
+    return outdir / f"{stem}{SUFFIX}"

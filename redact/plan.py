@@ -1,0 +1,258 @@
+"""The redaction plan: what detection found, stored so that a reviewer's decisions re-render without a detector.
+
+`redact run` writes `<stem>.plan.sqlite` beside its outputs: every track (class, frames, scores, the frame of
+its best detection), the final box of every track in every frame it covers (after tracking, interpolation,
+padding and dilation: exactly the boxes the run redacted), each frame's timestamp, and the speech: every word
+Whisper heard with its time and the spoken-PII spans found in it. One SQLite file, because a reviewer asks
+"boxes for frames t..t+n" of an hour of footage (about 108,000 frames, thousands of tracks) and the boxes
+table is clustered by frame: such a window is one range scan, whatever the file's size.
+
+The plan holds the unredacted words and the places of every face: it is for the reviewer, never for release.
+
+Tracks are also put into review groups (`group_tracks`): a detector loses a face for a few frames and the
+tracker starts a new id, and a crowd gives hundreds of one-detection tracks. A group chains the fragments of
+one object (same class, one starting where and soon after another ended), so that a reviewer decides on rows
+a person can work through; a decision on a group is a decision on each of its tracks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from redact.detect import CLASS_NAMES, Detections
+from redact.errors import UserError, partial_path
+
+VERSION = 1
+SUFFIX = ".plan.sqlite"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE frames (frame INTEGER PRIMARY KEY, pts INTEGER NOT NULL);
+CREATE TABLE tracks (id INTEGER PRIMARY KEY, cls INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
+                     detections INTEGER NOT NULL, max_score REAL NOT NULL, mean_score REAL NOT NULL,
+                     best_frame INTEGER NOT NULL, grp INTEGER NOT NULL);
+CREATE TABLE boxes (frame INTEGER NOT NULL, n INTEGER NOT NULL, track INTEGER NOT NULL, x1 REAL, y1 REAL, x2 REAL,
+                    y2 REAL, score REAL NOT NULL, PRIMARY KEY (frame, n)) WITHOUT ROWID;
+CREATE INDEX boxes_track ON boxes (track);
+"""
+
+
+class TrackRow(NamedTuple):
+    id: int
+    cls: int
+    first: int
+    last: int
+    detections: int
+    max_score: float
+    mean_score: float
+    best_frame: int
+    group: int
+
+    @property
+    def class_name(self) -> str:
+        return CLASS_NAMES[self.cls]
+
+
+class Group(NamedTuple):
+    """A review row: the tracks of one object (or one track alone). Its id is its first track's id."""
+
+    id: int
+    cls: int
+    first: int
+    last: int
+    tracks: tuple[int, ...]
+    detections: int
+    max_score: float
+    best_track: int  # the track whose best detection gives the row's thumbnail
+
+
+class FrameBoxes(NamedTuple):
+    """Boxes of a range of frames as parallel arrays: `frame[i]` holds box `dets[i]` (supervision's style)."""
+
+    frame: np.ndarray
+    dets: Detections
+
+    def at(self, frame: int) -> Detections:
+        return self.dets[self.frame == frame]
+
+
+GROUP_GAP = 45  # frames: a track starting this soon after another ended may continue it
+GROUP_REACH = 1.5  # ... when its first box is within this many box sizes of the other's last box
+
+
+def group_tracks(tracks: list[TrackRow], ends: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[int, int]:
+    """Group id per track id: fragments of one object chained into one group.
+
+    `ends` maps a track id to its (first box, last box). Track B continues track A when they share a class, B
+    starts at most GROUP_GAP frames after A's last frame (or overlaps its end by a few frames), and B's first box
+    lies within GROUP_REACH box sizes of A's last box. Each track continues at most one earlier track, the
+    nearest; a group's id is its earliest track's id.
+    """
+    group = {t.id: t.id for t in tracks}
+    taken: set[int] = set()  # tracks something already continues
+    order = sorted(tracks, key=lambda t: (t.first, t.id))
+    open_ends: list[TrackRow] = []
+    for t in order:
+        first_box = ends[t.id][0]
+        size = max(first_box[2] - first_box[0], first_box[3] - first_box[1], 1.0)
+        best, best_d = None, None
+        for a in open_ends:
+            if a.cls != t.cls or a.id in taken or not (a.last - 4 <= t.first <= a.last + GROUP_GAP) or a.first >= t.first:
+                continue
+            last_box = ends[a.id][1]
+            reach = GROUP_REACH * max(size, last_box[2] - last_box[0], last_box[3] - last_box[1])
+            d = float(np.hypot(*((first_box[:2] + first_box[2:]) / 2 - (last_box[:2] + last_box[2:]) / 2)))
+            if d <= reach and (best_d is None or d < best_d):
+                best, best_d = a, d
+        if best is not None:
+            group[t.id] = group[best.id]
+            taken.add(best.id)
+        open_ends = [a for a in open_ends if a.last + GROUP_GAP >= t.first]
+        open_ends.append(t)
+    return group
+
+
+@dataclass
+class PlanWriter:
+    """Writes a plan while the run produces its boxes; `finish` completes it under its partial name, `publish`
+    renames it into place, `abort` removes it."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.tmp = partial_path(self.path)
+        self.tmp.unlink(missing_ok=True)
+        self.db = sqlite3.connect(self.tmp, isolation_level=None)
+        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
+        self.db.execute("BEGIN")
+        self._frames: list[tuple[int, int]] = []
+        self._boxes: list[tuple] = []
+        self._ends: dict[int, list[np.ndarray]] = {}
+
+    def add(self, frame: int, pts: int, boxes: Detections) -> None:
+        """The final boxes of `frame` (track ids and scores as the smoother gives them)."""
+        self._frames.append((frame, pts))
+        for n, (box, score, tid) in enumerate(zip(boxes.xyxy.tolist(), boxes.score.tolist(), boxes.track_id.tolist(),
+                                                  strict=True)):
+            self._boxes.append((frame, n, tid, *box, score))  # n: overlapping boxes are redacted in the run's order
+            end = self._ends.setdefault(tid, [np.asarray(box, np.float32), None])
+            end[1] = np.asarray(box, np.float32)
+        if len(self._boxes) > 50_000 or len(self._frames) > 50_000:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.db.executemany("INSERT INTO frames VALUES (?, ?)", self._frames)
+        self.db.executemany("INSERT INTO boxes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._boxes)
+        self._frames, self._boxes = [], []
+
+    def finish(self, meta: dict, tracks: Iterable[dict], speech: dict | None) -> None:
+        """Write the tracks (the audit log's track entries), grouped, the run's `meta` and the speech; close."""
+        self._flush()
+        rows = [TrackRow(t["id"], CLASS_NAMES.index(t["class"]), t["first_frame"], t["last_frame"], t["detections"],
+                         t["max_score"], t["mean_score"], t.get("best_frame", t["first_frame"]), t["id"])
+                for t in tracks]
+        rows = [r for r in rows if r.id in self._ends]  # a track whose boxes never reached a frame has nothing to show
+        groups = group_tracks(rows, {tid: (a, b) for tid, (a, b) in self._ends.items()})
+        self.db.executemany("INSERT INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [r._replace(group=groups[r.id]) for r in rows])
+        items = {"version": VERSION, **meta, "speech": speech}
+        self.db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in items.items()])
+        self.db.execute("COMMIT")
+        self.db.close()
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+
+    def publish(self) -> Path:
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self.db.close()
+        except sqlite3.Error:
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+
+class Plan:
+    """A plan opened for reading (read-only: the plan never changes after the run that wrote it)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no redaction plan (run `redact run` on the original first)")
+        try:
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            self.meta = {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{self.path}: not a redaction plan ({e})") from None
+        if self.meta.get("version") != VERSION:
+            raise UserError(f"{self.path}: plan version {self.meta.get('version')} is not {VERSION}")
+        self.video: dict = self.meta["video"]
+        self.frame_count: int = self.db.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
+
+    def __enter__(self) -> Plan:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def speech(self) -> dict | None:
+        """{"language", "duration", "segments": [{"start", "end", "reliable", "words": [{"start", "end", "word",
+        "probability", "published"}]}], "redactions": [{"start", "end", "category", "words": [i, j]}]} or None;
+        word indices count over all segments' words in order."""
+        return self.meta.get("speech")
+
+    def times(self) -> np.ndarray:
+        """Each frame's presentation time in seconds (variable frame rate stays variable)."""
+        num, den = map(int, self.video["time_base"].split("/"))
+        pts = np.array([p for (p,) in self.db.execute("SELECT pts FROM frames ORDER BY frame")], np.float64)
+        return pts * num / den
+
+    def tracks(self) -> list[TrackRow]:
+        return [TrackRow(*r) for r in self.db.execute("SELECT * FROM tracks ORDER BY id")]
+
+    def groups(self) -> list[Group]:
+        """Review rows, in order of first appearance."""
+        members: dict[int, list[TrackRow]] = {}
+        for t in self.tracks():
+            members.setdefault(t.group, []).append(t)
+        out = []
+        for gid, ts in members.items():
+            best = max(ts, key=lambda t: t.max_score)
+            out.append(Group(gid, ts[0].cls, min(t.first for t in ts), max(t.last for t in ts),
+                             tuple(t.id for t in ts), sum(t.detections for t in ts), best.max_score, best.id))
+        return sorted(out, key=lambda g: (g.first, g.id))
+
+    def boxes(self, first: int, last: int) -> FrameBoxes:
+        """Every box of frames first..last (inclusive), with its class."""
+        rows = self.db.execute(
+            "SELECT b.frame, b.x1, b.y1, b.x2, b.y2, b.score, t.cls, b.track FROM boxes b JOIN tracks t ON t.id = b.track "
+            "WHERE b.frame BETWEEN ? AND ? ORDER BY b.frame, b.n", (first, last)).fetchall()
+        a = np.array(rows, np.float64).reshape(-1, 8)
+        return FrameBoxes(a[:, 0].astype(np.int64), Detections(a[:, 1:5], a[:, 5], a[:, 6].astype(np.int64),
+                                                               a[:, 7].astype(np.int64)))
+
+    def track_boxes(self, track: int) -> FrameBoxes:
+        """Every box of one track."""
+        rows = self.db.execute("SELECT b.frame, b.x1, b.y1, b.x2, b.y2, b.score, t.cls, b.track FROM boxes b "
+                               "JOIN tracks t ON t.id = b.track WHERE b.track = ? ORDER BY b.frame", (track,)).fetchall()
+        a = np.array(rows, np.float64).reshape(-1, 8)
+        return FrameBoxes(a[:, 0].astype(np.int64), Detections(a[:, 1:5], a[:, 5], a[:, 6].astype(np.int64),
+                                                               a[:, 7].astype(np.int64)))
+
+
+def plan_path(outdir: Path, stem: str) -> Path:
+    return outdir / f"{stem}{SUFFIX}"

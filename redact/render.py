@@ -1,0 +1,565 @@
+"""Render: the plan and a reviewer's decisions in, the redacted video, audio and transcripts out, no detector run.
+
+Detection is the expensive pass; a reviewer's decision must re-render in a fraction of its time. `render`
+decodes the original again, takes each frame's boxes from the plan, drops the tracks a reviewer un-redacted,
+adds the regions drawn and the frame ranges blacked out, redacts with the run's own modes, and encodes with
+the run's own settings: with no decisions, it reproduces the run's pixels. Audio is bleeped from the plan's
+spoken-PII spans with the reviewer's word decisions applied, and the transcripts rebuilt from the plan's words.
+Everything is finished under temporary names and renamed into place only when every part succeeded. It
+refuses an original whose SHA-256 is not the one the audit log recorded: boxes are only valid for those pixels.
+
+`Previewer` shows the review page any single frame as the render would make it, with decisions not yet saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from redact.anonymize import RedactionPolicy, anonymize, redacted_roi
+from redact.audio import build_transcript, transcription_of, write_bleeped, write_transcripts
+from redact.audit import file_entry, write_json_atomic
+from redact.decisions import Bounds, Decisions, Reasons, decisions_path, digest, load, load_reasons
+from redact.detect import Detections
+from redact.errors import MediaError, UserError, writing_to
+from redact.models import sha256_file
+from redact.plan import SUFFIX as PLAN_SUFFIX
+from redact.plan import Plan, plan_path
+from redact.track import frame_motion, shrink
+from redact.video import Frame, VideoWriter, _open, _upright, nvenc_available, probe, read_frames
+
+CHUNK = 256  # frames of boxes read from the plan at once
+ZERO = "0" * 64
+
+
+# ------------------------------------------------------------------------------------------------ decisions -> boxes
+@dataclass(frozen=True)
+class RenderSpec:
+    """Decisions in the form a frame needs: which tracks are un-redacted where, what regions and frame ranges add."""
+
+    hidden: dict[int, tuple[int, int] | None]  # track -> frames un-redacted (None: all of them)
+    reasons: dict[int, str]  # track -> reason code a reviewer gave its redaction (others carry the automatic one)
+    regions: list[dict]
+    frame_ranges: list[dict]
+
+    @classmethod
+    def of(cls, state: dict) -> RenderSpec:
+        hidden, reasons = {}, {}
+        for key, d in state["tracks"].items():
+            if d["redact"]:
+                reasons[int(key)] = d["reason"]
+            else:
+                hidden[int(key)] = tuple(d["frames"]) if "frames" in d else None
+        return cls(hidden, reasons, list(state["regions"]), list(state["frame_ranges"]))
+
+    def kept(self, frame: int, dets: Detections) -> Detections:
+        """The plan's boxes of `frame` without those a reviewer un-redacted there."""
+        if not self.hidden or not len(dets):
+            return dets
+        drop = [tid in self.hidden and (self.hidden[tid] is None or self.hidden[tid][0] <= frame <= self.hidden[tid][1])
+                for tid in dets.track_id.tolist()]
+        return dets[~np.array(drop)]
+
+    def active(self, items: list[dict], frame: int) -> list[dict]:
+        return [i for i in items if i["frames"][0] <= frame <= i["frames"][1]]
+
+
+def redact_frame(image: np.ndarray, frame: int, dets: Detections, spec: RenderSpec, region_boxes: dict[str, np.ndarray],
+                 policy: RedactionPolicy, auto_reason: str = "", label_codes: bool = False) -> np.ndarray:
+    """Redact `image` (frame number `frame`, in place) as plan ⊕ decisions say: the kept track boxes with the
+    run's policy, each active region with its own mode (rectangles), each active frame range over the whole
+    frame. With `label_codes`, each redaction's reason code is written on it (the OPEN Government Act asks for
+    the exemption to be marked at the place of deletion where feasible)."""
+    kept = spec.kept(frame, dets)
+    if len(kept):
+        anonymize(image, kept, policy)
+    regions = [r for r in spec.active(spec.regions, frame) if r["id"] in region_boxes]
+    for r in regions:
+        box = Detections(region_boxes[r["id"]][None], [1.0], [0])
+        anonymize(image, box, RedactionPolicy(modes=(r["mode"],), ellipse=(False,), fill_bgr=policy.fill_bgr))
+    ranges = spec.active(spec.frame_ranges, frame)
+    for r in ranges:
+        image[...] = redacted_roi(image, r["mode"], policy.fill_bgr)
+    if label_codes:
+        labels = [(b, spec.reasons.get(t, auto_reason)) for b, t in zip(kept.xyxy, kept.track_id.tolist(), strict=True)]
+        labels += [(region_boxes[r["id"]], r["reason"]) for r in regions]
+        h, w = image.shape[:2]
+        labels += [(np.array([0, 0, w, h], np.float32), r["reason"]) for r in ranges]
+        for box, code in labels:
+            _label(image, box, code)
+    return image
+
+
+def _label(image: np.ndarray, box: np.ndarray, code: str) -> None:
+    """`code` in white on black at the box's top-left corner, inside the frame, sized to the box."""
+    h, w = image.shape[:2]
+    scale = float(np.clip((box[3] - box[1]) / 60, 0.35, 1.2))
+    (tw, th), base = cv2.getTextSize(code, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x = int(np.clip(box[0], 0, max(0, w - tw - 4)))
+    y = int(np.clip(box[1], 0, max(0, h - th - base - 4)))
+    cv2.rectangle(image, (x, y), (x + tw + 4, y + th + base + 4), (0, 0, 0), -1)
+    cv2.putText(image, code, (x + 2, y + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+class RegionFollower:
+    """Carries a box drawn on one frame through the frames after it: the camera's motion moves it (as it moves the
+    tracks' boxes), then template matching near there puts it back on what was drawn, and keeps the camera's
+    estimate when the match is poor (occlusion, blur): a followed region never jumps to something else."""
+
+    MATCH = 0.5  # normalised correlation a template match needs to move the box
+
+    def __init__(self, image: np.ndarray, box: np.ndarray):
+        self.box = np.asarray(box, np.float32)
+        self.small = shrink(image)
+        self.grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        self.template = self._crop(self.grey, self.box)
+
+    @staticmethod
+    def _crop(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
+        h, w = grey.shape
+        x1, y1 = int(np.clip(box[0], 0, w - 1)), int(np.clip(box[1], 0, h - 1))
+        x2, y2 = int(np.clip(box[2], x1 + 1, w)), int(np.clip(box[3], y1 + 1, h))
+        return grey[y1:y2, x1:x2]
+
+    def step(self, image: np.ndarray) -> np.ndarray:
+        """The box in `image`, the frame after the last one given."""
+        small = shrink(image)
+        motion = frame_motion(self.small, small)
+        corners = np.array([[self.box[0], self.box[1]], [self.box[2], self.box[3]]], np.float64)
+        moved = corners @ motion[:, :2].T + motion[:, 2]
+        box = np.array([*moved.min(0), *moved.max(0)], np.float32)
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        th, tw = self.template.shape
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        sx1, sy1 = int(max(0, box[0] - bw / 2)), int(max(0, box[1] - bh / 2))
+        sx2, sy2 = int(min(grey.shape[1], box[2] + bw / 2)), int(min(grey.shape[0], box[3] + bh / 2))
+        if th >= 4 and tw >= 4 and sx2 - sx1 > tw and sy2 - sy1 > th:
+            scores = cv2.matchTemplate(grey[sy1:sy2, sx1:sx2], self.template, cv2.TM_CCOEFF_NORMED)
+            _, best, _, (mx, my) = cv2.minMaxLoc(scores)
+            if best >= self.MATCH:
+                box = np.array([sx1 + mx, sy1 + my, sx1 + mx + tw, sy1 + my + th], np.float32)
+                self.template = self._crop(grey, box)
+        h, w = grey.shape
+        self.box = np.array([np.clip(box[0], 0, w - 1), np.clip(box[1], 0, h - 1), np.clip(box[2], 1, w),
+                             np.clip(box[3], 1, h)], np.float32)
+        self.small, self.grey = small, grey
+        return self.box
+
+
+def follow(frames: Iterable[Frame], region: dict) -> Iterator[tuple[int, np.ndarray]]:
+    """The box of `region` in each of its frames (`frames` must start at or before its first frame): static
+    regions stay where drawn, followed ones move with what was drawn (`RegionFollower`)."""
+    first, last = region["frames"]
+    box = np.array(region["box"], np.float32)
+    follower = None
+    for frame in frames:
+        if frame.index < first:
+            continue
+        if frame.index > last:
+            return
+        if not region["follow"]:
+            yield frame.index, box
+        elif follower is None:
+            follower = RegionFollower(frame.image, box)
+            yield frame.index, follower.box
+        else:
+            yield frame.index, follower.step(frame.image)
+
+
+# ------------------------------------------------------------------------------------------------ speech
+def speech_redactions(speech: dict, words: list[dict], pad: float) -> tuple[dict[int, str], list[dict]]:
+    """Label per word index and the spans to bleep, from the plan's automatic PII spans and the reviewer's word
+    decisions: an automatic span that an un-redact decision overlaps is dropped; a redact decision adds its span
+    (widened by `pad`). Spans carry "source" (auto/manual), "category", "reason" and the decision's "id"."""
+    all_words = [w for s in speech["segments"] for w in s["words"]]
+    release = [d for d in words if not d["redact"]]
+    labels: dict[int, str] = {}
+    spans = []
+    for r in speech["redactions"]:
+        i, j = r["words"]
+        lo, hi = (all_words[i]["start"], all_words[j - 1]["end"]) if j > i else (r["start"], r["end"])
+        undo = next((d for d in release if d["start"] < hi and d["end"] > lo), None)
+        spans.append({"start": r["start"], "end": r["end"], "category": r["category"], "source": "auto",
+                      "redact": undo is None, "reason": undo["reason"] if undo else None, "id": undo["id"] if undo else None,
+                      "words": [i, j]})
+        if undo is None:
+            labels.update({k: r["category"] for k in range(i, j)})
+    for d in words:
+        if not d["redact"]:
+            continue
+        covered = [k for k, w in enumerate(all_words) if d["start"] <= (w["start"] + w["end"]) / 2 <= d["end"]]
+        labels.update({k: d["reason"] for k in covered})
+        spans.append({"start": round(max(0.0, d["start"] - pad), 3), "end": round(d["end"] + pad, 3),
+                      "category": d["reason"], "source": "manual", "redact": True, "reason": d["reason"], "id": d["id"],
+                      "words": [min(covered), max(covered) + 1] if covered else [0, 0]})
+    return labels, spans
+
+
+# ------------------------------------------------------------------------------------------------ the audit log
+def review_section(plan_name: str, plan_sha256: str, decisions: Decisions, outside: list[str], reasons: Reasons,
+                   label_codes: bool = False) -> dict:
+    """What the audit log says of the review: the decisions rendered, their history's head, outside edits."""
+    return {
+        "plan": plan_name, "plan_sha256": plan_sha256,
+        "decisions": decisions.state, "decisions_sha256": digest(decisions.state), "history_head": decisions.head,
+        "history_entries": len(decisions.history), "outside_edits": outside, "approved": decisions.state["approved"],
+        "reasons": {"source": reasons.source, "auto": reasons.auto,
+                    "codes": {c: {"label": r.label, "statute": r.statute} for c, r in reasons.codes.items()}},
+        "rendered": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "label_codes": label_codes,
+    }
+
+
+def exemptions(plan: Plan, decisions: Decisions, reasons: Reasons, spans: list[dict]) -> list[dict]:
+    """One row per redaction (and per un-redaction) for the exemption log: what, where in time, why, by whom."""
+    times = plan.times()
+    fps = plan.video.get("fps") or 30.0
+    state = decisions.state
+    approver = (state["approved"] or {}).get("by")
+    who = decisions.changed_by()
+
+    def t(frame: int, end: bool = False) -> float:
+        return round(float(times[frame]) + (1 / fps if end else 0), 3) if len(times) else 0.0
+
+    def row(kind: str, target: str, cls: str, source: str, action: str, first: int | None, last: int | None,
+            start: float, end: float, reason: str) -> dict:
+        return {"kind": kind, "target": target, "class": cls, "source": source, "action": action,
+                "first_frame": first, "last_frame": last, "start": start, "end": end, "reason": reason,
+                "statute": reasons.codes[reason].statute if reason in reasons.codes else "",
+                "reviewer": who.get(target, approver)}
+
+    rows = []
+    for track in plan.tracks():
+        d = state["tracks"].get(str(track.id))
+        target = f"track {track.id}"
+        reason = d["reason"] if d and d["redact"] else reasons.auto
+        if d and not d["redact"]:
+            a, b = d.get("frames", [track.first, track.last])
+            rows.append(row("video", target, track.class_name, "auto", "unredacted", a, b, t(a), t(b, True), d["reason"]))
+            if "frames" not in d:
+                continue
+        rows.append(row("video", target, track.class_name, "auto", "redacted", track.first, track.last, t(track.first),
+                        t(track.last, True), reason))
+    for r in state["regions"]:
+        a, b = r["frames"]
+        rows.append(row("video", f"regions {r['id']}", "region", "manual", "redacted", a, b, t(a), t(b, True), r["reason"]))
+    for r in state["frame_ranges"]:
+        a, b = r["frames"]
+        rows.append(row("video", f"frame_ranges {r['id']}", "frame", "manual", "redacted", a, b, t(a), t(b, True),
+                        r["reason"]))
+    for n, s in enumerate(spans):
+        target = f"words {s['id']}" if s["id"] else f"speech {n + 1}"
+        reason = s["reason"] or reasons.auto
+        rows.append(row("audio", target, s["category"], s["source"], "redacted" if s["redact"] else "unredacted",
+                        None, None, s["start"], s["end"], reason))
+    rows.sort(key=lambda r: (r["start"], r["kind"], r["target"]))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ render
+@dataclass
+class RenderResult:
+    video: Path
+    log: Path
+    transcripts: list[Path] = field(default_factory=list)
+    frames: int = 0
+    audit: dict = field(default_factory=dict, repr=False)
+
+
+def bounds_of(plan: Plan) -> Bounds:
+    speech = plan.speech
+    return Bounds(plan.frame_count, plan.video["width"], plan.video["height"], frozenset(t.id for t in plan.tracks()),
+                  float(speech["duration"]) if speech else float(plan.video.get("duration") or 0))
+
+
+def read_log(outdir: Path, stem: str) -> dict:
+    path = outdir / f"{stem}.redaction.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no audit log (run `redact run` first, into this folder)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable audit log: {e}") from None
+
+
+def check_original(entry: dict) -> Path:
+    """The original video, verified against the SHA-256 a run recorded for it (`entry`: the audit log's or the
+    plan's "input"): the plan's boxes are valid for those pixels only."""
+    original = Path(entry["path"])
+    if not original.is_file():
+        raise UserError(f"{original}: the original video is gone (moved or deleted since `redact run`)")
+    if sha256_file(original) != entry["sha256"]:
+        raise UserError(f"{original}: the original no longer matches the SHA-256 in the audit log; "
+                        "the plan's boxes are not valid for it (run `redact run` again)")
+    return original
+
+
+def stems(outdir: Path) -> list[str]:
+    """The videos of OUTDIR that have a plan."""
+    return sorted(p.name[: -len(PLAN_SUFFIX)] for p in Path(outdir).glob(f"*{PLAN_SUFFIX}") if not p.name.startswith("."))
+
+
+def render(outdir: str | os.PathLike[str], stem: str, *, reasons: Reasons | None = None,
+           dest: str | os.PathLike[str] | None = None, label_codes: bool = False,
+           progress: Callable[[int, int], None] | None = None) -> RenderResult:
+    """Re-render `stem` in `outdir` from its plan and decisions, replacing its video, transcripts and log (or
+    writing them into `dest`, leaving `outdir` as it is). Raises UserError when the plan, log or original is
+    missing, the original changed, or the decisions are invalid."""
+    outdir = Path(outdir)
+    target = Path(dest) if dest is not None else outdir
+    with writing_to(target):
+        return _render(outdir, stem, reasons or load_reasons(), target, dest is None, label_codes, progress)
+
+
+def _render(outdir: Path, stem: str, reasons: Reasons, target: Path, in_place: bool, label_codes: bool,
+            progress: Callable[[int, int], None] | None) -> RenderResult:
+    log = read_log(outdir, stem)
+    with Plan(plan_path(outdir, stem)) as plan:
+        original = check_original(log["input"])
+        decisions, outside = load(decisions_path(outdir, stem), reasons, bounds_of(plan))
+        recorded = (log.get("review") or {}).get("history_head", ZERO)
+        if recorded != ZERO and recorded not in {e["hash"] for e in decisions.history}:
+            raise UserError(f"{decisions.path}: its history no longer holds the entries the last render recorded "
+                            "(cut or replaced); restore it from a backup")
+        if outside and in_place:
+            decisions.save()  # the outside edit is recorded in the history before anything is rendered from it
+        options = plan.meta["render"]
+        spec = RenderSpec.of(decisions.state)
+        policy = RedactionPolicy(modes=(options["face_mode"], options["plate_mode"]))
+        target.mkdir(parents=True, exist_ok=True)
+        video_out = target / f"{stem}.redacted.mp4"
+        log_out = target / f"{stem}.redaction.json"
+        pending_log = log_out.with_name(f".{log_out.name}.pending")
+        workdir = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".work", dir=target))
+        writer = None
+        published: list[Path] = []
+        try:
+            speech = plan.speech
+            spans: list[dict] = []
+            wav = None
+            labels: dict[int, str] = {}
+            if speech is not None:
+                labels, spans = speech_redactions(speech, decisions.state["words"], options.get("pad", 0.1))
+                bleeps = [s for s in spans if s["redact"]]
+                if options.get("redact_audio", True) and bleeps:
+                    wav = write_bleeped(original, workdir / f"{stem}.redacted-audio.wav", bleeps, options.get("bleep", "tone"))
+            info = probe(original)
+            encoder = options.get("encoder", "libx264")
+            if encoder == "h264_nvenc" and not nvenc_available():
+                encoder = "libx264"
+            writer = VideoWriter(video_out, info, crf=options["crf"], preset=options["preset"], encoder=encoder,
+                                 audio_from=wav)
+            frames = _render_frames(original, plan, spec, policy, reasons.auto, label_codes, writer, progress)
+            writer.finish()
+            if frames != plan.frame_count:
+                raise MediaError(f"{original}: decoded {frames} frames, the plan has {plan.frame_count}")
+            output = file_entry(writer.tmp, video_out)
+            transcripts = []
+            if speech is not None:
+                result = transcription_of(speech)
+                words = [w for s in result.segments for w in s.words]
+                by_id = {id(words[k]): label for k, label in labels.items()}
+                kept = [{"start": s["start"], "end": s["end"], "category": s["category"]} for s in spans if s["redact"]]
+                transcript = build_transcript(output["path"], output["sha256"], result, speech["model"], by_id, kept)
+                transcripts = write_transcripts(transcript, workdir, stem)
+            audit = copy.deepcopy(log)
+            audit["output"] = output
+            audit["review"] = review_section(plan.path.name, sha256_file(plan.path), decisions, outside, reasons, label_codes)
+            audit["exemptions"] = exemptions(plan, decisions, reasons, spans)
+            if audit.get("audio") is not None:
+                audit["audio"]["redactions"] = [{k: s[k] for k in ("start", "end", "category", "source", "reason")}
+                                                for s in spans if s["redact"]]
+                audit["audio"]["audio_redacted"] = wav is not None
+            audit.setdefault("renders", []).append({"at": audit["review"]["rendered"], "decisions_sha256":
+                                                    audit["review"]["decisions_sha256"], "frames": frames})
+            write_json_atomic(audit, pending_log)
+            published.append(writer.publish())
+            for f in transcripts:
+                published.append(Path(shutil.move(f, target / f.name)))
+            os.replace(pending_log, log_out)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            for path in published:
+                path.unlink(missing_ok=True)
+            pending_log.unlink(missing_ok=True)
+            raise
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return RenderResult(video_out, log_out, published[1:], frames, audit)
+
+
+def _render_frames(original: Path, plan: Plan, spec: RenderSpec, policy: RedactionPolicy, auto_reason: str,
+                   label_codes: bool, writer: VideoWriter, progress: Callable[[int, int], None] | None) -> int:
+    """Decode, redact and encode every frame (encoding in a thread of its own, as the run does)."""
+    from redact.pipeline import threaded
+
+    followers: dict[str, Iterator[tuple[int, np.ndarray]]] = {}
+    total = plan.frame_count
+    boxes = None
+    count = 0
+    with ThreadPoolExecutor(1) as encode:
+        pending: list[Future] = []
+        for frame in threaded(read_frames(original)):
+            if boxes is None or frame.index > boxes[1]:
+                first = frame.index
+                boxes = (first, first + CHUNK - 1, plan.boxes(first, first + CHUNK - 1))
+            region_boxes = {}
+            for r in spec.active(spec.regions, frame.index):
+                if r["id"] not in followers:
+                    followers[r["id"]] = _Feed(r)
+                region_boxes[r["id"]] = followers[r["id"]].box(frame)
+            image = redact_frame(frame.image, frame.index, boxes[2].at(frame.index), spec, region_boxes, policy,
+                                 auto_reason, label_codes)
+            pending.append(encode.submit(writer.write, image, frame.pts))
+            while len(pending) > 8 or (pending and pending[0].done()):
+                pending.pop(0).result()
+            count += 1
+            if progress is not None:
+                progress(count, total)
+        for f in pending:
+            f.result()
+    return count
+
+
+class _Feed:
+    """Feeds the frames of a render pass, one at a time, to `follow` for one region."""
+
+    def __init__(self, region: dict):
+        self.current: Frame | None = None
+        self.steps = follow(self._frames(), region)
+
+    def _frames(self) -> Iterator[Frame]:
+        while True:
+            yield self.current
+
+    def box(self, frame: Frame) -> np.ndarray:
+        self.current = frame
+        return next(self.steps)[1]
+
+
+# ------------------------------------------------------------------------------------------------ preview
+class FrameSource:
+    """Random access to the original's frames by index (frame-accurate: frames are told apart by their
+    timestamps, which the plan recorded), decoding forward from the current position when the request is close
+    ahead and seeking otherwise; the last frames decoded are kept."""
+
+    AHEAD = 60  # frames: closer than this, decoding on beats seeking
+
+    def __init__(self, path: Path, pts: list[int]):
+        self.path, self.pts = path, pts
+        self.index = {p: i for i, p in enumerate(pts)}
+        self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.container = None
+        self.decoded: Iterator | None = None
+        self.position = -1
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+    def _start(self, frame: int) -> None:
+        self.close()
+        self.container = _open(self.path)
+        stream = self.container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if frame > 0:
+            self.container.seek(self.pts[frame], stream=stream, backward=True, any_frame=False)
+        self.decoded = self.container.decode(stream)
+        self.position = -1
+
+    def get(self, frame: int) -> np.ndarray:
+        if frame in self.cache:
+            self.cache.move_to_end(frame)
+            return self.cache[frame]
+        if not 0 <= frame < len(self.pts):
+            raise UserError(f"frame {frame} is outside the video's 0..{len(self.pts) - 1}")
+        if self.decoded is None or not self.position < frame <= self.position + self.AHEAD:
+            self._start(frame)
+        self._decode_to(frame)
+        if frame not in self.cache and frame > 0:  # the seek landed past it (an imprecise index): from the start
+            self._start(0)
+            self._decode_to(frame)
+        if frame not in self.cache:
+            raise MediaError(f"{self.path}: frame {frame} could not be decoded")
+        return self.cache[frame]
+
+    def _decode_to(self, frame: int) -> None:
+        for decoded in self.decoded:
+            index = self.index.get(decoded.pts)
+            if index is None:
+                index = self.position + 1  # stamps the decoder repaired: the next frame in order
+            self.position = index
+            image = _upright(decoded.to_ndarray(format="bgr24"), int(decoded.rotation or 0) % 360)
+            self.cache[index] = image
+            while len(self.cache) > 48:
+                self.cache.popitem(last=False)
+            if index >= frame:
+                break
+
+    def frames(self, first: int, last: int) -> Iterator[Frame]:
+        """Frames first..last in order (for following a region)."""
+        for i in range(first, last + 1):
+            yield Frame(i, self.pts[i], self.get(i))
+
+
+class Previewer:
+    """Single frames of a video as the original or as plan ⊕ a decisions state would render them, for the review
+    page; followed regions are computed once per region and kept."""
+
+    def __init__(self, plan: Plan, original: Path):
+        self.plan = plan
+        pts = [p for (p,) in plan.db.execute("SELECT pts FROM frames ORDER BY frame")]
+        self.source = FrameSource(original, pts)
+        options = plan.meta["render"]
+        self.policy = RedactionPolicy(modes=(options["face_mode"], options["plate_mode"]))
+        self.paths: dict[str, dict[int, np.ndarray]] = {}
+
+    def close(self) -> None:
+        self.source.close()
+
+    def region_path(self, region: dict) -> dict[int, np.ndarray]:
+        """The region's box in each of its frames."""
+        key = digest({k: region[k] for k in ("frames", "box", "follow")})
+        if key not in self.paths:
+            if region["follow"]:
+                a, b = region["frames"]
+                self.paths[key] = dict(follow(FrameSource(self.source.path, self.source.pts).frames(a, b), region))
+            else:
+                box = np.array(region["box"], np.float32)
+                self.paths[key] = _Constant(box)
+        return self.paths[key]
+
+    def frame(self, index: int, state: dict, view: str = "preview", label_codes: bool = False,
+              auto_reason: str = "") -> np.ndarray:
+        image = self.source.get(index).copy()
+        if view == "original":
+            return image
+        spec = RenderSpec.of(state)
+        regions = {r["id"]: self.region_path(r)[index] for r in spec.active(spec.regions, index)}
+        return redact_frame(image, index, self.plan.boxes(index, index).dets, spec, regions, self.policy, auto_reason,
+                            label_codes)
+
+
+class _Constant(dict):
+    """A static region's path: the same box in every frame."""
+
+    def __init__(self, box: np.ndarray):
+        super().__init__()
+        self.value = box
+
+    def __missing__(self, key: int) -> np.ndarray:
+        return self.value
+

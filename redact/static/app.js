@@ -1,0 +1,662 @@
+// Review page: a frame-accurate player over the server's JPEG frames, the review groups, the transcript, and
+// every change sent at once as one operation (with the head it was based on, so two browsers never overwrite
+// each other). Plain JS, no dependencies: the page must work on an air-gapped records-office machine.
+"use strict";
+
+const TOKEN = document.querySelector('meta[name="redact-token"]').content;
+const DEFAULT_REVIEWER = document.querySelector('meta[name="redact-reviewer"]').content;
+history.replaceState(null, "", location.pathname); // the token leaves the address bar; the cookie carries it now
+
+const $ = (id) => document.getElementById(id);
+const BOX_CHUNK = 250; // frames of boxes fetched at once for the outlines
+
+const S = {
+  stem: null, info: null, head: null, frame: 0, view: "preview",
+  playing: false, shown: -1, loading: false, wanted: null,
+  boxes: new Map(), selected: null, drawing: false, drag: null, pending: null, anchor: null, action: null, renderTimer: null,
+};
+
+// ------------------------------------------------------------------------------------------------ server
+async function api(path) {
+  const r = await fetch(path, { credentials: "same-origin" });
+  if (!r.ok) throw new Error(`${r.status}: ${await r.text()}`);
+  return r.json();
+}
+
+async function post(path, body) {
+  const r = await fetch(path, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-Redact-Token": TOKEN },
+    body: JSON.stringify(body),
+  });
+  const text = await r.text();
+  return { status: r.status, ok: r.ok, body: r.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text };
+}
+
+const vpath = (rest = "") => `/api/v/${encodeURIComponent(S.stem)}${rest}`;
+
+function say(text, error = false) {
+  const m = $("message");
+  m.textContent = text;
+  m.className = "message" + (error ? " error" : "");
+  m.hidden = !text;
+}
+
+function reviewer() {
+  const name = $("reviewer").value.trim();
+  if (!name) {
+    say("Enter your name as reviewer first: every change records who made it.", true);
+    $("reviewer").focus();
+  }
+  return name;
+}
+
+// ------------------------------------------------------------------------------------------------ loading
+async function loadVideos() {
+  const { videos } = await api("/api/videos");
+  const sel = $("video");
+  sel.replaceChildren(...videos.map((v) => new Option(v, v)));
+  if (!videos.length) { say("No reviewable videos in this folder (run `redact run` into it first).", true); return; }
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("v");
+  sel.value = videos.includes(wanted) ? wanted : videos[0];
+  await openVideo(sel.value);
+}
+
+async function openVideo(stem) {
+  pause();
+  S.stem = stem; S.frame = 0; S.shown = -1; S.selected = null; S.boxes.clear();
+  await reload();
+  const v = S.info.video;
+  const overlay = $("overlay");
+  overlay.width = v.width; overlay.height = v.height;
+  $("stage").style.setProperty("--ar", String(v.width / v.height));
+  $("frame-no").max = v.frames - 1;
+  $("frame-last").textContent = v.frames - 1;
+  const r = S.info.render;
+  if (r.state !== "idle") showRender(r);
+  seek(0);
+}
+
+async function reload() {
+  S.info = await api(vpath());
+  S.head = S.info.head;
+  S.boxes.clear();
+  drawAll();
+  if (S.info.outside_edits.length) say(`The decisions file was edited outside this page; recorded in its history: ${S.info.outside_edits.join("; ")}`);
+}
+
+function drawAll() {
+  drawApproval(); drawGroups(); drawTimeline(); drawTranscript(); drawDecisions(); S.shown = -1; requestFrame();
+}
+
+// ------------------------------------------------------------------------------------------------ player
+function frameUrl(n) {
+  return vpath(`/frame/${n}.jpg?view=${S.view}&h=${S.head.slice(0, 16)}`);
+}
+
+function requestFrame() {
+  if (S.loading) { S.wanted = S.frame; return; }
+  if (S.shown === S.frame && $("frame").dataset.view === S.view) return;
+  S.loading = true; S.wanted = null;
+  const n = S.frame;
+  const img = $("frame");
+  img.onload = () => {
+    S.loading = false; S.shown = n; img.dataset.frame = n; img.dataset.view = S.view;
+    drawOverlay();
+    if (S.wanted !== null && S.wanted !== S.shown) requestFrame();
+  };
+  img.onerror = () => { S.loading = false; say(`Frame ${n} could not be shown (see the server's messages).`, true); };
+  img.src = frameUrl(n);
+}
+
+function clock(seconds) {
+  const m = Math.floor(seconds / 60), s = seconds - 60 * m;
+  return `${m}:${s.toFixed(2).padStart(5, "0")}`;
+}
+
+function timeOf(frame) { return S.info.times[frame] ?? frame / S.info.video.fps; }
+
+function frameAt(seconds) {
+  const t = S.info.times;
+  let lo = 0, hi = t.length - 1;
+  while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (t[mid] <= seconds) lo = mid; else hi = mid - 1; }
+  return lo;
+}
+
+function seek(n) {
+  const last = S.info.video.frames - 1;
+  S.frame = Math.max(0, Math.min(last, Math.round(n)));
+  $("frame-no").value = S.frame;
+  $("time").textContent = clock(timeOf(S.frame));
+  $("playhead").style.left = `calc(8px + (100% - 16px) * ${(S.frame + 0.5) / S.info.video.frames})`;
+  markWordNow();
+  requestFrame();
+  drawOverlay();
+}
+
+function play() {
+  if (S.playing || !S.info) return;
+  if (S.frame >= S.info.video.frames - 1) seek(0);
+  S.playing = true; $("play").textContent = "Pause";
+  const start = S.frame, t0 = performance.now(), fps = S.info.video.fps;
+  const tick = () => {
+    if (!S.playing) return;
+    const target = start + Math.floor(((performance.now() - t0) / 1000) * fps);
+    if (target >= S.info.video.frames - 1) { seek(S.info.video.frames - 1); pause(); return; }
+    if (target !== S.frame) seek(target); // frames the server is too slow for are dropped: only the latest is asked for
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}
+
+function pause() { S.playing = false; $("play").textContent = "Play"; }
+
+function setView(view) {
+  S.view = view;
+  $("view-preview").classList.toggle("on", view === "preview");
+  $("view-original").classList.toggle("on", view === "original");
+  const badge = $("view-badge");
+  badge.textContent = view === "preview" ? "PREVIEW (as released)" : "ORIGINAL (reviewer only)";
+  badge.classList.toggle("original", view === "original");
+  requestFrame(); drawOverlay();
+}
+
+// ------------------------------------------------------------------------------------------------ outlines
+async function boxesAt(frame) {
+  const chunk = Math.floor(frame / BOX_CHUNK);
+  const key = `${S.head}:${chunk}`;
+  if (!S.boxes.has(key)) {
+    S.boxes.set(key, api(vpath(`/boxes?first=${chunk * BOX_CHUNK}&last=${chunk * BOX_CHUNK + BOX_CHUNK - 1}`)));
+  }
+  const data = await S.boxes.get(key);
+  return data.frames[String(frame)] || [];
+}
+
+async function drawOverlay() {
+  const c = $("overlay"), g = c.getContext("2d");
+  const frame = S.frame;
+  const boxes = S.view === "original" && S.info ? await boxesAt(frame) : [];
+  if (frame !== S.frame) return;
+  g.clearRect(0, 0, c.width, c.height);
+  const px = c.width / (c.getBoundingClientRect().width || c.width); // one screen pixel in video pixels
+  const lw = 2 * px;
+  g.lineWidth = lw; g.font = `${Math.round(12 * px)}px system-ui, sans-serif`;
+  for (const b of boxes) {
+    const [x1, y1, x2, y2] = b.b;
+    const sel = S.selected !== null && b.g === S.selected;
+    let color = b.region ? "#b07ce8" : b.r ? "#ff4d4d" : "#3fd06a";
+    if (sel) color = b.r ? "#ffd84d" : "#9dffb8";
+    g.strokeStyle = color; g.setLineDash(b.r ? [] : [6, 4]);
+    g.lineWidth = sel ? lw * 2 : lw;
+    g.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    g.setLineDash([]);
+    const label = b.region ? `region ${b.region}` : `${b.c} ${b.t}${b.r ? "" : " released"}`;
+    const w = g.measureText(label).width + 6 * px;
+    g.fillStyle = color; g.fillRect(x1, Math.max(0, y1 - 16 * px), w, 16 * px);
+    g.fillStyle = "#000"; g.fillText(label, x1 + 3 * px, Math.max(12 * px, y1 - 4 * px));
+  }
+  if (S.view === "original" && S.info) {
+    for (const r of S.info.decisions.frame_ranges) {
+      if (r.frames[0] <= frame && frame <= r.frames[1]) {
+        g.fillStyle = "rgba(0,0,0,.55)"; g.fillRect(0, c.height - 22, c.width, 22);
+        g.fillStyle = "#fff"; g.fillText(`frame ${r.mode === "fill" ? "blacked out" : "blurred"} (${r.id}, ${r.reason})`, 6, c.height - 7);
+      }
+    }
+  }
+  if (S.drag || S.pending) {
+    const [x1, y1, x2, y2] = S.drag ? dragBox() : S.pending;
+    g.strokeStyle = "#ffd84d"; g.setLineDash([5, 3]); g.lineWidth = lw;
+    g.strokeRect(x1, y1, x2 - x1, y2 - y1); g.setLineDash([]);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ drawing regions
+function toVideo(ev) {
+  const c = $("overlay"), r = c.getBoundingClientRect();
+  return [
+    Math.max(0, Math.min(c.width, ((ev.clientX - r.left) / r.width) * c.width)),
+    Math.max(0, Math.min(c.height, ((ev.clientY - r.top) / r.height) * c.height)),
+  ];
+}
+
+function dragBox() {
+  const { a, b } = S.drag;
+  return [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])].map(Math.round);
+}
+
+function setDrawing(on) {
+  S.drawing = on;
+  $("draw").classList.toggle("on", on);
+  $("stage").classList.toggle("drawing", on);
+  if (on) { pause(); say("Drag on the frame to draw the region (Esc cancels)."); } else if (!S.drag) say("");
+}
+
+function initDrawing() {
+  const c = $("overlay");
+  c.addEventListener("mousedown", (ev) => {
+    if (!S.drawing) return;
+    ev.preventDefault();
+    const p = toVideo(ev);
+    S.drag = { a: p, b: p };
+  });
+  window.addEventListener("mousemove", (ev) => {
+    if (!S.drag) return;
+    S.drag.b = toVideo(ev);
+    drawOverlay();
+  });
+  window.addEventListener("mouseup", () => {
+    if (!S.drag) return;
+    const box = dragBox();
+    S.drag = null; // the drag is over: a later click (on the dialog's buttons) must not start another region
+    setDrawing(false);
+    if (box[2] - box[0] < 4 || box[3] - box[1] < 4) { drawOverlay(); return; }
+    S.pending = box;
+    openAction("region", { box });
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ panels
+function trackDecision(id) { return S.info.decisions.tracks[String(id)]; }
+
+function groupState(g) {
+  const ds = g.tracks.map((t) => trackDecision(t.id));
+  const released = ds.filter((d) => d && !d.redact);
+  if (!released.length) return "redacted";
+  if (released.length === ds.length && released.every((d) => !d.frames)) return "released";
+  return "partly released";
+}
+
+function drawApproval() {
+  const a = S.info.decisions.approved;
+  const el = $("approval");
+  el.textContent = a ? `approved by ${a.by}, ${a.at.replace("T", " ").replace("+00:00", " UTC")}` : "not approved";
+  el.classList.toggle("ok", !!a);
+  $("approve").textContent = a ? "Withdraw approval…" : "Approve…";
+}
+
+function drawGroups() {
+  const list = $("groups");
+  const groups = S.info.groups;
+  $("group-count").textContent = `${groups.length} row${groups.length === 1 ? "" : "s"}, ${groups.reduce((n, g) => n + g.tracks.length, 0)} tracks`;
+  list.replaceChildren(...groups.map((g, i) => {
+    const li = document.createElement("li");
+    li.className = "group" + (S.selected === g.id ? " sel" : "");
+    li.dataset.group = g.id;
+    const state = groupState(g);
+    const img = new Image(); img.loading = "lazy"; img.alt = `${g.cls} ${g.id}`;
+    img.src = vpath(`/thumb/${g.best_track}.jpg`);
+    const text = document.createElement("div");
+    text.innerHTML = `<div class="title"></div><div class="meta"></div><span class="state"></span>`;
+    text.querySelector(".title").textContent = `${i + 1}. ${g.cls[0].toUpperCase() + g.cls.slice(1)} · row ${g.id}`;
+    text.querySelector(".meta").textContent = `frames ${g.first}–${g.last} · ${clock(timeOf(g.first))} · ${g.tracks.length} track${g.tracks.length === 1 ? "" : "s"} · ${g.detections} detections · score ${g.max_score.toFixed(2)}`;
+    const badge = text.querySelector(".state");
+    badge.textContent = state;
+    badge.className = "state" + (state === "released" ? " released" : state === "partly released" ? " partial" : "");
+    const actions = document.createElement("div"); actions.className = "actions";
+    const un = document.createElement("button");
+    un.type = "button"; un.className = "unredact"; un.textContent = "Un-redact…";
+    un.onclick = (ev) => { ev.stopPropagation(); selectGroup(g.id, false); openAction("untrack", { group: g }); };
+    actions.append(un);
+    if (state !== "redacted") {
+      const re = document.createElement("button");
+      re.type = "button"; re.className = "reredact"; re.textContent = "Redact again…";
+      re.onclick = (ev) => { ev.stopPropagation(); openAction("retrack", { group: g }); };
+      actions.append(re);
+    }
+    li.append(img, text, actions);
+    li.onclick = () => selectGroup(g.id, true);
+    return li;
+  }));
+  if (!groups.length) list.innerHTML = `<li class="empty">Nothing was detected in this video.</li>`;
+}
+
+function selectGroup(id, jump) {
+  S.selected = id;
+  for (const li of $("groups").children) li.classList.toggle("sel", Number(li.dataset.group) === id);
+  for (const lane of $("lanes").children) lane.classList.toggle("sel", Number(lane.dataset.group) === id);
+  const g = S.info.groups.find((x) => x.id === id);
+  const li = [...$("groups").children].find((x) => Number(x.dataset.group) === id);
+  li?.scrollIntoView({ block: "nearest" });
+  if (jump && g && (S.frame < g.first || S.frame > g.last)) seek(g.first);
+  drawOverlay();
+}
+
+function seg(first, last, cls, title) {
+  const n = S.info.video.frames;
+  const d = document.createElement("div");
+  d.className = `seg ${cls}`;
+  d.style.left = `${(100 * first) / n}%`;
+  d.style.width = `max(2px, ${(100 * (last - first + 1)) / n}%)`;
+  d.title = title;
+  return d;
+}
+
+function drawTimeline() {
+  const n = S.info.video.frames, dur = timeOf(n - 1) + 1 / S.info.video.fps;
+  const ruler = $("ruler");
+  const step = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800].find((s) => dur / s <= 10) || 3600;
+  ruler.replaceChildren();
+  for (let t = 0; t <= dur; t += step) {
+    const s = document.createElement("span"); s.style.left = `${(100 * t) / dur}%`; s.textContent = clock(t).replace(/\.00$/, "");
+    ruler.append(s);
+  }
+  const lanes = [];
+  for (const g of S.info.groups) {
+    const lane = document.createElement("div");
+    lane.className = "lane" + (S.selected === g.id ? " sel" : ""); lane.dataset.group = g.id;
+    for (const t of g.tracks) {
+      lane.append(seg(t.first, t.last, g.cls === "plate" ? "plate" : "", `${g.cls} track ${t.id}: frames ${t.first}–${t.last}`));
+      const d = trackDecision(t.id);
+      if (d && !d.redact) {
+        const [a, b] = d.frames || [t.first, t.last];
+        lane.append(seg(a, b, "released", `track ${t.id} released, frames ${a}–${b} (${d.reason})`));
+      }
+    }
+    const label = document.createElement("span"); label.className = "label"; label.textContent = `${g.cls} ${g.id}`;
+    lane.append(label);
+    lanes.push(lane);
+  }
+  const extra = (items, cls, name) => {
+    if (!items.length) return;
+    const lane = document.createElement("div"); lane.className = "lane";
+    for (const r of items) lane.append(seg(r.frames[0], r.frames[1], cls, `${name} ${r.id}: frames ${r.frames[0]}–${r.frames[1]} (${r.reason})`));
+    const label = document.createElement("span"); label.className = "label"; label.textContent = name;
+    lane.append(label);
+    lanes.push(lane);
+  };
+  extra(S.info.decisions.regions, "region", "regions");
+  extra(S.info.decisions.frame_ranges, "range", "frames out");
+  $("lanes").replaceChildren(...lanes);
+}
+
+function wordSpan(i) {
+  // the span (automatic or a reviewer's) that holds word i, if any
+  return S.info.spans.find((s) => s.words[0] <= i && i < s.words[1]);
+}
+
+function drawTranscript() {
+  const box = $("transcript");
+  if (!S.info.words.length) { box.innerHTML = `<span class="empty">No speech was transcribed.</span>`; return; }
+  box.replaceChildren(...S.info.words.flatMap((w) => {
+    const el = document.createElement("span");
+    el.className = "word"; el.dataset.i = w.i;
+    el.textContent = w.word.trim();
+    const span = wordSpan(w.i);
+    if (span) {
+      el.classList.add(span.source === "manual" ? "manual" : span.redact ? "bleeped" : "released");
+      el.title = span.source === "manual" ? `bleeped by a reviewer (${span.reason})`
+        : span.redact ? `bleeped automatically: ${span.category}` : `${span.category}, released (${span.reason})`;
+    }
+    el.onclick = (ev) => wordClicked(w.i, ev.shiftKey);
+    return [el, document.createTextNode(" ")];
+  }));
+  markWordNow();
+}
+
+function markWordNow() {
+  if (!S.info) return;
+  const t = timeOf(S.frame);
+  for (const el of $("transcript").querySelectorAll(".word")) {
+    const w = S.info.words[Number(el.dataset.i)];
+    el.classList.toggle("now", w.start <= t && t < w.end);
+  }
+}
+
+function wordClicked(i, shift) {
+  const span = wordSpan(i);
+  pause();
+  seek(frameAt(S.info.words[i].start));
+  if (span && span.source === "auto" && span.redact) return openAction("release-span", { span });
+  if (span && span.id) return openAction("remove", { list: "words", id: span.id, what: span.source === "manual" ? "the bleep" : "the release" });
+  const a = shift && S.anchor !== null ? Math.min(S.anchor, i) : i;
+  const b = shift && S.anchor !== null ? Math.max(S.anchor, i) : i;
+  S.anchor = i;
+  openAction("bleep", { i: a, j: b });
+}
+
+function drawDecisions() {
+  const d = S.info.decisions;
+  $("history").textContent = `${S.info.history} change${S.info.history === 1 ? "" : "s"} in the history`;
+  const items = [];
+  const add = (text, reason, buttons) => {
+    const li = document.createElement("li");
+    const what = document.createElement("span"); what.className = "what"; what.textContent = text;
+    const code = document.createElement("code"); code.textContent = reason;
+    li.append(what, code, ...buttons);
+    items.push(li);
+  };
+  const button = (label, fn) => { const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.onclick = fn; return b; };
+  for (const [id, t] of Object.entries(d.tracks)) {
+    const frames = t.frames ? `frames ${t.frames[0]}–${t.frames[1]}` : "all frames";
+    add(`Track ${id} ${t.redact ? "redacted" : "released"}, ${frames}`, t.reason,
+      [button("Undo", () => openAction("untrack-undo", { id }))]);
+  }
+  for (const r of d.regions) {
+    add(`Region ${r.id}: ${r.mode}, ${r.follow ? "followed" : "static"}, frames ${r.frames[0]}–${r.frames[1]}`, r.reason,
+      [button("Go", () => seek(r.frames[0])), button("Remove", () => openAction("remove", { list: "regions", id: r.id, what: `region ${r.id}` }))]);
+  }
+  for (const r of d.frame_ranges) {
+    add(`Frames ${r.frames[0]}–${r.frames[1]} ${r.mode === "fill" ? "blacked out" : "blurred"} (${r.id})`, r.reason,
+      [button("Go", () => seek(r.frames[0])), button("Remove", () => openAction("remove", { list: "frame_ranges", id: r.id, what: `frames ${r.id}` }))]);
+  }
+  for (const w of d.words) {
+    add(`Audio ${w.start.toFixed(2)}–${w.end.toFixed(2)} s ${w.redact ? "bleeped" : "released"}${w.text ? ` “${w.text}”` : ""} (${w.id})`, w.reason,
+      [button("Remove", () => openAction("remove", { list: "words", id: w.id, what: `audio ${w.id}` }))]);
+  }
+  if (!items.length) {
+    const li = document.createElement("li"); li.className = "empty"; li.textContent = "No decisions yet: the automatic redactions stand.";
+    items.push(li);
+  }
+  $("decisions").replaceChildren(...items);
+}
+
+// ------------------------------------------------------------------------------------------------ actions
+const MODES = { region: ["blur", "pixelate", "fill"], blackout: ["fill", "blur"] };
+
+function openAction(kind, ctx) {
+  if (!reviewer()) { S.pending = null; drawOverlay(); return; }
+  pause();
+  S.action = { kind, ctx };
+  const last = S.info.video.frames - 1;
+  const show = (id, on) => { $(id).hidden = !on; };
+  let title = "", text = "", frames = null, whole = false, mode = null, reason = true, follow = false;
+  if (kind === "untrack") {
+    const g = ctx.group;
+    title = `Un-redact ${g.cls} row ${g.id}`;
+    text = `Release ${g.tracks.length === 1 ? "track" : `its ${g.tracks.length} tracks`} ${g.tracks.map((t) => t.id).join(", ")} unredacted: the whole row, or from the current frame to a frame you choose.`;
+    frames = [Math.max(g.first, Math.min(S.frame, g.last)), g.last]; whole = true;
+  } else if (kind === "retrack") {
+    title = `Redact ${ctx.group.cls} row ${ctx.group.id} again`;
+    text = "Redact every frame of the row again, with this reason.";
+  } else if (kind === "untrack-undo") {
+    title = `Undo the decision on track ${ctx.id}`; text = "Back to the automatic redaction."; reason = false;
+  } else if (kind === "region") {
+    title = "Redact a drawn region";
+    text = `Box ${ctx.box.join(", ")} (pixels), from the current frame to the frame you choose.`;
+    frames = [S.frame, Math.min(last, S.frame + Math.round(2 * S.info.video.fps))]; mode = MODES.region; follow = true;
+  } else if (kind === "blackout") {
+    title = "Black out frames"; text = "Hide whole frames, from the current frame to the frame you choose.";
+    frames = [S.frame, Math.min(last, S.frame + Math.round(S.info.video.fps))]; mode = MODES.blackout;
+  } else if (kind === "bleep") {
+    const ws = S.info.words.slice(ctx.i, ctx.j + 1);
+    title = "Bleep speech"; text = `“${ws.map((w) => w.word.trim()).join(" ")}” (${ws[0].start.toFixed(2)}–${ws[ws.length - 1].end.toFixed(2)} s)`;
+  } else if (kind === "release-span") {
+    const ws = S.info.words.slice(ctx.span.words[0], ctx.span.words[1]);
+    title = `Release an automatic bleep (${ctx.span.category})`;
+    text = `Un-bleep “${ws.map((w) => w.word.trim()).join(" ")}”: it will be heard in the release.`;
+  } else if (kind === "remove") {
+    title = `Remove ${ctx.what}`; text = "Back to what the plan and the other decisions say."; reason = false;
+  } else if (kind === "approve") {
+    const approved = S.info.decisions.approved;
+    title = approved ? "Withdraw approval" : "Approve the decisions";
+    text = approved ? `Withdraw ${approved.by}'s approval.` : `Approve the decisions as ${$("reviewer").value.trim()}: they are ready for release. Any later change withdraws the approval.`;
+    reason = false;
+  }
+  $("action-title").textContent = title;
+  $("action-text").textContent = text;
+  show("action-frames", !!frames);
+  if (frames) {
+    $("action-first").value = frames[0]; $("action-last").value = frames[1];
+    $("action-first").max = $("action-last").max = last;
+  }
+  show("action-whole-label", whole);
+  $("action-whole").checked = whole;
+  syncWhole();
+  show("action-region", follow);
+  $("action-follow").checked = false;
+  show("action-mode-row", !!mode);
+  if (mode) $("action-mode").replaceChildren(...mode.map((m) => new Option(m, m)));
+  show("action-reason-row", reason);
+  const codes = S.info.reasons.map((r) => new Option(`${r.code} — ${r.label}${r.statute ? ` (${r.statute})` : ""}`, r.code));
+  $("action-reason").replaceChildren(new Option("— choose a reason code —", ""), ...codes);
+  $("action-error").hidden = true;
+  $("action-ok").textContent = kind === "approve" ? (S.info.decisions.approved ? "Withdraw" : "Approve") : "Save";
+  $("action").showModal();
+}
+
+function syncWhole() {
+  const whole = $("action-whole").checked && !$("action-whole-label").hidden;
+  $("action-first").disabled = $("action-last").disabled = whole;
+}
+
+function operation() {
+  const { kind, ctx } = S.action;
+  const reason = $("action-reason").value;
+  const frames = [Number($("action-first").value), Number($("action-last").value)];
+  switch (kind) {
+    case "untrack": {
+      const value = { redact: false, reason };
+      if (!$("action-whole").checked) value.frames = frames;
+      return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value };
+    }
+    case "retrack": return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value: { redact: true, reason } };
+    case "untrack-undo": return { op: "tracks", ids: [Number(ctx.id)], value: null };
+    case "region": return { op: "add", list: "regions", value: { frames, box: ctx.box, follow: $("action-follow").checked, mode: $("action-mode").value, reason } };
+    case "blackout": return { op: "add", list: "frame_ranges", value: { frames, mode: $("action-mode").value, reason } };
+    case "bleep": {
+      const ws = S.info.words.slice(ctx.i, ctx.j + 1);
+      return { op: "add", list: "words", value: { start: ws[0].start, end: ws[ws.length - 1].end, redact: true, reason, text: ws.map((w) => w.word.trim()).join(" ") } };
+    }
+    case "release-span": {
+      const ws = S.info.words.slice(ctx.span.words[0], ctx.span.words[1]);
+      const start = ws.length ? ws[0].start : ctx.span.start, end = ws.length ? ws[ws.length - 1].end : ctx.span.end;
+      return { op: "add", list: "words", value: { start, end, redact: false, reason, text: ws.map((w) => w.word.trim()).join(" ") } };
+    }
+    case "remove": return { op: "remove", list: ctx.list, id: ctx.id };
+    case "approve": return { op: S.info.decisions.approved ? "unapprove" : "approve" };
+  }
+  throw new Error(kind);
+}
+
+async function submitAction(ev) {
+  ev.preventDefault();
+  const by = reviewer();
+  if (!by) return;
+  if (!$("action-reason-row").hidden && !$("action-reason").value) {
+    $("action-error").textContent = "Choose the reason code for this decision."; $("action-error").hidden = false; return;
+  }
+  const op = operation();
+  const r = await post(vpath("/decisions"), { ...op, base: S.head, by });
+  if (r.status === 409) {
+    $("action").close();
+    await reload();
+    say(`Not saved: ${r.body} Look at the decisions again and redo the change if it is still needed.`, true);
+    return;
+  }
+  if (!r.ok) { $("action-error").textContent = typeof r.body === "string" ? r.body : JSON.stringify(r.body); $("action-error").hidden = false; return; }
+  $("action").close();
+  await reload();
+  say(`Saved (${op.op}${op.list ? ` ${op.list}` : ""}) by ${by}.`);
+}
+
+// ------------------------------------------------------------------------------------------------ render
+async function startRender() {
+  const r = await post(vpath("/render"), {});
+  if (!r.ok) { say(`Render: ${typeof r.body === "string" ? r.body : JSON.stringify(r.body)}`, true); return; }
+  showRender(r.body);
+  pollRender();
+}
+
+function showRender(st) {
+  const bar = $("render-progress");
+  bar.max = Math.max(1, st.total); bar.value = st.done;
+  const text = { idle: "not rendered in this session", running: `rendering ${st.done} / ${st.total} frames`,
+    done: "rendered: the release files are up to date", failed: `render failed: ${st.error}` }[st.state];
+  $("render-state").textContent = text;
+  $("render-state").dataset.state = st.state;
+  $("render").disabled = st.state === "running";
+}
+
+function pollRender() {
+  clearTimeout(S.renderTimer);
+  S.renderTimer = setTimeout(async () => {
+    const st = await api(vpath("/render"));
+    showRender(st);
+    if (st.state === "running") pollRender();
+    else if (st.state === "done") say(`Rendered ${S.stem}.redacted.mp4 from the plan and the decisions.`);
+    else if (st.state === "failed") say(`Render failed: ${st.error}`, true);
+  }, 400);
+}
+
+// ------------------------------------------------------------------------------------------------ wiring
+function typing(ev) {
+  const t = ev.target;
+  return $("action").open || (t instanceof HTMLElement && (t.isContentEditable || ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName)));
+}
+
+function stepGroup(dir) {
+  const groups = S.info.groups;
+  if (!groups.length) return;
+  let i = groups.findIndex((g) => g.id === S.selected);
+  if (i < 0) i = dir > 0 ? groups.findIndex((g) => g.first >= S.frame) - 1 : groups.length;
+  i = Math.max(0, Math.min(groups.length - 1, i + dir));
+  selectGroup(groups[i].id, false);
+  seek(groups[i].first);
+}
+
+function init() {
+  const name = localStorage.getItem("redact.reviewer") || DEFAULT_REVIEWER;
+  $("reviewer").value = name;
+  $("reviewer").addEventListener("input", () => {
+    localStorage.setItem("redact.reviewer", $("reviewer").value.trim());
+    if ($("reviewer").value.trim() && $("message").classList.contains("error")) say("");
+  });
+  $("video").onchange = () => openVideo($("video").value);
+  $("prev").onclick = () => { pause(); seek(S.frame - 1); };
+  $("next").onclick = () => { pause(); seek(S.frame + 1); };
+  $("play").onclick = () => (S.playing ? pause() : play());
+  $("frame-no").onchange = () => { pause(); seek(Number($("frame-no").value)); };
+  $("view-preview").onclick = () => setView("preview");
+  $("view-original").onclick = () => setView("original");
+  $("draw").onclick = () => setDrawing(!S.drawing);
+  $("blackout").onclick = () => openAction("blackout", {});
+  $("approve").onclick = () => openAction("approve", {});
+  $("render").onclick = startRender;
+  $("action-form").addEventListener("submit", submitAction);
+  $("action-cancel").onclick = () => { $("action").close(); };
+  $("action").addEventListener("close", () => { S.pending = null; drawOverlay(); });
+  $("action-whole").onchange = syncWhole;
+  $("timeline").addEventListener("click", (ev) => {
+    const lanes = $("lanes").getBoundingClientRect();
+    const x = (ev.clientX - lanes.left) / lanes.width;
+    pause();
+    seek(Math.floor(Math.max(0, Math.min(0.9999, x)) * S.info.video.frames));
+    const lane = ev.target.closest(".lane");
+    if (lane?.dataset.group) selectGroup(Number(lane.dataset.group), false);
+  });
+  initDrawing();
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && S.drawing) { S.drag = null; setDrawing(false); drawOverlay(); return; }
+    if (typing(ev) || !S.info || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const step = ev.shiftKey ? 10 : 1;
+    if (ev.key === " ") { ev.preventDefault(); S.playing ? pause() : play(); }
+    else if (ev.key === "ArrowLeft") { ev.preventDefault(); pause(); seek(S.frame - step); }
+    else if (ev.key === "ArrowRight") { ev.preventDefault(); pause(); seek(S.frame + step); }
+    else if (ev.key === "n") stepGroup(1);
+    else if (ev.key === "p") stepGroup(-1);
+    else if (ev.key === "o") setView(S.view === "preview" ? "original" : "preview");
+  });
+  loadVideos().catch((e) => say(`Could not load: ${e.message}`, true));
+}
+
+init();

@@ -1,0 +1,401 @@
+"""The review page, on a real run of the pipeline: the server refuses everything without its token, from a foreign
+Host or Origin, or outside OUTDIR (and writes nothing then); a real browser (Debian's chromium driven by
+Playwright) un-redacts the face, draws a region, bleeps a word, approves and renders, and the rendered video's
+pixels show exactly those decisions."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from conftest import EVALDATA, REDACT
+from redact.decisions import decisions_path
+from redact.plan import Plan, plan_path
+from redact.review import allowed_hosts, create_app
+from redact.video import read_frames
+
+STEM = "bbaf2n"
+ORIGINAL = EVALDATA / "video" / "grid" / f"{STEM}.mpg"
+REGION = [10, 10, 100, 80]  # drawn on frame 10, through frame 30: background, away from the face
+REGION_FRAMES = (10, 30)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+class Server(NamedTuple):
+    host: str  # 127.0.0.1:PORT
+    token: str
+    outdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}/?token={self.token}"
+
+
+@pytest.fixture(scope="module")
+def run_outdir(grid_run: Path) -> Path:
+    """The shared real run (conftest.grid_run); tests copy it before changing anything."""
+    return grid_run
+
+
+@pytest.fixture(scope="module")
+def server(run_outdir: Path, tmp_path_factory) -> Iterator[Server]:
+    """The review app on a copy of the run, served by uvicorn in a thread on a free loopback port."""
+    import uvicorn
+
+    outdir = tmp_path_factory.mktemp("review") / "out"
+    shutil.copytree(run_outdir, outdir)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = create_app(outdir, hosts=allowed_hosts("127.0.0.1", port), reviewer="")
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: uv.started, 20, "the server to start")
+    yield Server(f"127.0.0.1:{port}", app.state.token, outdir)
+    uv.should_exit = True
+    thread.join(10)
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str) -> object:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def request(server: Server, method: str, path: str, *, headers: dict | None = None, body: bytes | None = None,
+            token: str | None = "header") -> tuple[int, bytes, http.client.HTTPResponse]:
+    """One raw request (the path is sent exactly as given: no client normalises `..` or %2e away)."""
+    conn = http.client.HTTPConnection(server.host, timeout=30)
+    h = {"Host": server.host}
+    if token == "header":
+        h["X-Redact-Token"] = server.token
+    h.update(headers or {})
+    conn.request(method, path, body=body, headers=h)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data, response
+
+
+def snapshot(outdir: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(outdir.iterdir())}
+
+
+def decisions(server: Server) -> dict:
+    return json.loads(decisions_path(server.outdir, STEM).read_text(encoding="utf-8"))
+
+
+def head(server: Server) -> str:
+    status, body, _ = request(server, "GET", f"/api/v/{STEM}")
+    assert status == 200
+    return json.loads(body)["head"]
+
+
+JSON = {"Content-Type": "application/json"}
+UNTRACK = {"op": "tracks", "ids": [], "value": {"redact": False, "reason": "not-exempt"}}
+
+
+# ------------------------------------------------------------------------------------------------ security
+def test_no_token_no_access(server: Server) -> None:
+    for path in ["/", f"/api/v/{STEM}", "/api/videos", f"/api/v/{STEM}/frame/0.jpg?view=original", "/static/app.js"]:
+        status, body, _ = request(server, "GET", path, token=None)
+        assert status == 401, path
+        assert STEM not in body.decode() and b"\xff\xd8" not in body  # nothing of the video, not even its name
+
+
+def test_wrong_token_refused(server: Server) -> None:
+    wrong = server.token[:-2] + ("AA" if not server.token.endswith("AA") else "BB")
+    for how in [{"X-Redact-Token": wrong}, {"Cookie": f"redact_token={wrong}"}]:
+        status, body, _ = request(server, "GET", f"/api/v/{STEM}", headers=how, token=None)
+        assert status == 403 and STEM not in body.decode()
+    status, _, _ = request(server, "GET", f"/api/videos?token={wrong}", token=None)
+    assert status == 403
+    # a right token beside a wrong one is no key either
+    status, _, _ = request(server, "GET", f"/api/videos?token={wrong}")
+    assert status == 403
+
+
+def test_token_by_query_sets_strict_httponly_cookie(server: Server) -> None:
+    status, body, response = request(server, "GET", f"/?token={server.token}", token=None)
+    assert status == 200 and b"Redaction review" in body
+    cookie = response.getheader("set-cookie")
+    assert f"redact_token={server.token}" in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    assert "frame-ancestors 'none'" in response.getheader("content-security-policy")
+    status, body, _ = request(server, "GET", "/api/videos", headers={"Cookie": f"redact_token={server.token}"}, token=None)
+    assert status == 200 and json.loads(body)["videos"] == [STEM]
+
+
+def test_foreign_host_refused(server: Server) -> None:
+    """DNS rebinding: a page at evil.example whose name now points at 127.0.0.1 sends Host: evil.example."""
+    port = server.host.rsplit(":", 1)[1]
+    for host in [f"evil.example:{port}", "evil.example", "127.0.0.1:1", f"127.0.0.1.evil.example:{port}"]:
+        status, body, _ = request(server, "GET", f"/api/v/{STEM}", headers={"Host": host})
+        assert status == 403, host
+        assert STEM not in body.decode()
+    status, _, _ = request(server, "GET", "/api/videos", headers={"Host": f"localhost:{port}"})
+    assert status == 200
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../review.py", "/static/..%2freview.py", "/static/%2e%2e%2freview.py", "/static/%2e%2e%2f%2e%2e%2fpyproject.toml",
+    "/static//etc/passwd", "/static/%2fetc%2fpasswd", "/static/index.html%00.js", "/static/reasons.toml",
+    "/api/v/..%2f..%2fetc%2fpasswd", "/api/v/%2e%2e%2f%2e%2e%2fetc%2fpasswd/frame/0.jpg", "/api/v/../../etc/passwd",
+    "/api/v/%2fetc%2fpasswd", "/api/v/bbaf2n.plan.sqlite", "/api/v/" + STEM + "%2f..%2f..%2fx/boxes?first=0&last=1",
+    "/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", f"/api/v/{STEM}/thumb/999.jpg",
+])
+def test_paths_outside_outdir_refused(server: Server, path: str) -> None:
+    status, body, _ = request(server, "GET", path, headers={"Cookie": f"redact_token={server.token}"})
+    assert status in (400, 404), (path, status)
+    assert b"root:" not in body and b"import" not in body and b"SQLite" not in body
+
+
+def test_posts_need_header_json_and_our_origin(server: Server) -> None:
+    before = snapshot(server.outdir)
+    body = json.dumps({**UNTRACK, "ids": [track_id(server)], "base": head(server), "by": "Mallory"}).encode()
+    path = f"/api/v/{STEM}/decisions"
+    cookie = {"Cookie": f"redact_token={server.token}"}
+    cases = [
+        ({**cookie, **JSON}, None, 403),  # the cookie alone (a cross-site form would send it): not enough
+        ({"Content-Type": "application/x-www-form-urlencoded"}, "header", 415),
+        ({"Content-Type": "text/plain"}, "header", 415),
+        ({**JSON, "Origin": "http://evil.example"}, "header", 403),
+        ({**JSON, "Origin": "null"}, "header", 403),
+        ({**JSON, "Origin": f"http://{server.host}.evil.example"}, "header", 403),
+        ({**JSON, "Sec-Fetch-Site": "cross-site"}, "header", 403),
+        ({**JSON, "Host": "evil.example"}, "header", 403),
+        ({**JSON, "X-Redact-Token": "nope"}, None, 403),
+        (JSON, None, 401),
+    ]
+    for headers, token, expected in cases:
+        status, _, _ = request(server, "POST", path, headers=headers, body=body, token=token)
+        assert status == expected, (headers, status)
+        status, _, _ = request(server, "POST", f"/api/v/{STEM}/render", headers=headers, body=b"{}", token=token)
+        assert status == expected, ("render", headers, status)
+    time.sleep(0.2)
+    assert snapshot(server.outdir) == before  # nothing written on any refused request
+
+
+def track_id(server: Server) -> int:
+    with Plan(plan_path(server.outdir, STEM)) as plan:
+        return plan.tracks()[0].id
+
+
+def test_api_conflict_and_user_errors(server: Server) -> None:
+    """A change based on a stale head is refused (409) and one the decisions reject says why (400); neither writes."""
+    before = snapshot(server.outdir)
+    path = f"/api/v/{STEM}/decisions"
+    stale = json.dumps({**UNTRACK, "ids": [track_id(server)], "base": "1" * 64, "by": "Bob"}).encode()
+    status, body, _ = request(server, "POST", path, headers=JSON, body=stale)
+    assert status == 409 and b"changed" in body
+    bad = json.dumps({**UNTRACK, "ids": [track_id(server)], "value": {"redact": False, "reason": "because"},
+                      "base": head(server), "by": "Bob"}).encode()
+    status, body, _ = request(server, "POST", path, headers=JSON, body=bad)
+    assert status == 400 and b"unknown reason code" in body
+    nameless = json.dumps({**UNTRACK, "ids": [track_id(server)], "base": head(server), "by": " "}).encode()
+    status, body, _ = request(server, "POST", path, headers=JSON, body=nameless)
+    assert status == 400 and b"reviewer" in body
+    status, _, _ = request(server, "POST", path, headers=JSON, body=b"{not json")
+    assert status == 400
+    assert snapshot(server.outdir) == before
+
+
+def test_api_frames_boxes_and_thumbs(server: Server) -> None:
+    import cv2
+
+    status, body, response = request(server, "GET", f"/api/v/{STEM}/frame/5.jpg?view=original")
+    assert status == 200 and response.getheader("content-type") == "image/jpeg"
+    original = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    status, body, _ = request(server, "GET", f"/api/v/{STEM}/frame/5.jpg?view=preview")
+    preview = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert original.shape == preview.shape == (288, 360, 3)
+    status, body, _ = request(server, "GET", f"/api/v/{STEM}/boxes?first=0&last=10")
+    boxes = json.loads(body)["frames"]["5"]
+    assert boxes[0]["t"] == track_id(server) and boxes[0]["r"] is True
+    x1, y1, x2, y2 = map(int, boxes[0]["b"])
+    face = np.abs(original[y1:y2, x1:x2].astype(int) - preview[y1:y2, x1:x2]).mean()
+    assert face > 10  # the preview blurs the face the original shows
+    assert request(server, "GET", f"/api/v/{STEM}/frame/75.jpg")[0] == 400
+    assert request(server, "GET", f"/api/v/{STEM}/frame/0.jpg?view=raw")[0] == 400
+    status, body, _ = request(server, "GET", f"/api/v/{STEM}/thumb/{track_id(server)}.jpg")
+    assert status == 200 and body[:2] == b"\xff\xd8"
+
+
+def test_cli_prints_url_first_and_refuses_a_missing_folder(run_outdir: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen([*REDACT, "review", str(run_outdir), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("http://127.0.0.1:") and "/?token=" in line
+        host, token = line[len("http://"):].split("/?token=")
+        status, body, _ = request(Server(host, token, run_outdir), "GET", "/api/videos")
+        assert status == 200 and json.loads(body)["videos"] == [STEM]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    missing = subprocess.run([*REDACT, "review", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no such folder" in missing.stderr
+
+
+# ------------------------------------------------------------------------------------------------ the page
+def frames_of(path: Path) -> list[np.ndarray]:
+    return [f.image for f in read_frames(path)]
+
+
+def mad(a: np.ndarray, b: np.ndarray, box: list[float]) -> float:
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    return float(np.abs(a[y1:y2, x1:x2].astype(np.int16) - b[y1:y2, x1:x2]).mean())
+
+
+def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    track = track_id(server)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 960})
+            page.set_default_timeout(15_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url)
+            expect(page.locator(".group")).to_have_count(1)
+            assert "token" not in page.url  # out of the address bar and history
+            expect(page.locator("#frame")).to_have_attribute("data-frame", "0")
+
+            # nothing changes without a reviewer's name
+            page.locator(".group .unredact").click()
+            expect(page.locator("#message")).to_contain_text("name")
+            page.fill("#reviewer", "Alice Ünver")
+
+            # keyboard: frame stepping, view switch
+            page.evaluate("document.activeElement.blur()")  # shortcuts are off while typing in a field
+            for _ in range(3):
+                page.keyboard.press("ArrowRight")
+            expect(page.locator("#frame")).to_have_attribute("data-frame", "3")
+            page.keyboard.press("o")
+            expect(page.locator("#view-badge")).to_contain_text("ORIGINAL")
+            page.keyboard.press("ArrowLeft")
+            expect(page.locator("#frame-no")).to_have_value("2")
+
+            # un-redact the face row, whole; the dialog insists on a reason
+            page.locator(".group .unredact").click()
+            page.locator("#action-ok").click()
+            expect(page.locator("#action-error")).to_contain_text("reason")
+            page.select_option("#action-reason", "not-exempt")
+            page.locator("#action-ok").click()
+            expect(page.locator(".group .state")).to_have_text("released")
+            assert decisions(server)["tracks"] == {str(track): {"redact": False, "reason": "not-exempt"}}
+
+            # draw a region on frame 10, static, filled, through frame 30
+            page.fill("#frame-no", str(REGION_FRAMES[0]))
+            page.locator("#frame-no").press("Enter")
+            expect(page.locator("#frame")).to_have_attribute("data-frame", str(REGION_FRAMES[0]))
+            page.locator("#draw").click()
+            bbox = page.locator("#overlay").bounding_box()
+            sx, sy = bbox["width"] / 360, bbox["height"] / 288
+            page.mouse.move(bbox["x"] + REGION[0] * sx, bbox["y"] + REGION[1] * sy)
+            page.mouse.down()
+            page.mouse.move(bbox["x"] + 50 * sx, bbox["y"] + 40 * sy, steps=4)
+            page.mouse.move(bbox["x"] + REGION[2] * sx, bbox["y"] + REGION[3] * sy, steps=4)
+            page.mouse.up()
+            expect(page.locator("#action")).to_be_visible()
+            page.fill("#action-last", str(REGION_FRAMES[1]))
+            page.select_option("#action-mode", "fill")
+            page.select_option("#action-reason", "home-interior")
+            page.locator("#action-ok").click()
+            expect(page.locator("#action-error")).to_be_hidden(timeout=3000)
+            expect(page.locator(".decisions li")).to_have_count(2)
+            regions = decisions(server)["regions"]
+            assert len(regions) == 1
+            r = regions[0]
+            assert r["frames"] == list(REGION_FRAMES) and r["mode"] == "fill" and r["follow"] is False
+            assert r["reason"] == "home-interior"
+            assert np.allclose(r["box"], REGION, atol=2)
+
+            # bleep the first word
+            page.locator('.word[data-i="0"]').click()
+            page.select_option("#action-reason", "b6")
+            page.locator("#action-ok").click()
+            expect(page.locator('.word[data-i="0"]')).to_have_class("word manual")
+            words = decisions(server)["words"]
+            assert len(words) == 1 and words[0]["redact"] is True and words[0]["reason"] == "b6"
+            assert words[0]["text"] == "Bimble" and words[0]["start"] == pytest.approx(0.59)
+
+            # approve
+            page.locator("#approve").click()
+            page.locator("#action-ok").click()
+            expect(page.locator("#approval")).to_contain_text("approved by Alice Ünver")
+            state = decisions(server)
+            assert state["approved"]["by"] == "Alice Ünver"
+            assert [e["by"] for e in state["history"]] == ["Alice Ünver"] * 4
+
+            # a change from elsewhere, then one from the page: refused (409), the page reloads and says so
+            status, _, _ = request(server, "POST", f"/api/v/{STEM}/decisions", headers=JSON, body=json.dumps(
+                {"op": "add", "list": "frame_ranges", "value": {"frames": [70, 74], "mode": "blur", "reason": "b7c"},
+                 "base": head(server), "by": "Bob"}).encode())
+            assert status == 200
+            page.locator("#approve").click()  # the page still thinks it is approved: "withdraw"
+            page.locator("#action-ok").click()
+            expect(page.locator("#message")).to_contain_text("Not saved")
+            expect(page.locator("#approval")).to_have_text("not approved")
+            assert len(decisions(server)["history"]) == 5
+            page.locator('.decisions li:has-text("f1") button:has-text("Remove")').click()
+            page.locator("#action-ok").click()
+            expect(page.locator(".decisions li")).to_have_count(3)
+            page.locator("#approve").click()
+            page.locator("#action-ok").click()
+            expect(page.locator("#approval")).to_contain_text("approved by Alice Ünver")
+
+            # the screenshot: original view with outlines, on a frame inside the region
+            page.fill("#frame-no", "20")
+            page.locator("#frame-no").press("Enter")
+            expect(page.locator("#frame")).to_have_attribute("data-frame", "20")
+            page.wait_for_timeout(300)
+            shot = tmp_path / "review.png"
+            page.screenshot(path=str(shot), full_page=True)
+            shutil.copy(shot, "/tmp/review-screenshot.png")
+
+            # render, with its progress bar
+            page.locator("#render").click()
+            expect(page.locator("#render-state")).to_have_attribute("data-state", "done", timeout=120_000)
+            assert not errors, errors
+        finally:
+            browser.close()
+
+    final = decisions(server)
+    assert final["approved"]["by"] == "Alice Ünver" and not final["frame_ranges"]
+    log = json.loads((server.outdir / f"{STEM}.redaction.json").read_text(encoding="utf-8"))
+    assert log["review"]["history_head"] == final["history"][-1]["hash"]
+
+    original, before, after = (frames_of(p) for p in (ORIGINAL, run_outdir / f"{STEM}.redacted.mp4",
+                                                       server.outdir / f"{STEM}.redacted.mp4"))
+    assert len(original) == len(after) == 75
+    with Plan(plan_path(server.outdir, STEM)) as plan:
+        fb = plan.track_boxes(track)
+    faces = list(zip(fb.frame.tolist(), fb.dets.xyxy.tolist(), strict=True))
+    released = [mad(after[f], original[f], box) for f, box in faces]
+    blurred = [mad(before[f], original[f], box) for f, box in faces]
+    # the release re-encodes (x264 from MPEG-1): a few levels of difference, more where the fill costs bits
+    assert np.median(released) < 4 and max(released) < 9 and min(blurred) > 15, (max(released), min(blurred))
+    a, b = REGION_FRAMES
+    inside = [mad(after[f], original[f], REGION) for f in range(a, b + 1)]
+    outside = [mad(after[f], original[f], REGION) for f in (*range(0, a), *range(b + 1, 75))]
+    assert min(inside) > 40 and max(after[f][12:78, 12:98].max() for f in range(a, b + 1)) < 40  # filled (black)
+    assert max(outside) < 9 and np.median(outside) < 4, max(outside)
