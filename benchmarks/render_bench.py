@@ -155,11 +155,11 @@ def page_ready(outdir: Path) -> dict:
             page = browser.new_page(viewport={"width": 1440, "height": 960})
             t0 = time.perf_counter()
             page.goto(url)
-            page.wait_for_function("document.querySelectorAll('#groups li').length > 0 && "
-                                   "document.getElementById('frame').complete && "
+            page.wait_for_function("() => document.querySelectorAll('#groups li').length > 0 && "  # a function: the
+                                   "document.getElementById('frame').complete && "  # page's CSP forbids eval
                                    "document.getElementById('frame').naturalWidth > 0", timeout=60_000)
             ready = time.perf_counter() - t0
-            rows = page.evaluate("document.querySelectorAll('#groups li').length")
+            rows = page.evaluate("() => document.querySelectorAll('#groups li').length")
             browser.close()
     finally:
         server.should_exit = True

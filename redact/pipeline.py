@@ -7,6 +7,7 @@ stage finished: the video and its log are completed under temporary names and re
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -415,7 +416,13 @@ class Redactor:
         from redact.decisions import Decisions, decisions_path
 
         path = decisions_path(outdir, stem)
-        if path.exists() and path.stat().st_size > 200:
+        try:
+            filled = json.loads(path.read_text(encoding="utf-8")) != Decisions(path).as_json()
+        except FileNotFoundError:
+            filled = False
+        except (OSError, ValueError):
+            filled = True  # unreadable: kept for a person to look at, never overwritten
+        if filled:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(path.stat().st_mtime))
             os.replace(path, path.with_name(f"{stem}.decisions.{stamp}.json"))
         Decisions(path).save()

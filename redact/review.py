@@ -216,11 +216,15 @@ class Video:
                          for i, w in enumerate(w for s in speech["segments"] for w in s["words"])]
                 _, spans = speech_redactions(speech, decisions.state["words"], self.plan.meta["render"].get("pad", 0.1))
             video = self.plan.video
+            fps = video.get("fps") or 30.0
+            times = self.plan.times()
+            steady = len(times) and np.abs(times - times[0] - np.arange(len(times)) / fps).max() < 1e-3
             return {
                 "stem": self.stem,
-                "video": {"width": video["width"], "height": video["height"], "fps": video.get("fps") or 30.0,
-                          "frames": self.plan.frame_count, "duration": video.get("duration")},
-                "times": [round(float(t), 4) for t in self.plan.times()],
+                "video": {"width": video["width"], "height": video["height"], "fps": fps, "frames": self.plan.frame_count,
+                          "duration": video.get("duration"), "start": round(float(times[0]), 4) if len(times) else 0.0},
+                # every frame's time only where the frame rate varies: an hour at 30 fps would be 1 MB of JSON
+                "times": None if steady else [round(float(t), 4) for t in times],
                 "groups": groups, "words": words, "spans": spans,
                 "decisions": decisions.state, "head": decisions.head, "history": len(decisions.history),
                 "outside_edits": self._outside,

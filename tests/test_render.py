@@ -163,7 +163,8 @@ def test_an_edit_by_hand_is_recorded_as_an_outside_edit(outdir, clip):
     log = json.loads((outdir / "talk.redaction.json").read_text())
     assert log["review"]["outside_edits"] == last["op"]["changes"] and log["review"]["approved"] is None
     blurred, sharp = frames(outdir / "talk.redacted.mp4")[2], frames(clip)[2]
-    assert cv2.Laplacian(blurred, cv2.CV_64F).var() < 1 < cv2.Laplacian(sharp, cv2.CV_64F).var() / 100  # no detail left
+    detail = [cv2.Laplacian(image, cv2.CV_64F).var() for image in (blurred, sharp)]
+    assert detail[0] < 5 and detail[0] * 20 < detail[1], detail  # no detail left (but the encoder's noise)
 
 
 def test_a_rewritten_history_is_refused(outdir):
@@ -284,3 +285,19 @@ def test_fragments_of_one_face_are_one_review_row():
             5: (box, box)}
     groups = group_tracks(tracks, ends)
     assert groups == {1: 1, 2: 1, 3: 1, 4: 4, 5: 5}  # far away or long after: rows of their own
+
+
+def test_a_rerun_keeps_a_reviewers_decisions(tmp_path, redactor):
+    """A rerun makes a new plan (new track ids): decisions made on the old one are kept aside, never overwritten."""
+    clip = make_clip(tmp_path / "cam.mp4", frames=10, audio=False)
+    out = tmp_path / "out"
+    redactor.run(clip, out)
+    path = decisions_path(out, "cam")
+    empty = path.read_text()
+    redactor.run(clip, out)  # nothing decided yet: simply replaced
+    assert sorted(p.name for p in out.glob("cam.decisions*")) == ["cam.decisions.json"]
+    filled = {**json.loads(empty), "frame_ranges": [{"frames": [0, 1], "mode": "fill", "reason": "b6"}]}
+    path.write_text(json.dumps(filled))
+    redactor.run(clip, out)
+    kept = list(out.glob("cam.decisions.*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == filled and path.read_text() == empty

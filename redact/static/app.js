@@ -114,10 +114,12 @@ function clock(seconds) {
   return `${m}:${s.toFixed(2).padStart(5, "0")}`;
 }
 
-function timeOf(frame) { return S.info.times[frame] ?? frame / S.info.video.fps; }
+// frame times come only for variable-frame-rate video; constant-rate video is start + frame / fps
+function timeOf(frame) { return S.info.times ? S.info.times[frame] : S.info.video.start + frame / S.info.video.fps; }
 
 function frameAt(seconds) {
   const t = S.info.times;
+  if (!t) return Math.max(0, Math.min(S.info.video.frames - 1, Math.floor((seconds - S.info.video.start) * S.info.video.fps + 1e-6)));
   let lo = 0, hi = t.length - 1;
   while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (t[mid] <= seconds) lo = mid; else hi = mid - 1; }
   return lo;
