@@ -5,6 +5,7 @@ pixels show exactly those decisions."""
 
 from __future__ import annotations
 
+import csv
 import http.client
 import json
 import shutil
@@ -399,3 +400,28 @@ def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -
     outside = [mad(after[f], original[f], REGION) for f in (*range(0, a), *range(b + 1, 75))]
     assert min(inside) > 40 and max(after[f][12:78, 12:98].max() for f in range(a, b + 1)) < 40  # filled (black)
     assert max(outside) < 9 and np.median(outside) < 4, max(outside)
+
+    # the bleeped word: a 1 kHz tone where it was said, marked in the transcript, not heard when re-transcribed
+    from redact.release import release
+    from redact.transcribe import iter_audio, load_asr, transcribe
+
+    word = final["words"][0]
+    audio = np.concatenate([b[:, 0] for b in iter_audio(server.outdir / f"{STEM}.redacted.mp4")])
+    span = audio[int((word["start"] + 0.05) * 16000):int((word["end"] - 0.05) * 16000)]
+    spectrum = np.abs(np.fft.rfft(span))
+    assert abs(np.argmax(spectrum) * 16000 / len(span) - 1000) < 20  # the tone, nothing of the voice
+    transcript = json.loads((server.outdir / f"{STEM}.transcript.json").read_text(encoding="utf-8"))
+    assert transcript["segments"][0]["words"][0]["redacted"] == "b6" and "imble" not in json.dumps(transcript)
+    heard = " ".join(w.word for s in transcribe(server.outdir / f"{STEM}.redacted.mp4", load_asr("whisper-base")).segments
+                     for w in s.words).lower()
+    assert "bimble" not in heard, heard
+
+    # and the package a requester gets from it
+    package = release(server.outdir, STEM, case="24-1187", requester="J. Doe", dest=tmp_path / "pkg")
+    check = subprocess.run(["sha256sum", "-c", "manifest.sha256"], cwd=package.folder, capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.count(": OK") == len(package.files) - 1, check.stdout
+    with open(package.folder / "exemptions.csv", encoding="utf-8") as f:
+        rows = {(r["media"], r["class"], r["source"], r["action"], r["reason_code"], r["reviewer"]) for r in csv.DictReader(f)}
+    assert rows == {("video", "face", "auto", "unredacted", "not-exempt", "Alice Ünver"),
+                    ("video", "region", "manual", "redacted", "home-interior", "Alice Ünver"),
+                    ("audio", "b6", "manual", "redacted", "b6", "Alice Ünver")}, rows
