@@ -399,6 +399,8 @@ def reasons_option(func: Callable) -> Callable:
 def render_cmd(outdir: Path, stems: tuple[str, ...], reasons_file: Path | None) -> None:
     """Re-render videos in OUTDIR from their plan and decisions (no detector runs), replacing the redacted video,
     transcripts and audit log. Refuses an original whose SHA-256 no longer matches the audit log."""
+    from tqdm import tqdm
+
     from redact.decisions import load_reasons
     from redact.render import render
     from redact.render import stems as plan_stems
@@ -411,7 +413,9 @@ def render_cmd(outdir: Path, stems: tuple[str, ...], reasons_file: Path | None) 
     for stem in todo:
         start = time.perf_counter()
         try:
-            result = render(outdir, stem, reasons=reasons)
+            with tqdm(unit="frame", desc=stem, leave=False, disable=not sys.stderr.isatty()) as bar:
+                result = render(outdir, stem, reasons=reasons,
+                                progress=lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
         except UserError as e:
             fail(f"{stem}: {e}")
             failed = EXIT_USER

@@ -20,11 +20,6 @@ import numpy as np
 
 from redact.errors import MediaError, UserError, partial_path
 
-# libx264's output depends on its thread count, and "auto" is not the same count everywhere (a pipeline process,
-# a render, a Ray worker got different bytes from the same frames), so every encoder uses this many: a render with
-# unchanged decisions reproduces the run's pixels on any machine. 8 frame threads were also the fastest measured
-# on 2 cores (720p veryfast: 85 frames/s against 51 for auto).
-ENCODER_THREADS = 8
 # Audio codecs the MP4 muxer takes as they are; anything else (PCM in AVI/MOV, for instance) becomes AAC.
 MP4_AUDIO_COPY = {"aac", "mp3", "mp2", "ac3", "eac3", "alac", "opus", "flac"}
 
@@ -191,7 +186,7 @@ class VideoWriter:
         crf: int = 20,
         preset: str = "veryfast",
         encoder: str = "libx264",
-        threads: int = ENCODER_THREADS,
+        threads: int = 0,
         audio_from: str | os.PathLike[str] | None = None,
     ):
         self.path = Path(path)

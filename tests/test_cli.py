@@ -103,7 +103,8 @@ def test_run_good_and_bad_together(tmp_path):
     assert proc.returncode == 2
     names = sorted(p.name for p in outdir.iterdir())
     assert names == sorted(["bbaf2n.redacted.mp4", "bbaf2n.redaction.json", "bbaf2n.transcript.json", "bbaf2n.srt",
-                            "bbaf2n.vtt", "bbaf2n.txt"]), names  # nothing of the empty file, no temporary files
+                            "bbaf2n.vtt", "bbaf2n.txt", "bbaf2n.plan.sqlite", "bbaf2n.decisions.json"]), names
+    # nothing of the empty file, no temporary files
     log = json.loads((outdir / "bbaf2n.redaction.json").read_text())
     assert log["policy"]["modes"]["face"] == "pixelate" and log["policy"]["classes"] == ["face"]
     assert [m["role"] for m in log["models"]] == ["face"]
@@ -123,7 +124,8 @@ def test_local_model_files_and_audit(tmp_path):
     log = json.loads((outdir / "lbax4n.redaction.json").read_text())
     assert log["models"] == [{"role": "face", "id": None, "path": str(own.resolve()), "sha256": digest}]
     assert log["audio"] is None and log["stats"]["frames_redacted"] == log["stats"]["frames"] == 75
-    assert sorted(p.name for p in outdir.iterdir()) == ["lbax4n.redacted.mp4", "lbax4n.redaction.json"]
+    assert sorted(p.name for p in outdir.iterdir()) == ["lbax4n.decisions.json", "lbax4n.plan.sqlite",
+                                                        "lbax4n.redacted.mp4", "lbax4n.redaction.json"]
     not_onnx = tmp_path / "broken.onnx"
     not_onnx.write_text("nope")
     assert_user_error(run_cli("run", EVALDATA / "video/grid/lbax4n.mpg", "-o", tmp_path / "o2", "--face-model",

@@ -114,7 +114,7 @@ def test_run_jobs_shares_models_and_fails_bad_files_alone(tmp_path):
         assert a["stats"]["frames"] == b["stats"]["frames"] > 0
         assert [t["detections"] for t in a["tracks"]] == [t["detections"] for t in b["tracks"]]
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == sorted(
-        f"{c.stem}.{kind}" for c in clips for kind in ("redacted.mp4", "redaction.json"))
+        f"{c.stem}.{kind}" for c in clips for kind in ("redacted.mp4", "redaction.json", "plan.sqlite", "decisions.json"))
 
 
 def test_batch_on_the_torch_stage_shares_one_redactor(tmp_path):
