@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import threading
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -25,7 +26,7 @@ import cv2
 import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -83,6 +84,7 @@ class Video:
     _previewer: object | None = None
     _original: Path | None = None
     _thumbs: dict[int, bytes] = field(default_factory=dict)
+    _audio: Path | None = None
 
     def __post_init__(self) -> None:
         from redact.render import bounds_of
@@ -170,6 +172,31 @@ class Video:
                 self._thumbs[track] = jpeg(crop)
             return self._thumbs[track]
 
+    def audio(self) -> Path:
+        """The original's sound as 16 kHz mono WAV for the page's player (the reviewer hears what was said, to find
+        what the PII rules missed), made once into a private temporary folder that goes with the server."""
+        import tempfile
+        import wave
+        import weakref
+
+        from redact.transcribe import iter_audio
+
+        with self.lock:
+            if self.plan.video.get("audio_codec") is None:
+                raise LookupError("no audio")
+            if self._audio is None:
+                folder = tempfile.mkdtemp(prefix="redact-review-")  # mode 0700: the unredacted sound stays private
+                weakref.finalize(self, shutil.rmtree, folder, True)
+                path = Path(folder) / "audio.wav"
+                with wave.open(str(path), "wb") as out:
+                    out.setnchannels(1)
+                    out.setsampwidth(2)
+                    out.setframerate(16000)
+                    for block in iter_audio(self.original(), rate=16000, layout="mono", fmt="s16"):
+                        out.writeframes(block.tobytes())
+                self._audio = path
+            return self._audio
+
     def boxes(self, first: int, last: int) -> dict:
         """Each frame's plan boxes with whether the decisions keep them redacted, and the regions' boxes."""
         from redact.render import RenderSpec
@@ -222,7 +249,8 @@ class Video:
             return {
                 "stem": self.stem,
                 "video": {"width": video["width"], "height": video["height"], "fps": fps, "frames": self.plan.frame_count,
-                          "duration": video.get("duration"), "start": round(float(times[0]), 4) if len(times) else 0.0},
+                          "duration": video.get("duration"), "start": round(float(times[0]), 4) if len(times) else 0.0,
+                          "audio": video.get("audio_codec") is not None},
                 # every frame's time only where the frame rate varies: an hour at 30 fps would be 1 MB of JSON
                 "times": None if steady else [round(float(t), 4) for t in times],
                 "groups": groups, "words": words, "spans": spans,
@@ -390,6 +418,9 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
         image = video(request).frame(request.path_params["n"], view)
         return Response(jpeg(image), media_type="image/jpeg")
 
+    def audio(request: Request) -> Response:
+        return FileResponse(video(request).audio(), media_type="audio/wav")  # answers Range requests (seeking)
+
     def thumb(request: Request) -> Response:
         v = video(request)
         if request.path_params["track"] not in v.group_of:
@@ -440,6 +471,7 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
         Route("/api/v/{stem}/boxes", boxes),
         Route("/api/v/{stem}/frame/{n:int}.jpg", frame),
         Route("/api/v/{stem}/thumb/{track:int}.jpg", thumb),
+        Route("/api/v/{stem}/audio.wav", audio),
         Route("/api/v/{stem}/decisions", change, methods=["POST"]),
         Route("/api/v/{stem}/render", render_get, methods=["GET"]),
         Route("/api/v/{stem}/render", render_post, methods=["POST"]),

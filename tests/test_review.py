@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import http.client
+import io
 import json
 import shutil
 import socket
@@ -217,6 +218,22 @@ def test_api_conflict_and_user_errors(server: Server) -> None:
     assert snapshot(server.outdir) == before
 
 
+def test_the_original_sound_for_the_player(server: Server) -> None:
+    """The page plays the original's sound (the reviewer must hear what the PII rules missed), seekable, only with
+    the token."""
+    import wave
+
+    status, body, response = request(server, "GET", f"/api/v/{STEM}/audio.wav")
+    assert status == 200 and response.getheader("content-type") == "audio/wav"
+    with wave.open(io.BytesIO(body)) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1 and 2.9 < w.getnframes() / 16000 < 3.2
+        speech = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    assert np.abs(speech.astype(float)).mean() > 100  # a voice, not silence
+    status, part, response = request(server, "GET", f"/api/v/{STEM}/audio.wav", headers={"Range": "bytes=1000-1999"})
+    assert status == 206 and part == body[1000:2000]
+    assert request(server, "GET", f"/api/v/{STEM}/audio.wav", token=None)[0] == 401
+
+
 def test_api_frames_boxes_and_thumbs(server: Server) -> None:
     import cv2
 
@@ -294,6 +311,12 @@ def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -
             expect(page.locator("#view-badge")).to_contain_text("ORIGINAL")
             page.keyboard.press("ArrowLeft")
             expect(page.locator("#frame-no")).to_have_value("2")
+            page.keyboard.press("Space")  # play: the original's sound, where it can play, is the clock
+            expect(page.locator("#play")).to_have_text("Pause")
+            page.wait_for_timeout(800)
+            page.keyboard.press("Space")
+            expect(page.locator("#play")).to_have_text("Play")
+            assert int(page.locator("#frame-no").input_value()) > 5
 
             # un-redact the face row, whole; the dialog insists on a reason
             page.locator(".group .unredact").click()

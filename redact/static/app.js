@@ -67,6 +67,8 @@ async function openVideo(stem) {
   S.stem = stem; S.frame = 0; S.shown = -1; S.selected = null; S.boxes.clear();
   await reload();
   const v = S.info.video;
+  S.audio = v.audio ? new Audio(vpath("/audio.wav")) : null;
+  if (S.audio) S.audio.preload = "auto";
   const overlay = $("overlay");
   overlay.width = v.width; overlay.height = v.height;
   $("stage").style.setProperty("--ar", String(v.width / v.height));
@@ -136,14 +138,23 @@ function seek(n) {
   drawOverlay();
 }
 
+// the sound: the original's, muted over the spans the preview bleeps; while it plays it is the clock
+function bleepedAt(t) {
+  return S.info.spans.some((s) => s.redact && s.start <= t && t < s.end);
+}
+
 function play() {
   if (S.playing || !S.info) return;
   if (S.frame >= S.info.video.frames - 1) seek(0);
   S.playing = true; $("play").textContent = "Pause";
   const start = S.frame, t0 = performance.now(), fps = S.info.video.fps;
+  const audio = S.audio;
+  if (audio) { audio.currentTime = timeOf(start); audio.play().catch(() => {}); }
   const tick = () => {
     if (!S.playing) return;
-    const target = start + Math.floor(((performance.now() - t0) / 1000) * fps);
+    const heard = audio && !audio.paused && audio.currentTime > 0;
+    if (heard) audio.muted = S.view === "preview" && bleepedAt(audio.currentTime);
+    const target = heard ? frameAt(audio.currentTime) : start + Math.floor(((performance.now() - t0) / 1000) * fps);
     if (target >= S.info.video.frames - 1) { seek(S.info.video.frames - 1); pause(); return; }
     if (target !== S.frame) seek(target); // frames the server is too slow for are dropped: only the latest is asked for
     requestAnimationFrame(tick);
@@ -151,7 +162,7 @@ function play() {
   requestAnimationFrame(tick);
 }
 
-function pause() { S.playing = false; $("play").textContent = "Play"; }
+function pause() { S.playing = false; $("play").textContent = "Play"; S.audio?.pause(); }
 
 function setView(view) {
   S.view = view;
