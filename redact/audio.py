@@ -100,26 +100,20 @@ def process_audio(media: Path, stem: str, workdir: Path, options: AudioOptions, 
     workdir.mkdir(parents=True, exist_ok=True)
     result = transcribe(media, asr, language=options.language)
     categories = pii.parse_categories(options.pii)
-    labels, redactions = redact_words(result, categories, options.pad)
+    labels, redactions, spans = redact_words(result, categories, options.pad)
     transcript = build_transcript(file or media.name, sha256_file(media), result, model, labels, redactions)
     files = write_transcripts(transcript, workdir, stem)
     audio_path = None
     if options.redact_audio and redactions:
         audio_path = write_bleeped(media, workdir / f"{stem}.redacted-audio.wav", redactions, options.bleep)
     return AudioResult(audio_path=audio_path, files=files, transcript=transcript, redactions=redactions, model=model,
-                       speech=speech_record(result, model, labels, redactions))
+                       speech=speech_record(result, model, redactions, spans))
 
 
-def speech_record(result: Transcription, model: dict, labels: dict[int, str], redactions: list[dict]) -> dict:
+def speech_record(result: Transcription, model: dict, redactions: list[dict], spans: list[tuple[int, int]]) -> dict:
     """What the plan keeps of the speech so that `render` can bleep and rebuild transcripts without the ASR model:
     every word with its time (the unredacted text: the plan is the reviewer's, never released), which words the
-    transcript publishes, and each PII span with the words it covers (indices over all words in order)."""
-    words = [w for seg in result.segments for w in seg.words]
-    index = {id(w): i for i, w in enumerate(words)}
-    spans = []
-    for r in redactions:
-        covered = [index[id(w)] for w in words if id(w) in labels and r["start"] - 1e-6 <= w.start and w.end <= r["end"] + 1e-6]
-        spans.append({**r, "words": [min(covered), max(covered) + 1] if covered else [0, 0]})
+    transcript publishes, and each PII span with the words it covers (`redact_words`' indices over all words)."""
     segments = []
     for seg in result.segments:
         published = {id(w) for w in seg.published}
@@ -127,7 +121,7 @@ def speech_record(result: Transcription, model: dict, labels: dict[int, str], re
                          "words": [{"start": w.start, "end": w.end, "word": w.word, "probability": w.probability,
                                     "published": id(w) in published} for w in seg.words]})
     return {"language": result.language, "duration": result.duration, "model": dict(model), "segments": segments,
-            "redactions": spans}
+            "redactions": [{**r, "words": list(span)} for r, span in zip(redactions, spans, strict=True)]}
 
 
 def transcription_of(speech: dict) -> Transcription:
@@ -143,15 +137,17 @@ def transcription_of(speech: dict) -> Transcription:
 SNAP_S = 0.3  # how far past the padding a redaction edge may move to reach the pause next to the word
 
 
-def redact_words(result: Transcription, categories: tuple[str, ...], pad: float) -> tuple[dict[int, str], list[dict]]:
-    """PII labels keyed by id(word), and the time spans to mute, over every word of every segment.
+def redact_words(result: Transcription, categories: tuple[str, ...], pad: float
+                 ) -> tuple[dict[int, str], list[dict], list[tuple[int, int]]]:
+    """PII labels keyed by id(word), the time spans to mute, and the words each span covers ([first, end) over
+    every word of every segment, for the plan).
 
     Each span is the words' times widened by `pad`, and further to the quietest 10 ms within SNAP_S before
     and after, so the onset of a name or the last digit of a number is not left audible by a late word time.
     """
     words: list[Word] = [w for seg in result.segments for w in seg.words]
     labels: dict[int, str] = {}
-    redactions = []
+    redactions, spans = [], []
     for span in pii.detect([w.word for w in words], categories):
         covered = words[span.start:span.end]
         for w in covered:
@@ -164,7 +160,8 @@ def redact_words(result: Transcription, categories: tuple[str, ...], pad: float)
             end = max(end, pause + 0.03)
         start, end = max(0.0, start), min(end, result.duration) if result.duration else end
         redactions.append({"start": round(start, 3), "end": round(end, 3), "category": span.category})
-    return labels, redactions
+        spans.append((span.start, span.end))
+    return labels, redactions, spans
 
 
 def _quietest(envelope: np.ndarray, lo: float, hi: float) -> float | None:

@@ -414,8 +414,12 @@ def render_cmd(outdir: Path, stems: tuple[str, ...], reasons_file: Path | None) 
         start = time.perf_counter()
         try:
             with tqdm(unit="frame", desc=stem, leave=False, disable=not sys.stderr.isatty()) as bar:
-                result = render(outdir, stem, reasons=reasons,
-                                progress=lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
+
+                def progress(done: int, total: int) -> None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                result = render(outdir, stem, reasons=reasons, progress=progress)
         except UserError as e:
             fail(f"{stem}: {e}")
             failed = EXIT_USER

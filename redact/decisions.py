@@ -316,10 +316,7 @@ class Decisions:
             elif op.get("list") in LIST_KEYS and op.get("id"):
                 out[f"{op['list']} {op['id']}"] = entry["by"]
             elif op.get("op") == "outside_edit":
-                for line in op.get("changes", []):
-                    key, _, _ = line.partition(":")
-                    name, _, item = key.rstrip("]").partition("[")
-                    out[f"track {item}" if name == "tracks" else f"{name} {item}"] = entry["by"]
+                out.update({target: entry["by"] for target in op["targets"]})
         return out
 
 
@@ -361,28 +358,30 @@ def load(path: str | Path, reasons: Reasons, bounds: Bounds) -> tuple[Decisions,
         replayed.state = new
     if digest(state) == digest(replayed.state):
         return replayed, []
-    changes = describe_changes(replayed.state, state)
+    changed = describe_changes(replayed.state, state)
+    changes = list(changed.values())
     edited = copy.deepcopy(state)
     edited["approved"] = None  # an approval is given through the history only, and covers the state it approved
     replayed._append({"op": "outside_edit", "state": {k: v for k, v in edited.items() if k != "version"},
-                      "changes": changes}, "outside edit", replayed.state, edited)
+                      "changes": changes, "targets": list(changed)}, "outside edit", replayed.state, edited)
     return replayed, changes
 
 
-def describe_changes(old: dict, new: dict) -> list[str]:
-    """What differs between two states, one line per change, for the history and the audit log."""
-    out = []
+def describe_changes(old: dict, new: dict) -> dict[str, str]:
+    """What differs between two states: one line per change (for the history and the audit log), keyed by what
+    changed as the exemption log names it ("track 12", "regions r1", "approved")."""
+    out = {}
     for tid in sorted(old["tracks"].keys() | new["tracks"].keys(), key=int):
         a, b = old["tracks"].get(tid), new["tracks"].get(tid)
         if a != b:
-            out.append(f"tracks[{tid}]: {json.dumps(a)} -> {json.dumps(b)}")
+            out[f"track {tid}"] = f"tracks[{tid}]: {json.dumps(a)} -> {json.dumps(b)}"
     for key in LIST_KEYS:
         a, b = {i["id"]: i for i in old[key]}, {i["id"]: i for i in new[key]}
         for i in sorted(a.keys() | b.keys()):
             if a.get(i) != b.get(i):
-                out.append(f"{key}[{i}]: {json.dumps(a.get(i))} -> {json.dumps(b.get(i))}")
+                out[f"{key} {i}"] = f"{key}[{i}]: {json.dumps(a.get(i))} -> {json.dumps(b.get(i))}"
     if old["approved"] != new["approved"]:
-        out.append(f"approved: {json.dumps(old['approved'])} -> {json.dumps(new['approved'])}")
+        out["approved"] = f"approved: {json.dumps(old['approved'])} -> {json.dumps(new['approved'])}"
     return out
 
 

@@ -158,24 +158,33 @@ class RegionFollower:
         return self.box
 
 
+class RegionPath:
+    """A region's box frame by frame, for frames given in order from its first: a static region stays where it
+    was drawn, a followed one moves with what was drawn (`RegionFollower`, started on the first frame)."""
+
+    def __init__(self, region: dict):
+        self.box = np.array(region["box"], np.float32)
+        self.follower: RegionFollower | None = None
+        self.follows = region["follow"]
+
+    def at(self, frame: Frame) -> np.ndarray:
+        if not self.follows:
+            return self.box
+        if self.follower is None:
+            self.follower = RegionFollower(frame.image, self.box)
+            return self.follower.box
+        return self.follower.step(frame.image)
+
+
 def follow(frames: Iterable[Frame], region: dict) -> Iterator[tuple[int, np.ndarray]]:
-    """The box of `region` in each of its frames (`frames` must start at or before its first frame): static
-    regions stay where drawn, followed ones move with what was drawn (`RegionFollower`)."""
+    """The box of `region` in each of its frames (`frames` must start at or before its first frame)."""
     first, last = region["frames"]
-    box = np.array(region["box"], np.float32)
-    follower = None
+    path = RegionPath(region)
     for frame in frames:
-        if frame.index < first:
-            continue
         if frame.index > last:
             return
-        if not region["follow"]:
-            yield frame.index, box
-        elif follower is None:
-            follower = RegionFollower(frame.image, box)
-            yield frame.index, follower.box
-        else:
-            yield frame.index, follower.step(frame.image)
+        if frame.index >= first:
+            yield frame.index, path.at(frame)
 
 
 # ------------------------------------------------------------------------------------------------ speech
@@ -405,7 +414,7 @@ def _render_frames(original: Path, plan: Plan, spec: RenderSpec, policy: Redacti
     """Decode, redact and encode every frame (encoding in a thread of its own, as the run does)."""
     from redact.pipeline import threaded
 
-    followers: dict[str, Iterator[tuple[int, np.ndarray]]] = {}
+    paths: dict[str, RegionPath] = {}
     total = plan.frame_count
     boxes = None
     count = 0
@@ -415,11 +424,8 @@ def _render_frames(original: Path, plan: Plan, spec: RenderSpec, policy: Redacti
             if boxes is None or frame.index > boxes[1]:
                 first = frame.index
                 boxes = (first, first + CHUNK - 1, plan.boxes(first, first + CHUNK - 1))
-            region_boxes = {}
-            for r in spec.active(spec.regions, frame.index):
-                if r["id"] not in followers:
-                    followers[r["id"]] = _Feed(r)
-                region_boxes[r["id"]] = followers[r["id"]].box(frame)
+            region_boxes = {r["id"]: paths.setdefault(r["id"], RegionPath(r)).at(frame)
+                            for r in spec.active(spec.regions, frame.index)}
             image = redact_frame(frame.image, frame.index, boxes[2].at(frame.index), spec, region_boxes, policy,
                                  auto_reason, label_codes)
             pending.append(encode.submit(writer.write, image, frame.pts))
@@ -431,22 +437,6 @@ def _render_frames(original: Path, plan: Plan, spec: RenderSpec, policy: Redacti
         for f in pending:
             f.result()
     return count
-
-
-class _Feed:
-    """Feeds the frames of a render pass, one at a time, to `follow` for one region."""
-
-    def __init__(self, region: dict):
-        self.current: Frame | None = None
-        self.steps = follow(self._frames(), region)
-
-    def _frames(self) -> Iterator[Frame]:
-        while True:
-            yield self.current
-
-    def box(self, frame: Frame) -> np.ndarray:
-        self.current = frame
-        return next(self.steps)[1]
 
 
 # ------------------------------------------------------------------------------------------------ preview
@@ -531,16 +521,16 @@ class Previewer:
         self.source.close()
 
     def region_path(self, region: dict) -> dict[int, np.ndarray]:
-        """The region's box in each of its frames."""
+        """A followed region's box in each of its frames, computed once (from a decoder of its own, so the page's
+        position is kept)."""
         key = digest({k: region[k] for k in ("frames", "box", "follow")})
         if key not in self.paths:
-            if region["follow"]:
-                a, b = region["frames"]
-                self.paths[key] = dict(follow(FrameSource(self.source.path, self.source.pts).frames(a, b), region))
-            else:
-                box = np.array(region["box"], np.float32)
-                self.paths[key] = _Constant(box)
+            a, b = region["frames"]
+            self.paths[key] = dict(follow(FrameSource(self.source.path, self.source.pts).frames(a, b), region))
         return self.paths[key]
+
+    def region_box(self, region: dict, index: int) -> np.ndarray:
+        return self.region_path(region)[index] if region["follow"] else np.array(region["box"], np.float32)
 
     def frame(self, index: int, state: dict, view: str = "preview", label_codes: bool = False,
               auto_reason: str = "") -> np.ndarray:
@@ -548,18 +538,7 @@ class Previewer:
         if view == "original":
             return image
         spec = RenderSpec.of(state)
-        regions = {r["id"]: self.region_path(r)[index] for r in spec.active(spec.regions, index)}
+        regions = {r["id"]: self.region_box(r, index) for r in spec.active(spec.regions, index)}
         return redact_frame(image, index, self.plan.boxes(index, index).dets, spec, regions, self.policy, auto_reason,
                             label_codes)
-
-
-class _Constant(dict):
-    """A static region's path: the same box in every frame."""
-
-    def __init__(self, box: np.ndarray):
-        super().__init__()
-        self.value = box
-
-    def __missing__(self, key: int) -> np.ndarray:
-        return self.value
 

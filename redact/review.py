@@ -217,9 +217,8 @@ class Video:
                 a, b = max(r["frames"][0], first), min(r["frames"][1], last)
                 if a > b:
                     continue
-                path = self.previewer().region_path(r) if r["follow"] else None
                 for f in range(a, b + 1):
-                    box = path[f] if path is not None else r["box"]
+                    box = self.previewer().region_box(r, f)
                     frames.setdefault(f, []).append({"region": r["id"], "b": [round(float(v), 1) for v in box], "r": True})
             return {"first": first, "last": last, "frames": {str(k): v for k, v in sorted(frames.items())}}
 

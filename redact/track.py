@@ -276,18 +276,17 @@ class Smoother:
     policy: TrackPolicy
     path: CameraPath | None = None
     size: tuple[int, int] | None = None  # frame (width, height): with a path, tracks that left the view return
-    obs: dict[int, tuple[list[int], list[np.ndarray]]] = field(default_factory=dict)
-    scores: dict[int, dict[int, float]] = field(default_factory=dict)  # track -> frame -> detection score
+    obs: dict[int, tuple[list[int], list[np.ndarray], list[float]]] = field(default_factory=dict)  # frames, boxes, scores
     records: dict[int, TrackRecord] = field(default_factory=dict)
     away: dict[int, int | None] = field(default_factory=dict)  # track out of view since its padding: back at frame
 
     def add(self, frame: int, dets: Detections) -> None:
         for box, score, cls, tid in zip(dets.xyxy, dets.score, dets.cls, dets.track_id.tolist(), strict=True):
-            frames, boxes = self.obs.setdefault(tid, ([], []))
+            frames, boxes, scores = self.obs.setdefault(tid, ([], [], []))
             self.away.pop(tid, None)
             frames.append(frame)
             boxes.append(box)
-            self.scores.setdefault(tid, {})[frame] = float(score)
+            scores.append(float(score))
             rec = self.records.setdefault(tid, TrackRecord(tid, int(cls), frame, frame))
             rec.last = frame
             rec.detections += 1
@@ -336,7 +335,7 @@ class Smoother:
         padded (the plan and the review page tell the two apart by it)."""
         p = self.policy
         xyxy, held, cls, tids, scores = [], [], [], [], []
-        for tid, (frames, boxes) in self.obs.items():
+        for tid, (frames, boxes, seen) in self.obs.items():
             i = bisect.bisect_right(frames, frame)
             prev = i - 1 if i > 0 else None
             nxt = i if i < len(frames) else None
@@ -358,7 +357,7 @@ class Smoother:
             held.append(hold)
             cls.append(self.records[tid].cls)
             tids.append(tid)
-            scores.append(self.scores[tid].get(frame, 0.0) if hold == 0 else 0.0)
+            scores.append(seen[prev] if hold == 0 else 0.0)
         if not xyxy:
             return Detections()
         cls_arr = np.array(cls)
@@ -369,15 +368,13 @@ class Smoother:
         """Forget observations no later frame than `frame` can need."""
         horizon = frame - self.policy.lookahead
         for tid in list(self.obs):
-            frames, boxes = self.obs[tid]
+            frames, boxes, scores = self.obs[tid]
             cut = max(0, bisect.bisect_left(frames, horizon) - 1)  # keep one before the horizon for interpolation
             if cut:
-                for f in frames[:cut]:
-                    self.scores[tid].pop(f, None)
-                del frames[:cut], boxes[:cut]
+                del frames[:cut], boxes[:cut], scores[:cut]
             if frames[-1] < horizon - self.policy.lookahead:
-                del self.obs[tid], self.scores[tid]
+                del self.obs[tid]
                 self.away.pop(tid, None)
         if self.path is not None:  # keep the motion the kept observations need, at most 2 x lookahead back
-            oldest = min((frames[0] for frames, _ in self.obs.values()), default=frame)
+            oldest = min((frames[0] for frames, _, _ in self.obs.values()), default=frame)
             self.path.forget(max(min(oldest, frame), horizon - self.policy.lookahead))

@@ -135,6 +135,19 @@ def talking_clip(path: Path, text: str, lead: float = 0.5) -> Path:
     return path
 
 
+def decoded(path: Path) -> list[np.ndarray]:
+    """Every frame of a video, decoded (BGR, upright)."""
+    from redact.video import read_frames
+
+    return [f.image for f in read_frames(path)]
+
+
+def box_difference(a: np.ndarray, b: np.ndarray, box) -> float:
+    """Mean absolute difference of two frames inside `box` (x1, y1, x2, y2 in pixels, rounded)."""
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    return float(np.abs(a[y1:y2, x1:x2].astype(np.int16) - b[y1:y2, x1:x2]).mean())
+
+
 def assert_same_pictures(a: list[np.ndarray], b: list[np.ndarray], block: int = 16, tolerance: float = 8.0) -> None:
     """Two decodes show the same pictures: as many frames, and no 16x16 block differing by more than `tolerance`
     grey levels on average. libx264 does not give the same bytes for the same frames in two processes here (seen

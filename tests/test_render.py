@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from media import assert_same_pictures, make_clip, talking_clip
+from media import assert_same_pictures, box_difference, decoded, make_clip, talking_clip
 from redact.decisions import Bounds, Decisions, decisions_path, load, load_reasons
 from redact.errors import UserError
 from redact.plan import Plan, TrackRow, group_tracks, plan_path
@@ -44,15 +44,6 @@ def outdir(ran, tmp_path):
     return shutil.copytree(ran[0], tmp_path / "out")
 
 
-def frames(path) -> list[np.ndarray]:
-    return [f.image for f in read_frames(path)]
-
-
-def diff(a: np.ndarray, b: np.ndarray, box) -> float:
-    x1, y1, x2, y2 = (int(v) for v in box)
-    return float(np.abs(a[y1:y2, x1:x2].astype(int) - b[y1:y2, x1:x2]).mean())
-
-
 def test_run_writes_a_plan_and_empty_decisions(ran):
     out, result = ran
     log = result.audit
@@ -80,7 +71,7 @@ def test_run_writes_a_plan_and_empty_decisions(ran):
 def test_render_without_decisions_reproduces_the_run(ran, tmp_path):
     out, result = ran
     rendered = render(out, STEM, dest=tmp_path / "again")
-    a, b = frames(result.video), frames(rendered.video)
+    a, b = decoded(result.video), decoded(rendered.video)
     assert len(a) == result.frames
     assert_same_pictures(a, b)
 
@@ -129,14 +120,14 @@ def test_decisions_are_rendered_into_pixels_audio_and_log(outdir, clip):
     decisions.save()
 
     result = render(outdir, STEM, reasons=reasons)
-    original, out = frames(clip), frames(result.video)
+    original, out = decoded(clip), decoded(result.video)
     assert len(out) == len(original)
-    assert max(diff(out[i], original[i], face_box) for i in range(0, 31)) < 6  # un-redacted: the face is back
-    assert min(diff(out[i], original[i], face_box) for i in range(33, 70)) > 12  # still redacted after frame 30
+    assert max(box_difference(out[i], original[i], face_box) for i in range(0, 31)) < 6  # un-redacted: the face is back
+    assert min(box_difference(out[i], original[i], face_box) for i in range(33, 70)) > 12  # still redacted after frame 30
     assert all(out[i][15:55, 15:85].max() < 30 for i in range(40, 61))  # the region is filled over its frames...
-    assert max(diff(out[i], original[i], region) for i in [*range(31, 40), *range(61, 70)]) < 6  # ...and nowhere else
+    assert max(box_difference(out[i], original[i], region) for i in [*range(31, 40), *range(61, 70)]) < 6  # ...and nowhere else
     assert all(out[i].max() < 30 for i in range(70, 73))  # the blacked-out frames
-    assert diff(out[73], original[73], [0, 0, 40, 40]) < 6
+    assert box_difference(out[73], original[73], [0, 0, 40, 40]) < 6
 
     transcript = json.loads((outdir / "talk.transcript.json").read_text())
     words = [w for s in transcript["segments"] for w in s["words"]]
@@ -178,7 +169,7 @@ def test_an_edit_by_hand_is_recorded_as_an_outside_edit(outdir, clip):
     assert saved["approved"] is None  # the approval covered the state before the edit, not this one
     log = json.loads((outdir / "talk.redaction.json").read_text())
     assert log["review"]["outside_edits"] == last["op"]["changes"] and log["review"]["approved"] is None
-    blurred, sharp = frames(outdir / "talk.redacted.mp4")[2], frames(clip)[2]
+    blurred, sharp = decoded(outdir / "talk.redacted.mp4")[2], decoded(clip)[2]
     detail = [cv2.Laplacian(image, cv2.CV_64F).var() for image in (blurred, sharp)]
     assert detail[0] < 5 and detail[0] * 20 < detail[1], detail  # no detail left (but the encoder's noise)
 

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from conftest import EVALDATA, REDACT
+from media import box_difference, decoded
 from redact.decisions import decisions_path
 from redact.plan import Plan, plan_path
 from redact.review import allowed_hosts, create_app
-from redact.video import read_frames
 
 STEM = "bbaf2n"
 ORIGINAL = EVALDATA / "video" / "grid" / f"{STEM}.mpg"
@@ -272,15 +272,6 @@ def test_cli_prints_url_first_and_refuses_a_missing_folder(run_outdir: Path, tmp
 
 
 # ------------------------------------------------------------------------------------------------ the page
-def frames_of(path: Path) -> list[np.ndarray]:
-    return [f.image for f in read_frames(path)]
-
-
-def mad(a: np.ndarray, b: np.ndarray, box: list[float]) -> float:
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
-    return float(np.abs(a[y1:y2, x1:x2].astype(np.int16) - b[y1:y2, x1:x2]).mean())
-
-
 def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -408,19 +399,19 @@ def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -
     log = json.loads((server.outdir / f"{STEM}.redaction.json").read_text(encoding="utf-8"))
     assert log["review"]["history_head"] == final["history"][-1]["hash"]
 
-    original, before, after = (frames_of(p) for p in (ORIGINAL, run_outdir / f"{STEM}.redacted.mp4",
+    original, before, after = (decoded(p) for p in (ORIGINAL, run_outdir / f"{STEM}.redacted.mp4",
                                                        server.outdir / f"{STEM}.redacted.mp4"))
     assert len(original) == len(after) == 75
     with Plan(plan_path(server.outdir, STEM)) as plan:
         fb = plan.track_boxes(track)
     faces = list(zip(fb.frame.tolist(), fb.dets.xyxy.tolist(), strict=True))
-    released = [mad(after[f], original[f], box) for f, box in faces]
-    blurred = [mad(before[f], original[f], box) for f, box in faces]
+    released = [box_difference(after[f], original[f], box) for f, box in faces]
+    blurred = [box_difference(before[f], original[f], box) for f, box in faces]
     # the release re-encodes (x264 from MPEG-1): a few levels of difference, more where the fill costs bits
     assert np.median(released) < 4 and max(released) < 9 and min(blurred) > 15, (max(released), min(blurred))
     a, b = REGION_FRAMES
-    inside = [mad(after[f], original[f], REGION) for f in range(a, b + 1)]
-    outside = [mad(after[f], original[f], REGION) for f in (*range(0, a), *range(b + 1, 75))]
+    inside = [box_difference(after[f], original[f], REGION) for f in range(a, b + 1)]
+    outside = [box_difference(after[f], original[f], REGION) for f in (*range(0, a), *range(b + 1, 75))]
     assert min(inside) > 40 and max(after[f][12:78, 12:98].max() for f in range(a, b + 1)) < 40  # filled (black)
     assert max(outside) < 9 and np.median(outside) < 4, max(outside)
 
