@@ -4,7 +4,10 @@ A clip is a virtual camera filming a flat "canvas": real photos from ../shared/e
 out on a smooth random-texture background. Each frame is the canvas seen through a per-frame affine transform
 (pan, zoom in/out, handheld shake as a damped random walk with jitter and occasional jerks, a few degrees of
 roll), then motion-blurred with a line kernel as long as the frame's own motion (shutter fraction of the
-displacement at the frame centre), then encoded with libx264 at a realistic CRF through PyAV. Ground truth
+displacement at the frame centre), then encoded with libx264 at a realistic CRF through PyAV. A body camera jerks
+at every step, so a clip can also have camera-jerk events (`ClipSpec.jerks`): a 4-frame motion-blur burst
+(the camera swings 25-50 px a frame and back), a fast pan (5 frames at 30-60 px a frame; the view stays there) and
+a dropped-frame jump (40-90 px in one frame with no more blur than the frames around it). Ground truth
 for a frame is every annotated box of the canvas mapped through the same affine (bounding box of the four
 mapped corners), clipped to the frame; boxes less than half inside the frame are dropped.
 
@@ -31,13 +34,15 @@ import numpy as np
 
 from redact.errors import partial_path
 
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2  # 2: camera-jerk events
 ROOT = Path(__file__).resolve().parents[1]
 EVALDATA = Path(os.environ.get("REDACT_EVALDATA", ROOT.parent / "shared" / "evaldata"))
 KINDS = ("faces", "plates")
 # smallest and largest base sizes (frame pixels, see `object_size`); photo-to-photo spread and roll widen them a
 # little, so objects span about 12-120 px (faces) and 8-100 px (plates)
 SIZE_RANGE = {"faces": (12.0, 140.0), "plates": (8.0, 95.0)}
+JERKS = ("burst", "pan", "drop")  # camera-jerk kinds; truth.jerk holds 1 + the index
+JERK_AFTER = 2  # frames after an event still counted as jerk frames (the tracker recovering)
 
 
 def object_size(kind: str, w: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -83,6 +88,7 @@ class ClipSpec:
     roll_deg: float = 4.0  # bound of the camera roll
     shutter: float = 0.6  # motion-blur length as a fraction of the per-frame displacement
     photos: tuple[str, ...] = ()  # photo keys to use (default: all photos of the kind, shuffled)
+    jerks: tuple[str, ...] = ()  # camera-jerk events (kinds of `JERKS`), in order, spread over the clip
 
     @property
     def name(self) -> str:
@@ -102,17 +108,19 @@ class ClipTruth:
     frames: int
     mats: np.ndarray  # (frames, 2, 3) canvas -> frame affine of each frame
     photos: np.ndarray  # (k, 4) xyxy of the photos on the canvas; the rest of the canvas is plain texture
+    jerk: np.ndarray  # (frames,) 0, or 1 + the index in JERKS of the camera jerk this frame is in (or recovers from)
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(f".{path.name}.partial.npz")
         np.savez(tmp, frame=self.frame, obj=self.obj, box=self.box, full=self.full, size=self.size,
-                 frames=np.array(self.frames), mats=self.mats, photos=self.photos)
+                 frames=np.array(self.frames), mats=self.mats, photos=self.photos, jerk=self.jerk)
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> ClipTruth:
         with np.load(path) as z:
-            return cls(z["frame"], z["obj"], z["box"], z["full"], z["size"], int(z["frames"]), z["mats"], z["photos"])
+            return cls(z["frame"], z["obj"], z["box"], z["full"], z["size"], int(z["frames"]), z["mats"], z["photos"],
+                       z["jerk"])
 
     def rows(self, frame: int) -> np.ndarray:
         return np.flatnonzero(self.frame == frame)
@@ -212,9 +220,45 @@ def build_canvas(spec: ClipSpec, photos: list[Photo], rng: np.random.Generator, 
 # ---------------------------------------------------------------------------------------------- camera
 
 
+def jerk_events(spec: ClipSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clip's camera jerks as per-frame offsets in frame pixels: the offset added to the view, the part of each
+    frame's step that is not motion-blurred (a dropped frame's jump), and the jerk label per frame (`truth.jerk`).
+    Drawn from their own seeded generator, so the rest of the camera path is that of a clip without jerks."""
+    n = spec.frames
+    kick, unblurred, label = np.zeros((n, 2)), np.zeros((n, 2)), np.zeros(n, np.int8)
+    if not spec.jerks:
+        return kick, unblurred, label
+    if n < 10 * len(spec.jerks):
+        raise ValueError(f"{n} frames are too few for {len(spec.jerks)} camera jerks")
+    rng = np.random.default_rng([spec.seed, KINDS.index(spec.kind), spec.index, 7])
+    gap = (n - 8) / len(spec.jerks)
+    for e, kind in enumerate(spec.jerks):
+        t0 = int(2 + e * gap + rng.uniform(0, gap / 3))  # events spread over the clip, each ends before the next
+        a = rng.normal(0, 1, 2)
+        u = a / max(1e-9, np.linalg.norm(a))
+        if kind not in JERKS:
+            raise ValueError(f"unknown camera jerk '{kind}' (one of {', '.join(JERKS)})")
+        if kind == "burst":  # swing and back: steps +a, +a, -a, -a
+            v = rng.uniform(25, 50)
+            steps = [v, v, -v, -v]
+        elif kind == "pan":  # whip to a new view and stay there
+            v = rng.uniform(30, 60)
+            steps = [v] * 5
+        else:  # dropped frame: one jump, exposed like its neighbours
+            steps = [rng.uniform(40, 90)]
+            unblurred[t0] = steps[0] * u
+        pos = np.cumsum(steps)
+        for k, p in enumerate(pos):
+            kick[t0 + k] += p * u
+        kick[t0 + len(steps) :] += pos[-1] * u
+        label[t0 : min(n, t0 + len(steps) + JERK_AFTER)] = 1 + JERKS.index(kind)
+    return kick, unblurred, label
+
+
 def camera_path(spec: ClipSpec, rng: np.random.Generator) -> tuple[list[np.ndarray], float]:
     """Per-frame 2x3 affine transforms canvas -> frame, centred on the canvas origin; also the margin needed."""
     n, w, h = spec.frames, spec.width, spec.height
+    kick = jerk_events(spec)[0]
     u = np.linspace(0, 1, n)
     ease = 0.5 - 0.5 * np.cos(np.pi * u)
     lo = math.log(1 / spec.zoom_ratio)
@@ -243,12 +287,13 @@ def camera_path(spec: ClipSpec, rng: np.random.Generator) -> tuple[list[np.ndarr
         roll = float(np.clip(roll + omega, -spec.roll_deg, spec.roll_deg))
         z, th = zoom[t], math.radians(roll)
         rot = z * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
-        offset = np.array([w / 2, h / 2]) + walk + jitter - rot @ centre[t]
+        offset = np.array([w / 2, h / 2]) + walk + jitter + kick[t] - rot @ centre[t]
         mats.append(np.hstack([rot, offset[:, None]]))
     # canvas half-extent needed: the view at the widest zoom, rolled, plus pan and shake
     th = math.radians(spec.roll_deg)
     half = np.array([w / 2 * math.cos(th) + h / 2 * math.sin(th), w / 2 * math.sin(th) + h / 2 * math.cos(th)])
-    margin = half * spec.zoom_ratio + np.abs(pan) / 2 + (shake_px + 30 * spec.shake) * spec.zoom_ratio + 16
+    margin = (half * spec.zoom_ratio + np.abs(pan) / 2 + (shake_px + 30 * spec.shake + np.abs(kick).max(axis=0))
+              * spec.zoom_ratio + 16)
     return mats, margin
 
 
@@ -274,7 +319,8 @@ def _inverse(m: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(m)
 
 
-def truth_for(spec: ClipSpec, mats: list[np.ndarray], boxes: np.ndarray, photos: np.ndarray) -> ClipTruth:
+def truth_for(spec: ClipSpec, mats: list[np.ndarray], boxes: np.ndarray, photos: np.ndarray,
+              jerk: np.ndarray) -> ClipTruth:
     """Ground truth per frame: boxes through each affine (bbox of the 4 corners), clipped, half-visible kept."""
     rows = {k: [] for k in ("frame", "obj", "box", "full", "size")}
     corners = np.stack([boxes[:, [0, 1]], boxes[:, [2, 1]], boxes[:, [2, 3]], boxes[:, [0, 3]]], axis=1)
@@ -292,7 +338,7 @@ def truth_for(spec: ClipSpec, mats: list[np.ndarray], boxes: np.ndarray, photos:
     cat = {k: np.concatenate(v) for k, v in rows.items()}
     return ClipTruth(cat["frame"].astype(np.int64), cat["obj"].astype(np.int64), cat["box"].astype(np.float32),
                      cat["full"].astype(np.float32), cat["size"].astype(np.float32), spec.frames,
-                     np.array(mats, np.float64).reshape(-1, 2, 3), photos)
+                     np.array(mats, np.float64).reshape(-1, 2, 3), photos, jerk)
 
 
 def render(spec: ClipSpec, photos: list[Photo], path: Path) -> ClipTruth:
@@ -304,6 +350,7 @@ def render(spec: ClipSpec, photos: list[Photo], path: Path) -> ClipTruth:
         if not photos:
             raise ValueError(f"none of the photos {spec.photos} exist")
     mats, margin = camera_path(spec, rng)
+    _, unblurred, jerk = jerk_events(spec)
     cw, ch = int(2 * margin[0]) + 2, int(2 * margin[1]) + 2
     canvas, boxes, rects = build_canvas(spec, photos, rng, cw, ch)
     # camera transforms were built about the canvas centre: shift them to canvas pixel coordinates
@@ -325,7 +372,7 @@ def render(spec: ClipSpec, photos: list[Photo], path: Path) -> ClipTruth:
                                    borderMode=cv2.BORDER_REFLECT)
             if t:
                 before = _apply(mats[t - 1], _apply(_inverse(m), centre))  # where the centre pixel was a frame ago
-                d = (centre - before)[0] * spec.shutter
+                d = ((centre - before)[0] - unblurred[t]) * spec.shutter
                 kernel = _line_kernel(float(d[0]), float(d[1]))
                 if kernel is not None:
                     frame = cv2.filter2D(frame, -1, kernel, borderType=cv2.BORDER_REFLECT)
@@ -340,7 +387,7 @@ def render(spec: ClipSpec, photos: list[Photo], path: Path) -> ClipTruth:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
-    return truth_for(spec, mats, boxes, rects)
+    return truth_for(spec, mats, boxes, rects, jerk)
 
 
 def make_clip(spec: ClipSpec, photos: list[Photo], work: Path) -> Clip:
@@ -367,6 +414,7 @@ def clip_specs(
         base = math.exp(math.log(lo) + u * (math.log(hi / ratio) - math.log(lo)))
         specs.append(ClipSpec(
             kind=kind, index=i, seed=seed, frames=frames, width=width, height=height, crf=crf, base=round(base, 2),
+            jerks=(JERKS[i % 3], JERKS[(i + 1) % 3]) if frames >= 20 else (),
             zoom_ratio=round(ratio, 3), zoom_mode=modes[i % 3], pan=round(float(rng.uniform(0.1, 0.45)), 3),
             shake=round(float(rng.uniform(0.6, 1.5)), 3), roll_deg=round(float(rng.uniform(2.0, 5.0)), 2),
         ))

@@ -1,8 +1,12 @@
 """Redaction of pixels inside final boxes: ellipses for faces, rectangles for plates; blur, pixelate or fill.
 
-"Blur" here first averages the region down to a coarse grid and then smooths it: a plain Gaussian blur of a
-small kernel can be partly inverted, a mosaic of a few cells per face cannot, and the smoothing keeps the
-look of a blur. Pixels outside the mask are never touched.
+"Blur" replaces the region with its own low frequencies only: the mean colours of an 8 x 8 grid of cells,
+smoothed by a Gaussian of a third of the box (per axis) and interpolated back to the box's size. What is left is a
+soft colour blob (skin, hair, light) whose detail does not grow with the face: a blur of a fixed small kernel, or
+a mosaic of 6 cells smoothed by a quarter-box kernel (the blur before this one), keeps enough of a face for a
+face recogniser to match it to its person, and barely changes a face already smeared by camera motion
+(`benchmarks/reid_bench.py`). The operator is linear and separable, two small matrices per box size, so the
+device path (`redacted_roi_tensor`) applies the very same matrices. Pixels outside the mask are never touched.
 
 `anonymize_tensor` does the same to a frame on the GPU (the torch stage), so a frame goes there once and only
 the finished frame comes back.
@@ -24,7 +28,9 @@ if TYPE_CHECKING:
     import torch
 
 MODES = ("blur", "pixelate", "fill")
-CELLS = 6  # mosaic cells across the larger side of a box: too few to recognise a face or read a plate
+CELLS = 6  # pixelate: mosaic cells across the larger side of a box
+BLUR_GRID = 8  # blur: cells per axis whose mean colours are all that is kept of a box
+BLUR_SIGMA = 1 / 3  # blur: Gaussian sigma as a fraction of the box's side (per axis)
 
 
 @dataclass(frozen=True)
@@ -45,20 +51,47 @@ def _cell(h: int, w: int) -> int:
     return max(2, -(-max(h, w) // CELLS))
 
 
-def _kernel_size(h: int, w: int) -> int:
-    """The smoothing kernel after the mosaic: a quarter of the box, odd."""
-    return max(3, (max(h, w) // 4) | 1)
+@functools.lru_cache(maxsize=1024)
+def blur_operator(n: int, sigma: float = BLUR_SIGMA, grid: int = BLUR_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """The blur along one axis of n pixels, as two float32 matrices: `down` (g, n) averages the pixels into g
+    cells (torch's adaptive average pooling bins) and smooths the cell means with a Gaussian of sigma * n pixels
+    (sigma * g cells; truncated at the box and renormalised, so the box's edge is not darkened or mirrored); `up`
+    (n, g) interpolates the g values back to n pixels (bilinear, pixel centres as OpenCV and torch align them)."""
+    g = max(1, min(grid, n))
+    average = np.zeros((g, n), np.float64)
+    for i in range(g):
+        a, b = (i * n) // g, -(-((i + 1) * n) // g)
+        average[i, a:b] = 1 / (b - a)
+    d = np.arange(g)[:, None] - np.arange(g)[None]
+    smooth = np.exp(-0.5 * (d / max(1e-6, sigma * g)) ** 2)
+    smooth /= smooth.sum(axis=1, keepdims=True)
+    src = np.clip((np.arange(n) + 0.5) * g / n - 0.5, 0, g - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, g - 1)
+    up = np.zeros((n, g), np.float64)
+    np.add.at(up, (np.arange(n), lo), 1 - (src - lo))
+    np.add.at(up, (np.arange(n), hi), src - lo)
+    return (smooth @ average).astype(np.float32), up.astype(np.float32)
+
+
+def lowpass(roi: np.ndarray, sigma: float = BLUR_SIGMA, grid: int = BLUR_GRID) -> np.ndarray:
+    """The blur of a whole box region (h, w, 3) uint8: its cell means, smoothed, interpolated back."""
+    h, w = roi.shape[:2]
+    down_y, up_y = blur_operator(h, sigma, grid)
+    down_x, up_x = blur_operator(w, sigma, grid)
+    x = roi.astype(np.float32)
+    small = np.einsum("yh,hwc,xw->yxc", down_y, x, down_x, optimize=True)
+    out = np.einsum("hy,yxc,wx->hwc", up_y, small, up_x, optimize=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def redacted_roi(roi: np.ndarray, mode: str, fill_bgr: tuple[int, int, int]) -> np.ndarray:
     """The replacement pixels for a whole box region."""
     if mode == "fill":
         return np.broadcast_to(np.array(fill_bgr, np.uint8), roi.shape)
-    mosaic = _mosaic(roi)
     if mode == "pixelate":
-        return mosaic
-    k = _kernel_size(*roi.shape[:2])
-    return cv2.GaussianBlur(mosaic, (k, k), 0)
+        return _mosaic(roi)
+    return lowpass(roi)
 
 
 def box_mask(h: int, w: int, ellipse: bool) -> np.ndarray:
@@ -95,13 +128,12 @@ def anonymize(image: np.ndarray, dets: Detections, policy: RedactionPolicy) -> n
     return image
 
 
-@functools.lru_cache(maxsize=256)
-def _gaussian(k: int, device: torch.device) -> torch.Tensor:
-    """OpenCV's own kernel for size k with sigma 0, as `GaussianBlur` uses it (fixed tables up to 7 taps), copied
-    to the device once per size."""
+@functools.lru_cache(maxsize=1024)
+def _blur_operator_on(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`blur_operator(n)`, copied to the device once per size."""
     import torch
 
-    return torch.from_numpy(cv2.getGaussianKernel(k, 0).ravel().astype(np.float32)).to(device)
+    return tuple(torch.from_numpy(m).to(device) for m in blur_operator(n))
 
 
 def redacted_roi_tensor(roi: torch.Tensor, mode: str, fill_bgr: tuple[int, int, int]) -> torch.Tensor:
@@ -114,19 +146,20 @@ def redacted_roi_tensor(roi: torch.Tensor, mode: str, fill_bgr: tuple[int, int, 
         for c, v in enumerate(fill_bgr):
             out[..., c].fill_(v)
         return out
-    cell = _cell(h, w)
-    x = roi.permute(2, 0, 1)[None].float()
-    x = F.interpolate(F.adaptive_avg_pool2d(x, (-(-h // cell), -(-w // cell))), size=(h, w), mode="nearest")
-    if mode == "blur":
-        k = _kernel_size(h, w)
-        g = _gaussian(k, roi.device)
-        x = F.conv2d(F.pad(x, (k // 2, k // 2, 0, 0), mode="replicate"), g.view(1, 1, 1, k).expand(3, 1, 1, k), groups=3)
-        x = F.conv2d(F.pad(x, (0, 0, k // 2, k // 2), mode="replicate"), g.view(1, 1, k, 1).expand(3, 1, k, 1), groups=3)
-    return x.round_().clamp_(0, 255).to(roi.dtype)[0].permute(1, 2, 0)
+    if mode == "pixelate":
+        cell = _cell(h, w)
+        x = roi.permute(2, 0, 1)[None].float()
+        x = F.interpolate(F.adaptive_avg_pool2d(x, (-(-h // cell), -(-w // cell))), size=(h, w), mode="nearest")
+        return x.round_().clamp_(0, 255).to(roi.dtype)[0].permute(1, 2, 0)
+    down_y, up_y = _blur_operator_on(h, roi.device)
+    down_x, up_x = _blur_operator_on(w, roi.device)
+    x = roi.permute(2, 0, 1).float()  # (3, h, w)
+    out = up_y @ (down_y @ x @ down_x.T) @ up_x.T
+    return out.round_().clamp_(0, 255).to(roi.dtype).permute(1, 2, 0)
 
 
 def anonymize_tensor(image: torch.Tensor, dets: Detections, policy: RedactionPolicy) -> torch.Tensor:
-    """`anonymize` for a frame on the device ((H, W, 3) uint8), in place: the same boxes, cells and kernel. The
+    """`anonymize` for a frame on the device ((H, W, 3) uint8), in place: the same boxes, cells and matrices. The
     ellipse is computed, not drawn (it can differ from OpenCV's by a pixel along its edge)."""
     import torch
 

@@ -44,3 +44,24 @@ def test_boxes_outside_or_across_the_frame_edge():
     out = anonymize(image, dets, RedactionPolicy(modes=("fill", "fill")))
     assert out[0, 0].tolist() == [0, 0, 0] and out[49, 59].tolist() == [0, 0, 0]
     assert out[25, 30].tolist() == [200, 200, 200]
+
+
+# the annotated faces of `face_photo` (evaldata/faces/gt.csv), x, y, w, h
+PHOTO_FACES = [(194, 90, 37, 37), (158, 114, 37, 37), (381, 89, 45, 44), (94, 198, 37, 37), (178, 214, 37, 37),
+               (294, 86, 37, 37), (309, 233, 45, 44)]
+
+
+def test_blur_changes_a_smeared_face():
+    """A face already smeared by camera motion (26-31 px, a 13 px streak) must not come out looking like the input:
+    the blur keeps only a box-sized blob of colour (the 6-cell mosaic before it changed such faces by 4-8 levels)."""
+    image = cv2.resize(face_photo(), None, fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA)
+    streak = np.zeros((13, 13), np.float32)
+    streak[6, :] = 1 / 13
+    smeared = cv2.filter2D(image, -1, streak)
+    changes = []
+    for x, y, w, h in (np.array(PHOTO_FACES, np.float32) * 0.7):
+        c, half = np.array([x + w / 2, y + h / 2]), np.array([w, h]) * 1.5 / 2  # dilated as the pipeline does
+        out = anonymize(smeared.copy(), Detections([[*(c - half), *(c + half)]], [1], [FACE]), RedactionPolicy())
+        box = (slice(int(y), int(y + h)), slice(int(x), int(x + w)))
+        changes.append(np.abs(out[box].astype(int) - smeared[box]).mean())
+    assert np.mean(changes) > 12 and min(changes) > 8
