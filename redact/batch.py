@@ -22,6 +22,7 @@ import resource
 import shutil
 import signal
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -163,6 +164,8 @@ def redact_one(redactor: Redactor, item: BatchItem) -> Outcome:
         result = redactor.run(item.path, item.outdir, stem=item.stem)
     except Exception as e:  # noqa: BLE001 - a bad file fails alone, its error goes to the journal
         return Outcome(item.sha256, describe(e), seconds=time.perf_counter() - start, peak_rss_mb=peak_rss_mb())
+    for warning in result.warnings:  # the file is done; what failed after publishing is said, not journalled
+        print(f"redact: warning: {warning}", file=sys.stderr, flush=True)
     return Outcome(item.sha256, None, result.frames, result.tracks, time.perf_counter() - start, str(result.video),
                    peak_rss_mb())
 

@@ -103,7 +103,8 @@ def index_option(func: Callable) -> Callable:
     return click.option(
         "--index", "index_spec", metavar="SPEC", envvar="REDACT_INDEX", default=None,
         help="Transcript index: a SQLite file or a postgresql:// URL "
-             "[env REDACT_INDEX; default $REDACT_HOME/index.sqlite].",
+             "[env REDACT_INDEX; default index.sqlite in $REDACT_STATE, else $XDG_STATE_HOME/redact, "
+             "else ~/.local/state/redact].",
     )(func)
 
 
@@ -380,6 +381,8 @@ def run(inputs: tuple[Path, ...], jobs: int, **kwargs) -> None:
             failed = EXIT_USER
             continue
         click.echo(f"{path} -> {result.video} ({result.frames} frames, {result.tracks} tracks, {result.fps:.1f} fps)")
+        for warning in result.warnings:
+            click.echo(f"redact: warning: {warning}", err=True)
     if failed:
         sys.exit(failed)
 

@@ -317,14 +317,19 @@ class CenterFaceDetector:
 
 
 def onnx_export(weights: Path, sha256: str, imgsz: int) -> Path:
-    """A verified `.pt` exported once to ONNX in the cache: onnxruntime runs YOLO about twice as fast as torch
-    on a CPU. The export is keyed by the source hash and checked against its own recorded hash on reuse."""
-    from redact.models import redact_home, sha256_file
+    """A verified `.pt` exported once to ONNX: onnxruntime runs YOLO about twice as fast as torch on a CPU. The
+    export is keyed by the source hash and checked against its own recorded hash on reuse. One made in the model
+    cache (an image can bake it in) is used from there; otherwise it is made in the state home, which is writable
+    where the model cache is not."""
+    from redact.models import redact_home, sha256_file, state_home
 
-    target = redact_home() / "derived" / f"{sha256[:16]}-{imgsz}.onnx"
+    name = f"{sha256[:16]}-{imgsz}.onnx"
+    for target in (redact_home() / "derived" / name, state_home() / "derived" / name):
+        record = target.with_suffix(".sha256")
+        if target.is_file() and record.is_file() and sha256_file(target) == record.read_text().strip():
+            return target
+    target = state_home() / "derived" / name
     record = target.with_suffix(".sha256")
-    if target.is_file() and record.is_file() and sha256_file(target) == record.read_text().strip():
-        return target
     import shutil
     import tempfile
 

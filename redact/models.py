@@ -23,8 +23,19 @@ REGISTRY_PATH = Path(os.environ.get("REDACT_REGISTRY", Path(__file__).resolve().
 
 
 def redact_home() -> Path:
-    """The cache root; `$REDACT_HOME` lets tests, containers and shared nodes choose it."""
+    """The model cache; `$REDACT_HOME` lets tests, containers and shared nodes choose it. Only `redact models
+    fetch` writes here: a run only reads it, so it may be read-only (baked into an image, shared by a node)."""
     return Path(os.environ.get("REDACT_HOME", Path.home() / ".cache" / "redact"))
+
+
+def state_home() -> Path:
+    """What runs write that is not an output: the default transcript index and detector exports made on first use.
+    `$REDACT_STATE`, else `$XDG_STATE_HOME/redact`, else `~/.local/state/redact`; apart from the model cache, so a
+    user who cannot write the models can still run."""
+    if os.environ.get("REDACT_STATE"):
+        return Path(os.environ["REDACT_STATE"])
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return Path(xdg) / "redact" if xdg else Path.home() / ".local" / "state" / "redact"
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ class RedactOptions:
     decoder: str = "cpu"  # "nvdec": the GPU's video decoder (CUDA only); whether it beats the CPU is gpu_bench's to say
     batch: int = 0  # 0 = auto: 1 on CPU (onnxruntime is fastest unbatched), 16 on CUDA
     audio: AudioOptions | None = field(default_factory=AudioOptions)  # None: keep audio as is, no transcript
-    index: str | None = None  # transcript index: None = $REDACT_HOME/index.sqlite, a path, or postgresql://
+    index: str | None = None  # transcript index: None = index.sqlite in the state home, a path, or postgresql://
     index_transcripts: bool = True
     tags: tuple[str, ...] = ()  # free tags stored with the indexed transcript (case number, ...)
 
@@ -94,6 +94,7 @@ class RunResult:
     fps: float
     transcripts: list[Path] = field(default_factory=list)
     audit: dict = field(repr=False, default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what went wrong after the outputs were published
 
 
 def plate_models(spec: str) -> list[str]:
@@ -380,10 +381,12 @@ class Redactor:
             raise
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        warnings = []
         if audio is not None and audio.transcript is not None and self.options.index_transcripts:
-            self._index(audio.transcript, video_out, output["sha256"])
+            warnings += self._index(audio.transcript, video_out, output["sha256"])
         transcripts = [p for p in published if p.name.endswith(TRANSCRIPT_SUFFIXES)]
-        return RunResult(video_out, log_out, writer.frames, len(tracks), writer.frames / elapsed, transcripts, log)
+        return RunResult(video_out, log_out, writer.frames, len(tracks), writer.frames / elapsed, transcripts, log,
+                         warnings)
 
     def _plan(self, plan: PlanWriter, log: dict, info: VideoInfo, audio: AudioResult | None, outdir: Path,
               stem: str) -> None:
@@ -435,14 +438,15 @@ class Redactor:
                 "audio_redacted": audio.audio_path is not None, "redactions": audio.redactions,
                 "transcripts": [f.name for f in audio.files]}
 
-    def _index(self, transcript: dict, video: Path, sha256: str) -> None:
-        """Index a published transcript; a failure here leaves the published redaction intact but is reported."""
+    def _index(self, transcript: dict, video: Path, sha256: str) -> list[str]:
+        """Index a published transcript. The redaction has succeeded by then and stays published: a failure here
+        (no writable state home, a database down) is returned as a warning, never as a failed file (a batch
+        would redo it); `redact index` adds the transcript later."""
         from redact.search import open_index
 
         try:
             with open_index(self.options.index) as index:
                 index.add(transcript, media_path=str(video.resolve()), sha256=sha256, tags=self.options.tags)
-        except UserError:
-            raise
         except Exception as e:  # noqa: BLE001 - say what failed, the outputs themselves are complete
-            raise UserError(f"{video}: published, but indexing the transcript failed: {e}") from None
+            return [f"{video}: published, but the transcript was not indexed: {e}"]
+        return []

@@ -1,6 +1,6 @@
 """Transcript search: index transcripts, find file + time (to the word) + snippet for a query.
 
-    index = open_index(None)                        # $REDACT_HOME/index.sqlite (SQLite FTS5, embedded default)
+    index = open_index(None)                        # index.sqlite in the state home (SQLite FTS5, embedded default)
     index = open_index("cases.sqlite")              # another SQLite file
     index = open_index("postgresql://u@host/db")    # shared PostgreSQL (tsvector + GIN), needs psycopg 3
     index.add(transcript, media_path="/out/a.redacted.mp4", sha256="…", tags=["case-17"])
@@ -928,14 +928,15 @@ class _PostgresIndex(Index):
 def open_index(spec: str | os.PathLike | None = None, *, create: bool = True) -> Index:
     """Open (and create unless create=False) a transcript index.
 
-    spec: None for $REDACT_HOME/index.sqlite; a postgresql:// (or postgres://) URL for a shared PostgreSQL
-    database (tables redact_files, redact_tags, redact_segments); anything else is a SQLite file path.
+    spec: None for index.sqlite in the state home (`models.state_home`); a postgresql:// (or postgres://) URL for
+    a shared PostgreSQL database (tables redact_files, redact_tags, redact_segments); anything else is a SQLite
+    file path.
     With create=False a missing index is a UserError (what `redact search` wants).
     """
     if spec is None or str(spec) == "":
-        from redact.models import redact_home
+        from redact.models import state_home
 
-        home = redact_home()
+        home = state_home()
         if create:
             home.mkdir(parents=True, exist_ok=True)
         return _SqliteIndex(home / "index.sqlite", create=create)
