@@ -420,13 +420,20 @@ def test_index_from_another_schema_version_is_refused(tmp_path: Path):
         open_index(path)
 
 
-def test_default_index_is_in_redact_home(tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("REDACT_HOME", str(tmp_path / "home"))
+def test_default_index_is_in_the_state_home(tmp_path: Path, monkeypatch):
+    """REDACT_STATE, else XDG_STATE_HOME/redact; never the model cache (REDACT_HOME), which may be read-only."""
+    monkeypatch.setenv("REDACT_HOME", str(tmp_path / "models"))
+    monkeypatch.delenv("REDACT_STATE", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     with open_index(None) as ix:
         add(ix, grid_transcript())
-    assert (tmp_path / "home" / "index.sqlite").exists()
+    assert (tmp_path / "xdg" / "redact" / "index.sqlite").exists() and not (tmp_path / "models").exists()
+    monkeypatch.setenv("REDACT_STATE", str(tmp_path / "state"))
+    with open_index(None) as ix:
+        add(ix, grid_transcript())
     with open_index(None, create=False) as ix:
         assert len(ix.search("white")) == 1
+    assert (tmp_path / "state" / "index.sqlite").exists()
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
