@@ -4,8 +4,12 @@
     .venv/bin/python benchmarks/asr_bench.py --hours 0.5 --json benchmarks/results/asr.json
     .venv/bin/python benchmarks/asr_bench.py --device cuda --model whisper-base   # on a GPU node
 
-WER: each set's transcripts.tsv (ljspeech 32, pocketsphinx 10, grid 11 utterances); reference and hypothesis are
-lower-cased, hyphens split, other punctuation stripped, then jiwer computes WER over the whole set (errors / words).
+WER: each set's transcripts.tsv (ljspeech 32, pocketsphinx 10, grid 11 utterances), plus "ljspeech-8k": the
+ljspeech set band-limited to 8 kHz sampling (phone quality); reference and hypothesis are lower-cased, hyphens
+split, other punctuation stripped, then jiwer computes WER over the whole set (errors / words). Each set is
+decoded three ways with the same loaded model, in the same run: plain faster-whisper at beam 5 (its own defaults
+otherwise: the reference a transcript must be as good as), redact's default (`transcribe`, beam 5) and redact
+with `--beam 1` (greedy, the fast option).
 Speed: seconds of audio divided by seconds spent in redact.transcribe.transcribe (model loaded once beforehand).
 
 Memory: a recording of --hours is generated on the fly as a streamed 16 kHz WAV (each minute: one real evaldata
@@ -60,24 +64,70 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
     return jiwer.wer(refs, hyps)
 
 
-def bench_sets(model: str, device: str, language: str | None) -> list[dict]:
-    asr = load_asr(model, device)
-    rows = []
+def phone_quality(src: Path, dst: Path) -> Path:
+    """`src` as an 8 kHz mono WAV (what a phone line or a cheap microphone keeps of it)."""
+    from scipy.signal import resample_poly
+
+    audio = np.concatenate(list(iter_audio(src)))[:, 0]
+    narrow = np.clip(resample_poly(audio, 1, 2) * 32767, -32768, 32767).astype(np.int16)
+    with wave.open(str(dst), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE // 2)
+        w.writeframes(narrow.tobytes())
+    return dst
+
+
+def speech_sets(tmp: Path) -> dict[str, list[tuple[Path, str]]]:
+    """(audio file, reference text) per set: each evaldata set, and ljspeech at 8 kHz."""
+    sets = {}
     for folder in sorted(p for p in SPEECH.iterdir() if (p / "transcripts.tsv").is_file()):
-        refs, hyps, audio_s, busy_s = [], [], 0.0, 0.0
-        for line in (folder / "transcripts.tsv").read_text().splitlines():
-            name, text = line.split("\t", 1)
-            t0 = time.perf_counter()
-            result = transcribe(folder / name, asr, language=language)
-            busy_s += time.perf_counter() - t0
-            audio_s += result.duration
-            refs.append(normalise(text))
-            hyps.append(normalise(" ".join(s.text for s in result.segments if s.reliable)))
-        rows.append({"set": folder.name, "utterances": len(refs), "words": sum(len(r.split()) for r in refs),
-                     "audio_s": round(audio_s, 1), "wer": round(word_error_rate(refs, hyps), 4),
-                     "wer_digits_as_words": round(word_error_rate([digits_as_words(r) for r in refs],
-                                                                  [digits_as_words(h) for h in hyps]), 4),
-                     "x_realtime": round(audio_s / busy_s, 2)})
+        sets[folder.name] = [(folder / name, text) for name, text in
+                             (line.split("\t", 1) for line in (folder / "transcripts.tsv").read_text().splitlines())]
+    (tmp / "8k").mkdir()
+    sets["ljspeech-8k"] = [(phone_quality(path, tmp / "8k" / f"{path.stem}.wav"), text) for path, text in sets["ljspeech"]]
+    return sets
+
+
+def decoders(model: str, device: str, language: str | None) -> dict[str, object]:
+    """name -> f(audio file) -> (text, seconds of audio)."""
+    asr = load_asr(model, device)
+
+    def plain(path: Path) -> tuple[str, float]:
+        segments, info = asr.model.transcribe(str(path), beam_size=5, language=language)
+        return " ".join(s.text for s in segments), info.duration
+
+    def ours(beam: int):
+        def run(path: Path) -> tuple[str, float]:
+            result = transcribe(path, asr, language=language, beam=beam)
+            return " ".join(s.text for s in result.segments if s.reliable), result.duration
+        return run
+
+    return {"faster-whisper beam 5": plain, "redact default (beam 5)": ours(5), "redact --beam 1 (greedy)": ours(1)}
+
+
+def bench_sets(model: str, device: str, language: str | None) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for set_name, items in speech_sets(Path(tmp)).items():
+            for decoder, run in decoders(model, device, language).items():
+                refs, hyps, audio_s, busy_s = [], [], 0.0, 0.0
+                for path, text in items:
+                    t0 = time.perf_counter()
+                    heard, seconds = run(path)
+                    busy_s += time.perf_counter() - t0
+                    audio_s += seconds
+                    refs.append(normalise(text))
+                    hyps.append(normalise(heard))
+                rows.append({"set": set_name, "decoder": decoder, "utterances": len(refs),
+                             "words": sum(len(r.split()) for r in refs), "audio_s": round(audio_s, 1),
+                             "wer": round(word_error_rate(refs, hyps), 4),
+                             "wer_digits_as_words": round(word_error_rate([digits_as_words(r) for r in refs],
+                                                                          [digits_as_words(h) for h in hyps]), 4),
+                             "x_realtime": round(audio_s / busy_s, 2)})
+                r = rows[-1]
+                print(f"{set_name:14} {decoder:26} {r['utterances']:5d} {r['words']:6d} {r['audio_s']:8.1f} "
+                      f"{r['wer']:7.2%} {r['wer_digits_as_words']:10.2%} {r['x_realtime']:12.2f}", flush=True)
     return rows
 
 
@@ -91,7 +141,7 @@ def utterances() -> list[np.ndarray]:
     return out
 
 
-def bench_continuous(model: str, device: str, language: str | None) -> dict:
+def bench_continuous(model: str, device: str, language: str | None, beam: int) -> dict:
     """Speed on one continuous recording of every evaldata utterance back to back (~5 min of dense speech):
     the per-utterance figures above include each short file's fixed costs (opening, VAD, first window)."""
     asr = load_asr(model, device)
@@ -104,9 +154,9 @@ def bench_continuous(model: str, device: str, language: str | None) -> dict:
             w.setframerate(SAMPLE_RATE)
             w.writeframes(speech.tobytes())
         t0 = time.perf_counter()
-        result = transcribe(path, asr, language=language)
+        result = transcribe(path, asr, language=language, beam=beam)
         busy = time.perf_counter() - t0
-    return {"audio_s": round(len(speech) / SAMPLE_RATE, 1), "seconds": round(busy, 1),
+    return {"beam": beam, "audio_s": round(len(speech) / SAMPLE_RATE, 1), "seconds": round(busy, 1),
             "segments": len(result.segments), "x_realtime": round(len(speech) / SAMPLE_RATE / busy, 2)}
 
 
@@ -201,14 +251,14 @@ def main() -> None:
     report = {"model": args.model, "device": args.device, "cpus": len(os.sched_getaffinity(0)),
               "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     if not args.skip_wer:
+        print(f"{'set':14} {'decoder':26} {'utts':>5} {'words':>6} {'audio s':>8} {'WER':>7} {'WER 2=two':>10} "
+              f"{'x real time':>12}")
         report["sets"] = bench_sets(args.model, args.device, args.language or None)
-        print(f"{'set':14} {'utts':>5} {'words':>6} {'audio s':>8} {'WER':>7} {'WER 2=two':>10} {'x real time':>12}")
-        for r in report["sets"]:
-            print(f"{r['set']:14} {r['utterances']:5d} {r['words']:6d} {r['audio_s']:8.1f} {r['wer']:7.2%} "
-                  f"{r['wer_digits_as_words']:10.2%} {r['x_realtime']:12.2f}")
-        report["continuous"] = c = bench_continuous(args.model, args.device, args.language or None)
-        print(f"continuous speech, all sets back to back: {c['audio_s']} s in {c['seconds']} s = "
-              f"{c['x_realtime']}x real time")
+        report["continuous"] = []
+        for beam in (5, 1):
+            report["continuous"].append(c := bench_continuous(args.model, args.device, args.language or None, beam))
+            print(f"continuous speech, all sets back to back, beam {beam}: {c['audio_s']} s in {c['seconds']} s = "
+                  f"{c['x_realtime']}x real time")
     if args.hours > 0:
         report["long"] = r = bench_long(args.hours, args.model, args.device)
         print(f"long recording: {r['hours']} h ({r['audio_s']:.0f} s, WAV {r['wav_mb']} MB, generated in "

@@ -53,6 +53,7 @@ __all__ = ["ALL_CATEGORIES", "CATEGORIES", "AudioOptions", "AudioResult", "proce
 class AudioOptions:
     asr_model: str = "whisper-base"  # registry id, local CTranslate2 folder, or (with a network) a hub name
     language: str | None = None  # None: detected on the first window with speech
+    beam: int = 5  # beam search width; 1 = greedy (faster, less accurate on CPU: benchmarks/asr_bench.py)
     device: str = "cpu"  # cpu | cuda | auto
     pii: tuple[str, ...] = ALL_CATEGORIES  # lower-case category names; () transcribes without redacting
     bleep: str = "tone"  # tone | silence
@@ -98,7 +99,7 @@ def process_audio(media: Path, stem: str, workdir: Path, options: AudioOptions, 
     if info is None:
         return AudioResult(audio_path=None, files=[], transcript=None, redactions=[], model=model)
     workdir.mkdir(parents=True, exist_ok=True)
-    result = transcribe(media, asr, language=options.language)
+    result = transcribe(media, asr, language=options.language, beam=options.beam)
     categories = pii.parse_categories(options.pii)
     labels, redactions, spans = redact_words(result, categories, options.pad)
     transcript = build_transcript(file or media.name, sha256_file(media), result, model, labels, redactions)

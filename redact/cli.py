@@ -175,13 +175,15 @@ def _pii_categories(ctx: click.Context, param: click.Parameter, value: str) -> t
 
 
 def _asr_options(func: Callable) -> Callable:
-    """--asr-model, --language, --pii: shared by `transcribe` and `audio_options`."""
+    """--asr-model, --language, --beam, --pii: shared by `transcribe` and `audio_options`."""
     options = [
         click.option("--asr-model", default="whisper-base", show_default=True,
                      help="Speech model: registry id, local CTranslate2 folder, or (with a network) a "
                           "faster-whisper name such as large-v3."),
         click.option("--language", default=None, metavar="CODE",
                      help="Spoken language (e.g. en, es); detected from the first speech when omitted."),
+        click.option("--beam", default=5, show_default=True, type=click.IntRange(min=1),
+                     help="Beam search width of the speech model; 1 (greedy) is faster and less accurate."),
         click.option("--pii", default="all", show_default=True, callback=_pii_categories, metavar="LIST",
                      help="Spoken personal data to redact: comma list of phone,ssn,dob,email,address,plate,dl,name; "
                           "'all' or 'none'."),
@@ -194,7 +196,7 @@ def _asr_options(func: Callable) -> Callable:
 def audio_options(func: Callable) -> Callable:
     """Audio-stage options for `run` (and `batch`); turn the parsed values into AudioOptions with `audio_options_from`.
 
-    Gives the command the keyword arguments asr_model, language, pii, bleep, redact_audio and transcribe
+    Gives the command the keyword arguments asr_model, language, beam, pii, bleep, redact_audio and transcribe
     (no --device: the command's own --device is passed to audio_options_from).
     """
     options = [
@@ -215,7 +217,7 @@ def audio_options_from(kwargs: dict, device: str = "cpu") -> AudioOptions | None
     """Pop the `audio_options` keys from a command's kwargs: AudioOptions, or None for --no-transcribe."""
     from redact.audio import AudioOptions
 
-    values = {k: kwargs.pop(k) for k in ("asr_model", "language", "pii", "bleep", "redact_audio", "transcribe")}
+    values = {k: kwargs.pop(k) for k in ("asr_model", "language", "beam", "pii", "bleep", "redact_audio", "transcribe")}
     if not values.pop("transcribe"):
         return None
     return AudioOptions(device=device, **values)
@@ -230,7 +232,7 @@ def audio_options_from(kwargs: dict, device: str = "cpu") -> AudioOptions | None
 @click.option("--audio-redaction/--no-audio-redaction", "redact_audio", default=False, hidden=True,
               help="Accepted for symmetry with `run`; transcribe never writes audio.")
 @guarded
-def transcribe_cmd(inputs: tuple[Path, ...], outdir: Path, asr_model: str, language: str | None,
+def transcribe_cmd(inputs: tuple[Path, ...], outdir: Path, asr_model: str, language: str | None, beam: int,
                    pii: tuple[str, ...], device: str, redact_audio: bool) -> None:
     """Transcribe each INPUT (audio or video) into OUTDIR, spoken personal data replaced by [REDACTED: ...]."""
     import tempfile
@@ -238,7 +240,8 @@ def transcribe_cmd(inputs: tuple[Path, ...], outdir: Path, asr_model: str, langu
     from redact.audio import AudioOptions, process_audio
     from redact.transcribe import load_asr
 
-    options = AudioOptions(asr_model=asr_model, language=language, device=device, pii=pii, redact_audio=False)
+    options = AudioOptions(asr_model=asr_model, language=language, beam=beam, device=device, pii=pii,
+                           redact_audio=False)
     load_asr(asr_model, device)  # a bad model fails once, before any input
     with writing_to(outdir):
         outdir.mkdir(parents=True, exist_ok=True)

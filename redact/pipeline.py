@@ -357,7 +357,8 @@ class Redactor:
                 input_path=input_path, output=output,
                 info={"duration": info.duration, "frames": writer.frames, "fps": info.fps,
                       "width": info.width, "height": info.height, "rotation": info.rotation, "codec": info.codec,
-                      "audio_codec": info.audio_codec},
+                      "audio_codec": info.audio_codec, "audio_tracks": info.audio_tracks,
+                      "audio_tracks_kept": min(1, info.audio_tracks)},
                 models=self.model_entries, policy=self.policy(), tracks=tracks,
                 audio=self._audio_log(audio), stats={
                     "frames": writer.frames, "frames_redacted": redacted, "tracks": len(tracks),
@@ -382,6 +383,9 @@ class Redactor:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         warnings = []
+        if info.audio_tracks > 1:  # not yet processed: said in the log (info.audio_tracks_kept) and here
+            warnings.append(f"{input_path}: only the first of its {info.audio_tracks} audio tracks is kept, "
+                            f"transcribed and bleeped; the other {info.audio_tracks - 1} are not in the output")
         if audio is not None and audio.transcript is not None and self.options.index_transcripts:
             warnings += self._index(audio.transcript, video_out, output["sha256"])
         transcripts = [p for p in published if p.name.endswith(TRANSCRIPT_SUFFIXES)]

@@ -345,8 +345,11 @@ def _judge(seg: Segment) -> bool:
 
 
 def transcribe(path: str | os.PathLike[str], asr: AsrModel, language: str | None = None,
-               window: float | None = None) -> Transcription:
-    """Transcribe the first audio stream of `path` window by window; times are media seconds."""
+               window: float | None = None, beam: int = 5) -> Transcription:
+    """Transcribe the first audio stream of `path` window by window; times are media seconds. `beam` 5 is as
+    accurate as plain faster-whisper; 1 (greedy) is faster and loses accuracy (`benchmarks/asr_bench.py`)."""
+    if beam < 1:
+        raise UserError(f"beam size must be at least 1, not {beam}")
     if language is not None:
         from faster_whisper.tokenizer import _LANGUAGE_CODES
 
@@ -365,7 +368,7 @@ def transcribe(path: str | os.PathLike[str], asr: AsrModel, language: str | None
         envelope.append(rms_envelope(audio))
         if float(np.abs(audio).max(initial=0.0)) < 1e-4:
             continue  # digital silence: nothing to hear, nothing for Whisper to invent
-        segments, info = _run(asr, audio, language)
+        segments, info = _run(asr, audio, language, beam)
         if language is None and segments:
             language = info.language  # detected once, on the first window with speech; fixed from then on
             result.language = language
@@ -387,10 +390,7 @@ def transcribe(path: str | os.PathLike[str], asr: AsrModel, language: str | None
     return result
 
 
-def _run(asr: AsrModel, audio: np.ndarray, language: str | None) -> tuple[list, object]:
-    # Greedy decoding on CPU: beam search costs ~1.5x the time for well under a point of WER on base, and the
-    # CPU is where the 5x-real-time budget is tight; on CUDA the beam is cheap.
-    beam = 5 if asr.device == "cuda" else 1
+def _run(asr: AsrModel, audio: np.ndarray, language: str | None, beam: int) -> tuple[list, object]:
     common = dict(language=language, task="transcribe", beam_size=beam, word_timestamps=True, vad_filter=True,
                   no_speech_threshold=0.6, log_prob_threshold=-1.0, compression_ratio_threshold=2.4,
                   condition_on_previous_text=False, temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0])

@@ -35,7 +35,8 @@ class VideoInfo:
     rotation: int  # degrees the stored picture is turned for display
     codec: str
     time_base: Fraction
-    audio_codec: str | None
+    audio_codec: str | None  # of the first audio track, the one kept
+    audio_tracks: int = 0  # audio tracks in the input
 
     @property
     def has_audio(self) -> bool:
@@ -133,6 +134,7 @@ def probe(path: str | os.PathLike[str], count: bool = False) -> VideoInfo:
         return VideoInfo(
             path=str(path), width=w, height=h, fps=float(rate), frames=frames, duration=duration, rotation=rotation,
             codec=stream.codec_context.name, time_base=stream.time_base or Fraction(1, 90000), audio_codec=audio,
+            audio_tracks=len(container.streams.audio),
         )
 
 

@@ -33,8 +33,10 @@ def make_clip(
     container: str | None = None,
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
+    audio_tracks: int = 1,
 ) -> Path:
-    """Write a clip of `image` (default: a real face photo) panning slowly; `pts` in 1/fps units makes it VFR."""
+    """Write a clip of `image` (default: a real face photo) panning slowly; `pts` in 1/fps units makes it VFR;
+    with `audio`, `audio_tracks` AAC tracks of a tone (440 Hz, 660 Hz, ...)."""
     w, h = size
     base = cv2.resize(image if image is not None else face_photo(), (w + frames, h))
     out = av.open(str(path), "w", format=container)
@@ -43,10 +45,10 @@ def make_clip(
     scale = 100 if pts else 1
     if pts:  # irregular timestamps need a finer time base than 1/fps
         stream.time_base = Fraction(1, fps * scale)
-    astream = None
-    if audio:
-        astream = out.add_stream("aac", rate=16000)
-        astream.layout = "mono"
+    astreams = []
+    for _ in range(audio_tracks if audio else 0):
+        astreams.append(out.add_stream("aac", rate=16000))
+        astreams[-1].layout = "mono"
     for i in range(frames):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, i : i + w]), format="bgr24")
         frame.pts = (pts[i] if pts else i) * scale
@@ -54,10 +56,10 @@ def make_clip(
             frame.time_base = stream.time_base
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))
-    if astream is not None:
+    for k, astream in enumerate(astreams):
         n = -(-int(16000 * (pts[-1] + 1 if pts else frames) / fps) // 1024) * 1024  # whole AAC frames
         t = np.arange(n) / 16000
-        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32).reshape(1, -1)
+        samples = (0.3 * np.sin(2 * np.pi * 220 * (k + 2) * t)).astype(np.float32).reshape(1, -1)
         for start in range(0, n, 1024):
             af = av.AudioFrame.from_ndarray(samples[:, start : start + 1024], format="flt", layout="mono")
             af.sample_rate = 16000
