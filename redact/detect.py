@@ -351,7 +351,11 @@ class YoloPlateDetector:
     CUDA; `detect_tensor` runs the bare torch network on frames already on the device. Every class of the model
     counts as a plate; boxes that cannot be a plate (taller than wide, or a quarter of the frame) are dropped:
     the packaged models fire on faces and textures with such boxes, and padded over a track's frames they would
-    blank out large parts of the picture."""
+    blank out large parts of the picture.
+
+    A frame smaller than `imgsz` is also looked at at its own size (`sizes`): letterboxing enlarges it, which finds
+    small plates but loses a large, motion-smeared one (OpenCV's `licenseplate_motion.jpg`, 600x482: nothing at
+    1280, 0.42 at its own 608). Frames of `imgsz` and more (720p and up at the default) get one pass, as before."""
 
     cls = PLATE
 
@@ -379,15 +383,25 @@ class YoloPlateDetector:
             raise ModelError(f"{weights}: not a loadable YOLO model ({e})") from None
         self.net = None  # the bare torch network for `detect_tensor`, made on first use
 
+    STRIDE = 32  # YOLOv8's largest stride: input sizes are multiples of it
+
+    def sizes(self, h: int, w: int) -> list[int]:
+        """Detector input sizes for an h x w frame: `imgsz`, and the frame's own size when that is smaller."""
+        own = -(-max(h, w) // self.STRIDE) * self.STRIDE
+        return [self.imgsz, own] if own < self.imgsz else [self.imgsz]
+
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
         if not frames:
             return []
-        results = self.model.predict(
-            frames, imgsz=self.imgsz, conf=self.threshold, iou=PLATE_NMS_IOU, device=self.device, verbose=False,
-            **({"half": True} if self.device == "cuda" else {}),
-        )
-        return [self._plates(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), frame.shape[0] * frame.shape[1])
-                for r, frame in zip(results, frames, strict=True)]
+        passes = []
+        for imgsz in self.sizes(*frames[0].shape[:2]):  # frames of one call share a size (one video)
+            results = self.model.predict(
+                frames, imgsz=imgsz, conf=self.threshold, iou=PLATE_NMS_IOU, device=self.device, verbose=False,
+                **({"half": True} if self.device == "cuda" else {}),
+            )
+            passes.append([self._plates(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),
+                                        frame.shape[0] * frame.shape[1]) for r, frame in zip(results, frames, strict=True)])
+        return [fuse(list(parts)) for parts in zip(*passes, strict=True)]
 
     def _plates(self, xyxy: np.ndarray, score: np.ndarray, frame_area: int) -> Detections:
         """Boxes as plate Detections, without those that cannot be a plate."""
@@ -398,6 +412,10 @@ class YoloPlateDetector:
     def detect_tensor(self, frames: torch.Tensor) -> list[Detections]:
         """`__call__` for frames already on the device: (N, H, W, 3) uint8 BGR. The letterbox is ultralytics'
         (long side to imgsz, padded to the stride with grey 114, centred), done on the device; NMS too."""
+        passes = [self._detect_tensor_at(frames, imgsz) for imgsz in self.sizes(*frames.shape[1:3])]
+        return [fuse(list(parts)) for parts in zip(*passes, strict=True)]
+
+    def _detect_tensor_at(self, frames: torch.Tensor, imgsz: int) -> list[Detections]:
         import torch
         import torch.nn.functional as F
         from ultralytics.utils.nms import non_max_suppression
@@ -407,9 +425,9 @@ class YoloPlateDetector:
             self.net = self.model.model.fuse().eval().to(self.device, self.dtype)
             self.stride = int(max(self.net.stride))
         n, h, w, _ = frames.shape
-        r = min(self.imgsz / h, self.imgsz / w)
+        r = min(imgsz / h, imgsz / w)
         nw, nh = max(round(w * r), 1), max(round(h * r), 1)
-        dw, dh = (self.imgsz - nw) % self.stride / 2, (self.imgsz - nh) % self.stride / 2
+        dw, dh = (imgsz - nw) % self.stride / 2, (imgsz - nh) % self.stride / 2
         top, bottom, left, right = round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)
         x = frames.permute(0, 3, 1, 2).flip(1).float()
         if (nh, nw) != (h, w):
