@@ -25,6 +25,7 @@ import av
 import numpy as np
 
 from redact import pii
+from redact.diarize import MAX_SPEAKERS, diarize
 from redact.errors import MediaError, UserError, partial_path, write_text_atomic
 from redact.models import sha256_file
 from redact.pii import ALL_CATEGORIES, CATEGORIES
@@ -59,6 +60,7 @@ class AudioOptions:
     bleep: str = "tone"  # tone | silence
     redact_audio: bool = True  # False: keep the original audio, still transcribe and redact the transcript
     pad: float = 0.1  # seconds muted before and after each redacted word span
+    speakers: int | None = None  # None: the number of speakers is found; N fixes it; 0 labels no speakers
 
 
 @dataclass
@@ -80,6 +82,8 @@ def _check(options: AudioOptions) -> None:
         raise UserError(str(e)) from None
     if not 0 <= options.pad <= 2:
         raise UserError(f"pad must be between 0 and 2 seconds, not {options.pad}")
+    if options.speakers is not None and not 0 <= options.speakers <= MAX_SPEAKERS:
+        raise UserError(f"speakers must be between 1 and {MAX_SPEAKERS} (0: no speaker labels), not {options.speakers}")
 
 
 def process_audio(media: Path, stem: str, workdir: Path, options: AudioOptions, *, file: str | None = None
@@ -100,6 +104,8 @@ def process_audio(media: Path, stem: str, workdir: Path, options: AudioOptions, 
         return AudioResult(audio_path=None, files=[], transcript=None, redactions=[], model=model)
     workdir.mkdir(parents=True, exist_ok=True)
     result = transcribe(media, asr, language=options.language, beam=options.beam)
+    if options.speakers != 0:
+        diarize(media, result, options.speakers)
     categories = pii.parse_categories(options.pii)
     labels, redactions, spans = redact_words(result, categories, options.pad)
     transcript = build_transcript(file or media.name, sha256_file(media), result, model, labels, redactions)
@@ -118,9 +124,9 @@ def speech_record(result: Transcription, model: dict, redactions: list[dict], sp
     segments = []
     for seg in result.segments:
         published = {id(w) for w in seg.published}
-        segments.append({"start": seg.start, "end": seg.end, "reliable": seg.reliable,
+        segments.append({"start": seg.start, "end": seg.end, "reliable": seg.reliable, "speaker": seg.speaker,
                          "words": [{"start": w.start, "end": w.end, "word": w.word, "probability": w.probability,
-                                    "published": id(w) in published} for w in seg.words]})
+                                    "published": id(w) in published, "speaker": w.speaker} for w in seg.words]})
     return {"language": result.language, "duration": result.duration, "model": dict(model), "segments": segments,
             "redactions": [{**r, "words": list(span)} for r, span in zip(redactions, spans, strict=True)]}
 
@@ -129,9 +135,10 @@ def transcription_of(speech: dict) -> Transcription:
     """The `Transcription` a plan's speech record was made from (without the loudness envelope)."""
     segments = []
     for s in speech["segments"]:
-        words = [Word(w["start"], w["end"], w["word"], w["probability"]) for w in s["words"]]
+        words = [Word(w["start"], w["end"], w["word"], w["probability"], w.get("speaker", "")) for w in s["words"]]
         segments.append(Segment(s["start"], s["end"], "".join(w.word for w in words), words, reliable=s["reliable"],
-                                published=[w for w, d in zip(words, s["words"], strict=True) if d["published"]]))
+                                published=[w for w, d in zip(words, s["words"], strict=True) if d["published"]],
+                                speaker=s.get("speaker", "")))
     return Transcription(speech["language"], speech["duration"], segments)
 
 
@@ -195,13 +202,18 @@ def _segment_text(words: list[Word], labels: dict[int, str]) -> str:
 
 
 def build_transcript(file: str, sha256: str, result: Transcription, model: dict, labels: dict[int, str],
-                     redactions: list[dict]) -> dict:
+                     redactions: list[dict], names: dict[str, str] | None = None) -> dict:
+    """The transcript JSON object. Segments and words carry "speaker" once diarized; `names` (a reviewer's
+    renames, {"S1": "Officer Diaz"}) replace the labels they name."""
+    names = names or {}
     segments = []
     for seg in (s for s in result.segments if s.reliable):
+        speaker = {"speaker": names.get(seg.speaker, seg.speaker)} if seg.speaker else {}
         words = [{"start": round(w.start, 3), "end": round(w.end, 3),
                   "word": _marker(labels[id(w)]) if id(w) in labels else w.word.strip(),
-                  "probability": round(w.probability, 4), "redacted": labels.get(id(w))} for w in seg.published]
-        segments.append({"id": len(segments), "start": round(seg.start, 3), "end": round(seg.end, 3),
+                  "probability": round(w.probability, 4), "redacted": labels.get(id(w)),
+                  **({"speaker": names.get(w.speaker, w.speaker)} if w.speaker else {})} for w in seg.published]
+        segments.append({"id": len(segments), "start": round(seg.start, 3), "end": round(seg.end, 3), **speaker,
                          "text": _segment_text(seg.published, labels), "words": words})
     return {"file": file, "sha256": sha256, "duration": round(result.duration, 3), "language": result.language,
             "model": dict(model), "segments": segments, "redactions": list(redactions)}
@@ -230,18 +242,36 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+def _turns(segments: list[dict]) -> list[str]:
+    """Each segment's text, led by "S1: " where the speaker changes (a reader of SRT or TXT sees every turn)."""
+    out, last = [], None
+    for s in segments:
+        speaker = s.get("speaker")
+        out.append(f"{speaker}: {s['text']}" if speaker and speaker != last else s["text"])
+        last = speaker
+    return out
+
+
+def _vtt_cue(s: dict) -> str:
+    """A cue's text, in a WebVTT voice span (<v S1>) when the speaker is known; cue text may not hold < & >."""
+    text = s["text"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if not s.get("speaker"):
+        return text
+    return f"<v {s['speaker'].replace('>', '').replace('&', '&amp;')}>{text}"
+
+
 def render(transcript: dict, kind: str) -> str:
     """The transcript as 'json', 'srt', 'vtt' or 'txt' text."""
     segments = transcript["segments"]
     if kind == "json":
         return json.dumps(transcript, ensure_ascii=False, indent=1) + "\n"
     if kind == "txt":
-        return "".join(s["text"] + "\n" for s in segments)
+        return "".join(t + "\n" for t in _turns(segments))
     if kind == "srt":
-        return "\n".join(f"{i + 1}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n{s['text']}\n"
-                         for i, s in enumerate(segments))
+        return "\n".join(f"{i + 1}\n{_clock(s['start'], ',')} --> {_clock(s['end'], ',')}\n{t}\n"
+                         for i, (s, t) in enumerate(zip(segments, _turns(segments), strict=True)))
     if kind == "vtt":
-        return "WEBVTT\n\n" + "\n".join(f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n{s['text']}\n"
+        return "WEBVTT\n\n" + "\n".join(f"{_clock(s['start'], '.')} --> {_clock(s['end'], '.')}\n{_vtt_cue(s)}\n"
                                         for s in segments)
     raise ValueError(f"unknown transcript format {kind}")
 

@@ -174,8 +174,21 @@ def _pii_categories(ctx: click.Context, param: click.Parameter, value: str) -> t
         raise click.BadParameter(str(e)) from None
 
 
+def _speakers(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    """--speakers auto|off|N as AudioOptions.speakers: None (found), 0 (off) or N."""
+    from redact.diarize import MAX_SPEAKERS
+
+    if value == "auto":
+        return None
+    if value == "off":
+        return 0
+    if not value.isdigit() or not 1 <= int(value) <= MAX_SPEAKERS:
+        raise click.BadParameter(f"'{value}' is not auto, off or a number of speakers from 1 to {MAX_SPEAKERS}")
+    return int(value)
+
+
 def _asr_options(func: Callable) -> Callable:
-    """--asr-model, --language, --beam, --pii: shared by `transcribe` and `audio_options`."""
+    """--asr-model, --language, --beam, --pii, --speakers: shared by `transcribe` and `audio_options`."""
     options = [
         click.option("--asr-model", default="whisper-base", show_default=True,
                      help="Speech model: registry id, local CTranslate2 folder, or (with a network) a "
@@ -184,6 +197,9 @@ def _asr_options(func: Callable) -> Callable:
                      help="Spoken language (e.g. en, es); detected from the first speech when omitted."),
         click.option("--beam", default=5, show_default=True, type=click.IntRange(min=1),
                      help="Beam search width of the speech model; 1 (greedy) is faster and less accurate."),
+        click.option("--speakers", default="auto", show_default=True, callback=_speakers, metavar="auto|off|N",
+                     help="Label who speaks (S1, S2, ...) in the transcripts: the number of speakers found "
+                          "(auto), fixed (N), or no labels (off)."),
         click.option("--pii", default="all", show_default=True, callback=_pii_categories, metavar="LIST",
                      help="Spoken personal data to redact: comma list of phone,ssn,dob,email,address,plate,dl,name; "
                           "'all' or 'none'."),
@@ -196,7 +212,8 @@ def _asr_options(func: Callable) -> Callable:
 def audio_options(func: Callable) -> Callable:
     """Audio-stage options for `run` (and `batch`); turn the parsed values into AudioOptions with `audio_options_from`.
 
-    Gives the command the keyword arguments asr_model, language, beam, pii, bleep, redact_audio and transcribe
+    Gives the command the keyword arguments asr_model, language, beam, speakers, pii, bleep, redact_audio and
+    transcribe
     (no --device: the command's own --device is passed to audio_options_from).
     """
     options = [
@@ -217,7 +234,8 @@ def audio_options_from(kwargs: dict, device: str = "cpu") -> AudioOptions | None
     """Pop the `audio_options` keys from a command's kwargs: AudioOptions, or None for --no-transcribe."""
     from redact.audio import AudioOptions
 
-    values = {k: kwargs.pop(k) for k in ("asr_model", "language", "beam", "pii", "bleep", "redact_audio", "transcribe")}
+    values = {k: kwargs.pop(k) for k in ("asr_model", "language", "beam", "speakers", "pii", "bleep", "redact_audio",
+                                         "transcribe")}
     if not values.pop("transcribe"):
         return None
     return AudioOptions(device=device, **values)
@@ -233,15 +251,15 @@ def audio_options_from(kwargs: dict, device: str = "cpu") -> AudioOptions | None
               help="Accepted for symmetry with `run`; transcribe never writes audio.")
 @guarded
 def transcribe_cmd(inputs: tuple[Path, ...], outdir: Path, asr_model: str, language: str | None, beam: int,
-                   pii: tuple[str, ...], device: str, redact_audio: bool) -> None:
+                   speakers: int | None, pii: tuple[str, ...], device: str, redact_audio: bool) -> None:
     """Transcribe each INPUT (audio or video) into OUTDIR, spoken personal data replaced by [REDACTED: ...]."""
     import tempfile
 
     from redact.audio import AudioOptions, process_audio
     from redact.transcribe import load_asr
 
-    options = AudioOptions(asr_model=asr_model, language=language, beam=beam, device=device, pii=pii,
-                           redact_audio=False)
+    options = AudioOptions(asr_model=asr_model, language=language, beam=beam, speakers=speakers, device=device,
+                           pii=pii, redact_audio=False)
     load_asr(asr_model, device)  # a bad model fails once, before any input
     with writing_to(outdir):
         outdir.mkdir(parents=True, exist_ok=True)
@@ -277,9 +295,11 @@ def _clock(seconds: float) -> str:
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--file", "file_glob", metavar="GLOB", help="Only media files whose path or name matches this glob.")
 @click.option("--tag", metavar="T", help="Only files indexed with this tag.")
+@click.option("--speaker", metavar="NAME", help="Only what this speaker says, as the transcript labels them "
+              "(S1, S2, ... or a reviewer's name).")
 @guarded
 def search(query: str, index_spec: str | None, as_json: bool, limit: int, file_glob: str | None,
-           tag: str | None) -> None:
+           tag: str | None, speaker: str | None) -> None:
     """Search indexed transcripts: one line per hit, best first: file, time, snippet, file#t=SECONDS.
 
     QUERY: words (all must occur), "exact phrase", prefix* (2+ letters), a OR b, -word / -"phrase" to exclude;
@@ -291,7 +311,7 @@ def search(query: str, index_spec: str | None, as_json: bool, limit: int, file_g
 
     parse_query(query)  # a malformed query fails before any index is opened
     with open_index(index_spec, create=False) as index:
-        hits = index.search(query, limit=limit, file_glob=file_glob, tag=tag)
+        hits = index.search(query, limit=limit, file_glob=file_glob, tag=tag, speaker=speaker)
     if as_json:
         click.echo(json.dumps([{**h._asdict(), "tags": list(h.tags), "link": f"{h.file}#t={h.start:.3f}"}
                                for h in hits], ensure_ascii=False, indent=1))
@@ -303,7 +323,8 @@ def search(query: str, index_spec: str | None, as_json: bool, limit: int, file_g
                    "add words, --file or --tag to narrow the search", err=True)
     for h in hits:
         snippet = " ".join(h.snippet.split())
-        click.echo(f"{h.file}\t{_clock(h.start)}\t{snippet}\t{h.file}#t={h.start:.3f}")
+        said = f"{h.speaker}: " if h.speaker else ""
+        click.echo(f"{h.file}\t{_clock(h.start)}\t{said}{snippet}\t{h.file}#t={h.start:.3f}")
 
 
 @main.command("index")

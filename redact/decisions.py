@@ -28,7 +28,8 @@ VERSION = 1
 SUFFIX = ".decisions.json"
 MODES = ("blur", "pixelate", "fill")
 FRAME_MODES = ("fill", "blur")
-STATE_KEYS = ("version", "tracks", "regions", "frame_ranges", "words", "approved")
+STATE_KEYS = ("version", "tracks", "regions", "frame_ranges", "words", "speakers", "approved")
+MAX_NAME = 80  # characters of a speaker's name
 LIST_KEYS = {"regions": "r", "frame_ranges": "f", "words": "w"}  # list -> id prefix of its items
 
 
@@ -91,13 +92,14 @@ def now() -> str:
 
 @dataclass(frozen=True)
 class Bounds:
-    """What a decision may refer to: the plan's frames, frame size, track ids and speech duration."""
+    """What a decision may refer to: the plan's frames, frame size, track ids, speech duration and speakers."""
 
     frames: int
     width: int
     height: int
     tracks: frozenset[int]
     duration: float
+    speakers: frozenset[str] = frozenset()
 
 
 class Conflict(UserError):
@@ -174,6 +176,17 @@ def validate(state: object, reasons: Reasons, bounds: Bounds) -> dict:
         ids = [i["id"] for i in out[key]]
         if len(set(ids)) != len(ids):
             raise UserError(f"decisions: {key} has two items with one id")
+    speakers = state.get("speakers", {})
+    if not isinstance(speakers, dict):
+        raise UserError("decisions: speakers must be an object: {\"S1\": \"name\"}")
+    for label, name in sorted(speakers.items()):
+        where = f"speakers[{label}]"
+        if label not in bounds.speakers:
+            raise UserError(f"{where}: no speaker {label} in the transcript")
+        if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME \
+                or any(not c.isprintable() for c in name):
+            raise UserError(f"{where}: the name must be 1-{MAX_NAME} printable characters")
+        out.setdefault("speakers", {})[label] = name.strip()  # absent when empty: files from before stay as they were
     approved = state.get("approved")
     if approved is not None:
         _fields(approved, {"by", "at"}, set(), "approved")
@@ -239,6 +252,17 @@ def _apply(state: dict, op: dict, by: str, reasons: Reasons, bounds: Bounds) -> 
                 new["tracks"].pop(i, None)
             else:
                 new["tracks"][i] = op["value"]
+        new["approved"] = None
+    elif kind == "speakers":  # {"label": "S1", "name": "Officer Diaz"}; no name: back to the label
+        label, name = op.get("label"), op.get("name")
+        names = new.setdefault("speakers", {})
+        previous = names.get(label)
+        if name:
+            names[label] = name
+        else:
+            names.pop(label, None)
+        if not names:
+            del new["speakers"]
         new["approved"] = None
     elif kind in ("add", "remove", "replace") and op.get("list") in LIST_KEYS:
         items = new[op["list"]]
@@ -380,6 +404,10 @@ def describe_changes(old: dict, new: dict) -> dict[str, str]:
         for i in sorted(a.keys() | b.keys()):
             if a.get(i) != b.get(i):
                 out[f"{key} {i}"] = f"{key}[{i}]: {json.dumps(a.get(i))} -> {json.dumps(b.get(i))}"
+    a, b = old.get("speakers", {}), new.get("speakers", {})
+    for label in sorted(a.keys() | b.keys()):
+        if a.get(label) != b.get(label):
+            out[f"speaker {label}"] = f"speakers[{label}]: {json.dumps(a.get(label))} -> {json.dumps(b.get(label))}"
     if old["approved"] != new["approved"]:
         out["approved"] = f"approved: {json.dumps(old['approved'])} -> {json.dumps(new['approved'])}"
     return out

@@ -289,7 +289,9 @@ class RenderResult:
 def bounds_of(plan: Plan) -> Bounds:
     speech = plan.speech
     return Bounds(plan.frame_count, plan.video["width"], plan.video["height"], frozenset(t.id for t in plan.tracks()),
-                  float(speech["duration"]) if speech else float(plan.video.get("duration") or 0))
+                  float(speech["duration"]) if speech else float(plan.video.get("duration") or 0),
+                  frozenset(w.get("speaker") for s in speech["segments"] for w in s["words"] if w.get("speaker"))
+                  if speech else frozenset())
 
 
 def read_log(outdir: Path, stem: str) -> dict:
@@ -380,7 +382,8 @@ def _render(outdir: Path, stem: str, reasons: Reasons, target: Path, in_place: b
                 words = [w for s in result.segments for w in s.words]
                 by_id = {id(words[k]): label for k, label in labels.items()}
                 kept = [{"start": s["start"], "end": s["end"], "category": s["category"]} for s in spans if s["redact"]]
-                transcript = build_transcript(output["path"], output["sha256"], result, speech["model"], by_id, kept)
+                transcript = build_transcript(output["path"], output["sha256"], result, speech["model"], by_id, kept,
+                                              decisions.state.get("speakers"))
                 transcripts = write_transcripts(transcript, workdir, stem)
             audit = copy.deepcopy(log)
             audit["output"] = output

@@ -238,7 +238,7 @@ class Video:
             speech = self.plan.speech
             words, spans = [], []
             if speech is not None:
-                words = [{"i": i, "start": w["start"], "end": w["end"], "word": w["word"]}
+                words = [{"i": i, "start": w["start"], "end": w["end"], "word": w["word"], "speaker": w.get("speaker", "")}
                          for i, w in enumerate(w for s in speech["segments"] for w in s["words"])]
                 _, spans = speech_redactions(speech, decisions.state["words"], self.plan.meta["render"].get("pad", 0.1))
             video = self.plan.video

@@ -84,6 +84,7 @@ class Hit(NamedTuple):
     score: float  # higher is better; BM25 on SQLite, ts_rank on PostgreSQL (not comparable across back ends)
     sha256: str  # of the media file
     tags: tuple[str, ...]
+    speaker: str | None = None  # who says it ("S1", or a reviewer's name for the voice), when the transcript says
 
 
 class Hits(list):
@@ -260,6 +261,7 @@ class _Segment:
     body: str  # searchable: words joined by single spaces, █ per redacted word, internal spaces as U+00A0
     text: str | None  # display text when it differs from body (it does when something was redacted)
     words: bytes | None  # int32 start ms x n, then int32 end ms x n, one per word of body.split(" ")
+    speaker: str | None = None
 
 
 def _pack_times(starts: Sequence[float], ends: Sequence[float]) -> bytes:
@@ -342,7 +344,8 @@ def _segments_from(transcript: dict) -> list[_Segment]:
             blob = None
         if not body:
             continue
-        out.append(_Segment(start, end, body, None if text == body else text, blob))
+        speaker = seg.get("speaker") if isinstance(seg.get("speaker"), str) and seg.get("speaker") else None
+        out.append(_Segment(start, end, body, None if text == body else text, blob, speaker))
     return out
 
 
@@ -498,9 +501,11 @@ class Index:
         file_glob: str | None = None,
         tag: str | None = None,
         rank_window: int | None = RANK_WINDOW,
+        speaker: str | None = None,
     ) -> Hits:
         """Best `limit` segments for `query` (QUERY_SYNTAX), best first; `file_glob` matches the media path or its
-        file name (shell glob, case-sensitive), `tag` keeps files indexed with that tag.
+        file name (shell glob, case-sensitive), `tag` keeps files indexed with that tag, `speaker` segments said
+        by that speaker (the transcript's label, exactly: "S2", "Officer Diaz").
 
         Ranking (BM25 / ts_rank) costs 2-5 µs per matching segment, so a query that matches a large share of a
         big index (a word like "the") would take seconds: only `rank_window` matches are ranked (hits.truncated
@@ -514,13 +519,13 @@ class Index:
                                         or rank_window < 1):
             raise UserError("search: rank_window must be None or a positive integer")
         window = None if rank_window is None else max(rank_window, limit)
-        rows, truncated = self._search(q, limit, file_glob or None, tag or None, window)
+        rows, truncated = self._search(q, limit, file_glob or None, tag or None, speaker or None, window)
         hits = Hits()
         hits.truncated = truncated
-        for file, sha, seg_start, seg_end, body, text, blob, score, tags in rows:
+        for file, sha, seg_start, seg_end, body, text, blob, score, tags, said_by in rows:
             start, end, snippet = _locate(body, blob, seg_start, seg_end, q)
             text = (text if text is not None else body).replace("\u00a0", " ")
-            hits.append(Hit(file, start, end, text, snippet, score, sha, tuple(tags)))
+            hits.append(Hit(file, start, end, text, snippet, score, sha, tuple(tags), said_by))
         return hits
 
     def remove(self, media_path: str) -> bool:
@@ -552,12 +557,12 @@ class Index:
         raise NotImplementedError
 
     def _search(
-        self, q: Query, limit: int, file_glob: str | None, tag: str | None, window: int | None
+        self, q: Query, limit: int, file_glob: str | None, tag: str | None, speaker: str | None, window: int | None
     ) -> tuple[Iterable[tuple], bool]:
         raise NotImplementedError
 
 
-_SQLITE_VERSION = 1  # PRAGMA user_version of the schema below
+_SQLITE_VERSION = 2  # PRAGMA user_version of the schema below (1: no speakers; opened, it gains the column)
 _SQLITE_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS files(
     id INTEGER PRIMARY KEY, media_path TEXT NOT NULL UNIQUE, name TEXT NOT NULL, sha256 TEXT NOT NULL,
@@ -570,7 +575,7 @@ CREATE TABLE IF NOT EXISTS tags(
 CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag);
 CREATE TABLE IF NOT EXISTS segments(
     id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, start_s REAL NOT NULL, end_s REAL NOT NULL,
-    body TEXT NOT NULL, text TEXT, words BLOB, meta TEXT NOT NULL);
+    body TEXT NOT NULL, text TEXT, words BLOB, meta TEXT NOT NULL, speaker TEXT);
 CREATE INDEX IF NOT EXISTS segments_file ON segments(file_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS segments_fts USING fts5(
     body, meta, content='segments', content_rowid='id',
@@ -580,14 +585,16 @@ PRAGMA user_version = {_SQLITE_VERSION};
 _MAX_OR_FILES = 32
 
 
-def _tag_token(tag: str) -> str:
-    """The FTS5 token for a tag in the `meta` column (letters and digits only, whatever the tag holds)."""
-    return "t" + hashlib.sha1(tag.encode()).hexdigest()[:16]
+def _tag_token(tag: str, kind: str = "t") -> str:
+    """The FTS5 token for a tag (kind "t") or a speaker ("s") in the `meta` column (letters and digits only,
+    whatever the name holds)."""
+    return kind + hashlib.sha1(tag.encode()).hexdigest()[:16]
 
 
 class _SqliteIndex(Index):
-    """SQLite FTS5. Each segment's `meta` column holds tokens for its file (f<id>) and tags (t<hash>): --file and
-    --tag become FTS5 terms intersected with the query's doclists, rather than a join per matching row."""
+    """SQLite FTS5. Each segment's `meta` column holds tokens for its file (f<id>), tags (t<hash>) and speaker
+    (s<hash>): --file, --tag and --speaker become FTS5 terms intersected with the query's doclists, rather than a
+    join per matching row."""
 
     def __init__(self, path: Path, *, create: bool):
         self.spec = str(path)
@@ -611,6 +618,13 @@ class _SqliteIndex(Index):
                         self._db.execute(statement)
                 self._db.execute("COMMIT")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 1:  # made before speaker labels: its segments have none, later ones will
+                self._db.execute("BEGIN IMMEDIATE")
+                if self._db.execute("PRAGMA user_version").fetchone()[0] == 1:
+                    self._db.execute("ALTER TABLE segments ADD COLUMN speaker TEXT")
+                    self._db.execute(f"PRAGMA user_version = {_SQLITE_VERSION}")
+                self._db.execute("COMMIT")
+                version = _SQLITE_VERSION
             if version != _SQLITE_VERSION:
                 raise UserError(f"{path} was made by another version of redact (schema {version}, this one needs "
                                 f"{_SQLITE_VERSION}): delete it and index the transcripts again")
@@ -634,8 +648,10 @@ class _SqliteIndex(Index):
             db.executemany("INSERT INTO tags(file_id, tag) VALUES(?, ?)", [(file_id, t) for t in tags])
             tokens = " ".join([f"f{file_id}", *(_tag_token(t) for t in tags)])
             db.executemany(
-                "INSERT INTO segments(file_id, start_s, end_s, body, text, words, meta) VALUES(?, ?, ?, ?, ?, ?, ?)",
-                [(file_id, r.start, r.end, r.body, r.text, r.words, tokens) for r in rows],
+                "INSERT INTO segments(file_id, start_s, end_s, body, text, words, meta, speaker)"
+                " VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                [(file_id, r.start, r.end, r.body, r.text, r.words,
+                  tokens + (f" {_tag_token(r.speaker, 's')}" if r.speaker else ""), r.speaker) for r in rows],
             )
             db.execute(
                 "INSERT INTO segments_fts(rowid, body, meta) SELECT id, body, meta FROM segments WHERE file_id = ?",
@@ -688,7 +704,7 @@ class _SqliteIndex(Index):
         self._db.close()
 
     def _filters(
-        self, file_glob: str | None, tag: str | None
+        self, file_glob: str | None, tag: str | None, speaker: str | None
     ) -> tuple[str, list[int] | None, tuple[int, int] | None] | None:
         """For the filters: (FTS5 terms on the meta column, file ids to join on or None, (lo, hi) bounds on the
         segment rowids or None); None when no file can match.
@@ -699,6 +715,8 @@ class _SqliteIndex(Index):
         parts, join_ids, bounds = [], None, None
         if tag is not None:
             parts.append(f'meta : "{_tag_token(tag)}"')
+        if speaker is not None:
+            parts.append(f'meta : "{_tag_token(speaker, "s")}"')
         if file_glob is not None:
             glob = _sqlite_glob(file_glob)
             rows = self._db.execute(
@@ -715,10 +733,10 @@ class _SqliteIndex(Index):
         return " AND ".join(parts), join_ids, bounds
 
     def _search(
-        self, q: Query, limit: int, file_glob: str | None, tag: str | None, window: int | None
+        self, q: Query, limit: int, file_glob: str | None, tag: str | None, speaker: str | None, window: int | None
     ) -> tuple[list[tuple], bool]:
         db = self._db
-        filters = self._filters(file_glob, tag)
+        filters = self._filters(file_glob, tag, speaker)
         if filters is None:
             return [], False
         terms, join_ids, bounds = filters
@@ -753,7 +771,7 @@ class _SqliteIndex(Index):
         info = {
             r[0]: r[1:]
             for r in db.execute(
-                "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words, f.id"
+                "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words, s.speaker, f.id"
                 f" FROM segments s JOIN files f ON f.id = s.file_id WHERE s.id IN ({','.join('?' * len(ids))})",
                 ids,
             )
@@ -766,8 +784,8 @@ class _SqliteIndex(Index):
             tags.setdefault(fid, []).append(t)
         out = []
         for seg_id, rank_value, _ in ranked:
-            file, sha, start, end, body, text, blob, fid = info[seg_id]
-            out.append((file, sha, start, end, body, text, blob, -rank_value, tags.get(fid, [])))
+            file, sha, start, end, body, text, blob, said_by, fid = info[seg_id]
+            out.append((file, sha, start, end, body, text, blob, -rank_value, tags.get(fid, []), said_by))
         return out, window is not None and ranked[0][2] > window
 
 
@@ -783,7 +801,8 @@ CREATE INDEX IF NOT EXISTS redact_tags_tag ON redact_tags(tag);
 CREATE TABLE IF NOT EXISTS redact_segments(
     id BIGSERIAL PRIMARY KEY, file_id BIGINT NOT NULL REFERENCES redact_files(id) ON DELETE CASCADE,
     start_s DOUBLE PRECISION NOT NULL, end_s DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, text TEXT,
-    words BYTEA, tsv TSVECTOR NOT NULL);
+    words BYTEA, tsv TSVECTOR NOT NULL, speaker TEXT);
+ALTER TABLE redact_segments ADD COLUMN IF NOT EXISTS speaker TEXT;
 CREATE INDEX IF NOT EXISTS redact_segments_file ON redact_segments(file_id);
 CREATE INDEX IF NOT EXISTS redact_segments_tsv ON redact_segments USING GIN (tsv);
 """
@@ -823,10 +842,9 @@ class _PostgresIndex(Index):
         with self._db.transaction():
             self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
             exists = self._db.execute("SELECT to_regclass('redact_segments') IS NOT NULL").fetchone()[0]
-            if not exists:
-                if not create:
-                    raise UserError(f"no transcript index in {self.spec}: index transcripts first (redact index …)")
-                self._db.execute(_PG_SCHEMA)
+            if not exists and not create:
+                raise UserError(f"no transcript index in {self.spec}: index transcripts first (redact index …)")
+            self._db.execute(_PG_SCHEMA)  # IF NOT EXISTS throughout; an index made before speakers gains the column
 
     def _replace(self, meta: dict, tags: list[str], rows: list[_Segment]) -> None:
         db = self._db
@@ -844,10 +862,10 @@ class _PostgresIndex(Index):
             with db.cursor() as cur:
                 cur.executemany("INSERT INTO redact_tags(file_id, tag) VALUES(%s, %s)", [(file_id, t) for t in tags])
                 with cur.copy(
-                    "COPY redact_segments(file_id, start_s, end_s, body, text, words, tsv) FROM STDIN"
+                    "COPY redact_segments(file_id, start_s, end_s, body, text, words, tsv, speaker) FROM STDIN"
                 ) as copy:
                     for r in rows:
-                        copy.write_row((file_id, r.start, r.end, r.body, r.text, r.words, _tsvector(r.body)))
+                        copy.write_row((file_id, r.start, r.end, r.body, r.text, r.words, _tsvector(r.body), r.speaker))
 
     def remove(self, media_path: str) -> bool:
         with self._db.transaction():
@@ -869,7 +887,7 @@ class _PostgresIndex(Index):
         self._db.close()
 
     def _search(
-        self, q: Query, limit: int, file_glob: str | None, tag: str | None, window: int | None
+        self, q: Query, limit: int, file_glob: str | None, tag: str | None, speaker: str | None, window: int | None
     ) -> tuple[list[tuple], bool]:
         db, psycopg = self._db, self._psycopg
         params: dict = {"q": q.tsquery(), "limit": limit, "window": None if window is None else window + 1}
@@ -893,6 +911,9 @@ class _PostgresIndex(Index):
                 return [], False
             sql += " AND s.file_id = ANY(%(files)s)"
             params["files"] = file_ids
+        if speaker is not None:
+            sql += " AND s.speaker = %(speaker)s"
+            params["speaker"] = speaker
         if window is None:
             sql += " ORDER BY score DESC, s.id DESC LIMIT %(limit)s"
         else:
@@ -913,15 +934,15 @@ class _PostgresIndex(Index):
             r[0]: r[1:]
             for r in db.execute(
                 "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words,"
-                " ARRAY(SELECT t.tag FROM redact_tags t WHERE t.file_id = f.id ORDER BY t.tag)"
+                " ARRAY(SELECT t.tag FROM redact_tags t WHERE t.file_id = f.id ORDER BY t.tag), s.speaker"
                 " FROM redact_segments s JOIN redact_files f ON f.id = s.file_id WHERE s.id = ANY(%s)",
                 ([r[0] for r in ranked],),
             )
         }
         out = []
         for seg_id, score, *_ in ranked:
-            file, sha, start, end, body, text, blob, tags = info[seg_id]
-            out.append((file, sha, start, end, body, text, blob, float(score), tags))
+            file, sha, start, end, body, text, blob, tags, said_by = info[seg_id]
+            out.append((file, sha, start, end, body, text, blob, float(score), tags, said_by))
         return out, window is not None and ranked[0][2] > window
 
 

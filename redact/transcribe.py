@@ -49,6 +49,7 @@ class Word:
     end: float
     word: str  # as Whisper wrote it, with its leading space and punctuation
     probability: float
+    speaker: str = ""  # "S1", "S2", ... once diarized (redact.diarize)
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Segment:
     compression_ratio: float = 0.0
     reliable: bool = True  # False: kept for PII detection only, left out of the transcript
     published: list[Word] = field(default_factory=list)  # the words the transcript shows (loops collapsed)
+    speaker: str = ""  # every word's speaker once diarized (segments are split at speaker turns)
 
 
 @dataclass

@@ -280,9 +280,10 @@ def test_transcript_json_schema(stop_result):
     assert t["model"] == result.model == {"id": TINY, "sha256": load_asr(TINY).sha256}
     assert t["redactions"] == result.redactions
     for i, s in enumerate(t["segments"]):
-        assert s["id"] == i and set(s) == {"id", "start", "end", "text", "words"}
+        assert s["id"] == i and set(s) == {"id", "start", "end", "speaker", "text", "words"}
+        assert s["speaker"] == "S1"  # one voice speaks (redact.diarize; tests/test_diarize.py)
         for w in s["words"]:
-            assert set(w) == {"start", "end", "word", "probability", "redacted"}
+            assert set(w) == {"start", "end", "word", "probability", "redacted", "speaker"}
             assert w["redacted"] in (None, "PHONE", "SSN", "DOB", "EMAIL", "ADDRESS", "PLATE", "DL", "NAME")
     for r in t["redactions"]:
         assert set(r) == {"start", "end", "category"} and 0 <= r["start"] < r["end"] <= t["duration"]

@@ -390,7 +390,20 @@ function wordSpan(i) {
 function drawTranscript() {
   const box = $("transcript");
   if (!S.info.words.length) { box.innerHTML = `<span class="empty">No speech was transcribed.</span>`; return; }
-  box.replaceChildren(...S.info.words.flatMap((w) => {
+  const names = S.info.decisions.speakers || {};
+  box.replaceChildren(...S.info.words.flatMap((w, k) => {
+    const turn = [];
+    if (w.speaker && (k === 0 || S.info.words[k - 1].speaker !== w.speaker)) {
+      // a chip at each change of speaker; named by the reviewer (the release shows the name) or the label
+      const chip = document.createElement("button");
+      chip.type = "button"; chip.className = "speaker" + (names[w.speaker] ? " named" : "");
+      chip.dataset.speaker = w.speaker;
+      chip.textContent = names[w.speaker] || w.speaker;
+      chip.title = names[w.speaker] ? `${w.speaker}, named by a reviewer: click to rename` : "Click to name this speaker";
+      chip.onclick = () => openAction("speaker", { label: w.speaker });
+      if (k) turn.push(Object.assign(document.createElement("span"), { className: "turn" }));
+      turn.push(chip);
+    }
     const el = document.createElement("span");
     el.className = "word"; el.dataset.i = w.i;
     el.textContent = w.word.trim();
@@ -401,7 +414,7 @@ function drawTranscript() {
         : span.redact ? `bleeped automatically: ${span.category}` : `${span.category}, released (${span.reason})`;
     }
     el.onclick = (ev) => wordClicked(w.i, ev.shiftKey);
-    return [el, document.createTextNode(" ")];
+    return [...turn, el, document.createTextNode(" ")];
   }));
   markWordNow();
 }
@@ -456,6 +469,10 @@ function drawDecisions() {
     add(`Audio ${w.start.toFixed(2)}–${w.end.toFixed(2)} s ${w.redact ? "bleeped" : "released"}${w.text ? ` “${w.text}”` : ""} (${w.id})`, w.reason,
       [button("Remove", () => openAction("remove", { list: "words", id: w.id, what: `audio ${w.id}` }))]);
   }
+  for (const [label, name] of Object.entries(d.speakers || {})) {
+    add(`Speaker ${label} named “${name}” in the release`, "",
+      [button("Rename", () => openAction("speaker", { label }))]);
+  }
   if (!items.length) {
     const li = document.createElement("li"); li.className = "empty"; li.textContent = "No decisions yet: the automatic redactions stand.";
     items.push(li);
@@ -499,6 +516,11 @@ function openAction(kind, ctx) {
     text = `Un-bleep “${ws.map((w) => w.word.trim()).join(" ")}”: it will be heard in the release.`;
   } else if (kind === "remove") {
     title = `Remove ${ctx.what}`; text = "Back to what the plan and the other decisions say."; reason = false;
+  } else if (kind === "speaker") {
+    const name = (S.info.decisions.speakers || {})[ctx.label];
+    title = `Name speaker ${ctx.label}`;
+    text = `The released transcripts say this name wherever ${ctx.label} speaks; the run's own transcripts keep ${ctx.label}. Leave it empty to go back to ${ctx.label}.`;
+    reason = false; $("action-name").value = name || "";
   } else if (kind === "approve") {
     const approved = S.info.decisions.approved;
     title = approved ? "Withdraw approval" : "Approve the decisions";
@@ -519,6 +541,7 @@ function openAction(kind, ctx) {
   $("action-follow").checked = false;
   show("action-mode-row", !!mode);
   if (mode) $("action-mode").replaceChildren(...mode.map((m) => new Option(m, m)));
+  show("action-name-row", kind === "speaker");
   show("action-reason-row", reason);
   const codes = S.info.reasons.map((r) => new Option(`${r.code} — ${r.label}${r.statute ? ` (${r.statute})` : ""}`, r.code));
   $("action-reason").replaceChildren(new Option("— choose a reason code —", ""), ...codes);
@@ -556,6 +579,7 @@ function operation() {
       return { op: "add", list: "words", value: { start, end, redact: false, reason, text: ws.map((w) => w.word.trim()).join(" ") } };
     }
     case "remove": return { op: "remove", list: ctx.list, id: ctx.id };
+    case "speaker": return { op: "speakers", label: ctx.label, name: $("action-name").value.trim() || null };
     case "approve": return { op: S.info.decisions.approved ? "unapprove" : "approve" };
   }
   throw new Error(kind);
