@@ -137,3 +137,20 @@ def test_renamed_speakers_show_in_every_format():
     assert [s["speaker"] for s in t["segments"]] == ["Officer Diaz", "S2"]
     assert render(t, "txt") == "Officer Diaz: Hello there.\nS2: Hi\n"
     assert "<v Officer Diaz>Hello there." in render(t, "vtt") and "\nS2: Hi\n" in render(t, "srt")
+
+
+def test_a_reviewer_names_a_speaker_in_the_decisions(tmp_path):
+    from redact.decisions import Bounds, Decisions, describe_changes, load_reasons
+    from redact.errors import UserError
+
+    reasons, bounds = load_reasons(), Bounds(10, 64, 48, frozenset(), 5.0, frozenset({"S1", "S2"}))
+    d = Decisions(tmp_path / "x.decisions.json")
+    before = d.state
+    d.apply({"op": "approve"}, "R. Diaz", reasons, bounds)
+    d.apply({"op": "speakers", "label": "S2", "name": " Officer Diaz "}, "R. Diaz", reasons, bounds)
+    assert d.state["speakers"] == {"S2": "Officer Diaz"} and d.state["approved"] is None  # a change withdraws approval
+    assert describe_changes(before, d.state) == {"speaker S2": 'speakers[S2]: null -> "Officer Diaz"'}
+    with pytest.raises(UserError, match="no speaker S3"):
+        d.apply({"op": "speakers", "label": "S3", "name": "X"}, "R. Diaz", reasons, bounds)
+    d.apply({"op": "speakers", "label": "S2", "name": None}, "R. Diaz", reasons, bounds)
+    assert "speakers" not in d.state  # back to the label: the state is as it was before any name
