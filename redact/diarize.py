@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -190,9 +191,8 @@ def split_turns(seg: Segment) -> list[Segment]:
         words = seg.words[a:b]
         ids = {id(w) for w in words}
         published = [w for w in seg.published if id(w) in ids]
-        parts.append(Segment(start=seg.start if a == 0 else words[0].start, end=seg.end if b == len(seg.words)
-                             else words[-1].end, text="".join(w.word for w in published).strip(), words=words,
-                             avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob,
-                             compression_ratio=seg.compression_ratio, reliable=seg.reliable, published=published,
+        parts.append(replace(seg, start=seg.start if a == 0 else words[0].start,
+                             end=seg.end if b == len(seg.words) else words[-1].end,
+                             text="".join(w.word for w in published).strip(), words=words, published=published,
                              speaker=words[0].speaker))
     return parts
