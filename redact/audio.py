@@ -35,6 +35,7 @@ from redact.transcribe import (
     Transcription,
     Word,
     audio_info,
+    audio_streams,
     iter_audio,
     load_asr,
     transcribe,
@@ -46,8 +47,9 @@ RAMP_S = 0.005  # the tone fades in and out over 5 ms (no clicks); the original 
 NAMED_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 TRANSCRIPT_SUFFIXES = (".transcript.json", ".srt", ".vtt", ".txt")
 
-__all__ = ["ALL_CATEGORIES", "CATEGORIES", "AudioOptions", "AudioResult", "process_audio", "write_bleeped",
-           "build_transcript", "redact_words", "render", "set_media", "write_transcripts"]
+__all__ = ["ALL_CATEGORIES", "CATEGORIES", "AudioOptions", "AudioResult", "process_audio", "process_tracks",
+           "write_bleeped", "build_transcript", "merge_speech", "redact_words", "render", "set_media", "track_info",
+           "track_stem", "write_transcripts"]
 
 
 @dataclass
@@ -86,35 +88,62 @@ def _check(options: AudioOptions) -> None:
         raise UserError(f"speakers must be between 1 and {MAX_SPEAKERS} (0: no speaker labels), not {options.speakers}")
 
 
-def process_audio(media: Path, stem: str, workdir: Path, options: AudioOptions, *, file: str | None = None
-                  ) -> AudioResult:
-    """Transcribe `media`, redact spoken PII in the transcript and (unless told not to) in a WAV copy of its audio.
+def track_stem(stem: str, stream: int) -> str:
+    """The name stem of audio stream `stream`'s outputs: the video's stem for the first track (cam.srt), then
+    cam.track2.srt and so on."""
+    return stem if stream == 0 else f"{stem}.track{stream + 1}"
+
+
+def process_audio(media: Path, stem: str, workdir: Path, options: AudioOptions, *, file: str | None = None,
+                  stream: int = 0, first_speaker: int = 1) -> AudioResult:
+    """Transcribe audio stream `stream` of `media`, redact spoken PII in the transcript and (unless told not to)
+    in a WAV copy of that track.
 
     `file` is what the transcript's "file" says (default: the media's name); `set_media` can change it later,
-    e.g. to the published video once it exists. A file without an audio stream is not an error: the result
-    has no transcript and no files. Raises MediaError for missing, unreadable or corrupt media and ModelError
-    for an unusable ASR model.
+    e.g. to the published video once it exists. A file without the audio stream is not an error: the result
+    has no transcript and no files. Speakers are labelled from S`first_speaker` on. Raises MediaError for
+    missing, unreadable or corrupt media and ModelError for an unusable ASR model.
     """
     media, workdir = Path(media), Path(workdir)
     _check(options)
-    info = audio_info(media)  # MediaError for a missing or unreadable file
+    info = audio_info(media, stream)  # MediaError for a missing or unreadable file
     asr = load_asr(options.asr_model, options.device)
     model = {"id": asr.id, "sha256": asr.sha256}
     if info is None:
         return AudioResult(audio_path=None, files=[], transcript=None, redactions=[], model=model)
     workdir.mkdir(parents=True, exist_ok=True)
-    result = transcribe(media, asr, language=options.language, beam=options.beam)
+    result = transcribe(media, asr, language=options.language, beam=options.beam, stream=stream)
     if options.speakers != 0:
-        diarize(media, result, options.speakers)
+        diarize(media, result, options.speakers, stream, first_speaker)
     categories = pii.parse_categories(options.pii)
     labels, redactions, spans = redact_words(result, categories, options.pad)
-    transcript = build_transcript(file or media.name, sha256_file(media), result, model, labels, redactions)
+    transcript = build_transcript(file or media.name, sha256_file(media), result, model, labels, redactions,
+                                  track=stream + 1)
     files = write_transcripts(transcript, workdir, stem)
     audio_path = None
     if options.redact_audio and redactions:
-        audio_path = write_bleeped(media, workdir / f"{stem}.redacted-audio.wav", redactions, options.bleep)
+        audio_path = write_bleeped(media, workdir / f"{stem}.redacted-audio.wav", redactions, options.bleep, stream)
     return AudioResult(audio_path=audio_path, files=files, transcript=transcript, redactions=redactions, model=model,
                        speech=speech_record(result, model, redactions, spans))
+
+
+def process_tracks(media: Path, stem: str, workdir: Path, options: AudioOptions, *, file: str | None = None
+                   ) -> list[AudioResult]:
+    """`process_audio` on every audio track of `media`, in order (none: []): speech on a second microphone is
+    still speech. Files are named by `track_stem`; speaker labels go on numbering from track to track."""
+    results: list[AudioResult] = []
+    for k in range(audio_streams(media)):
+        results.append(process_audio(media, track_stem(stem, k), workdir, options, file=file, stream=k,
+                                     first_speaker=next_speaker(results)))
+    return results
+
+
+def next_speaker(done: list[AudioResult]) -> int:
+    """The first speaker number free for the next audio track: S1, S2 on track 1 make track 2 start at S3, so that
+    no label means two voices."""
+    numbers = [int(w["speaker"][1:]) for a in done if a.speech for seg in a.speech["segments"] for w in seg["words"]
+               if w.get("speaker")]
+    return max(numbers, default=0) + 1
 
 
 def speech_record(result: Transcription, model: dict, redactions: list[dict], spans: list[tuple[int, int]]) -> dict:
@@ -129,6 +158,28 @@ def speech_record(result: Transcription, model: dict, redactions: list[dict], sp
                                     "published": id(w) in published, "speaker": w.speaker} for w in seg.words]})
     return {"language": result.language, "duration": result.duration, "model": dict(model), "segments": segments,
             "redactions": [{**r, "words": list(span)} for r, span in zip(redactions, spans, strict=True)]}
+
+
+def merge_speech(records: list[dict]) -> dict:
+    """One speech record for the plan from each audio track's (`speech_record`, in track order): segments and
+    spans carry their "track" (1, 2, ...), span word indices count over every track's words, and "tracks" says
+    each track's language and duration. A reviewer works through all tracks as one list of words."""
+    segments, redactions, tracks, offset = [], [], [], 0
+    for n, record in enumerate(records, start=1):
+        segments += [{**seg, "track": n} for seg in record["segments"]]
+        redactions += [{**r, "track": n, "words": [r["words"][0] + offset, r["words"][1] + offset]}
+                       for r in record["redactions"]]
+        offset += sum(len(seg["words"]) for seg in record["segments"])
+        tracks.append({"track": n, "language": record["language"], "duration": record["duration"]})
+    return {"language": records[0]["language"], "duration": max(r["duration"] for r in records),
+            "model": records[0]["model"], "segments": segments, "redactions": redactions, "tracks": tracks}
+
+
+def track_info(speech: dict, track: int) -> dict:
+    """{"track", "language", "duration"} of audio track `track` (1, 2, ...) of a plan's speech record (plans
+    from before tracks hold one)."""
+    return next((t for t in speech.get("tracks", []) if t["track"] == track),
+                {"track": track, "language": speech["language"], "duration": speech["duration"]})
 
 
 def transcription_of(speech: dict) -> Transcription:
@@ -202,9 +253,9 @@ def _segment_text(words: list[Word], labels: dict[int, str]) -> str:
 
 
 def build_transcript(file: str, sha256: str, result: Transcription, model: dict, labels: dict[int, str],
-                     redactions: list[dict], names: dict[str, str] | None = None) -> dict:
-    """The transcript JSON object. Segments and words carry "speaker" once diarized; `names` (a reviewer's
-    renames, {"S1": "Officer Diaz"}) replace the labels they name."""
+                     redactions: list[dict], names: dict[str, str] | None = None, track: int = 1) -> dict:
+    """The transcript JSON object of audio track `track` (1, 2, ...). Segments and words carry "speaker" once
+    diarized; `names` (a reviewer's renames, {"S1": "Officer Diaz"}) replace the labels they name."""
     names = names or {}
     segments = []
     for seg in (s for s in result.segments if s.reliable):
@@ -215,8 +266,8 @@ def build_transcript(file: str, sha256: str, result: Transcription, model: dict,
                   **({"speaker": names.get(w.speaker, w.speaker)} if w.speaker else {})} for w in seg.published]
         segments.append({"id": len(segments), "start": round(seg.start, 3), "end": round(seg.end, 3), **speaker,
                          "text": _segment_text(seg.published, labels), "words": words})
-    return {"file": file, "sha256": sha256, "duration": round(result.duration, 3), "language": result.language,
-            "model": dict(model), "segments": segments, "redactions": list(redactions)}
+    return {"file": file, "sha256": sha256, "track": track, "duration": round(result.duration, 3),
+            "language": result.language, "model": dict(model), "segments": segments, "redactions": list(redactions)}
 
 
 def set_media(result: AudioResult, file: str, sha256: str | None = None) -> None:
@@ -298,16 +349,17 @@ def _merge(spans: list[dict]) -> list[tuple[float, float]]:
     return [(a, b) for a, b in merged]
 
 
-def write_bleeped(media: Path, out: Path, redactions: list[dict], bleep: str = "tone") -> Path:
-    """Copy `media`'s audio (own rate and channels, 24-bit PCM WAV) with each span replaced by tone or silence.
+def write_bleeped(media: Path, out: Path, redactions: list[dict], bleep: str = "tone", stream: int = 0) -> Path:
+    """Copy audio stream `stream` of `media` (own rate and channels, 24-bit PCM WAV) with each span replaced by
+    tone or silence.
 
     24-bit, because the WAV muxer then writes a channel mask: a 16-bit mono/stereo WAV reads back with an
     unnamed layout ("1 channels") that the AAC encoder refuses. Streamed block by block; the WAV muxer switches
     to RF64 past 4 GiB (long multichannel recordings). Written under a temporary name, renamed when complete.
     """
-    info = audio_info(media)
+    info = audio_info(media, stream)
     if info is None:
-        raise MediaError(f"{media}: has no audio stream")
+        raise MediaError(f"{media}: has no audio stream {stream + 1}")
     rate = info.sample_rate
     layout = NAMED_LAYOUTS.get(info.channels, info.layout) if re.fullmatch(r"\d+ channels", info.layout) else info.layout
     try:
@@ -319,9 +371,9 @@ def write_bleeped(media: Path, out: Path, redactions: list[dict], bleep: str = "
     tmp = partial_path(out)
     try:
         with av.open(str(tmp), "w", format="wav", options={"rf64": "auto"}) as container:
-            stream = container.add_stream("pcm_s24le", rate=rate, layout=layout)
+            wav = container.add_stream("pcm_s24le", rate=rate, layout=layout)
             n0 = 0
-            for block in iter_audio(media, rate=None, layout=layout, fmt="s32"):
+            for block in iter_audio(media, rate=None, layout=layout, fmt="s32", stream=stream):
                 n1 = n0 + len(block)
                 block = _apply(block, n0, n1, spans, rate, bleep, ramp)
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block).reshape(1, -1), format="s32",
@@ -329,10 +381,10 @@ def write_bleeped(media: Path, out: Path, redactions: list[dict], bleep: str = "
                 frame.sample_rate = rate
                 frame.pts = n0
                 frame.time_base = Fraction(1, rate)
-                for packet in stream.encode(frame):
+                for packet in wav.encode(frame):
                     container.mux(packet)
                 n0 = n1
-            for packet in stream.encode(None):
+            for packet in wav.encode(None):
                 container.mux(packet)
         os.replace(tmp, out)
     except BaseException:

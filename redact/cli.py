@@ -252,10 +252,13 @@ def audio_options_from(kwargs: dict, device: str = "cpu") -> AudioOptions | None
 @guarded
 def transcribe_cmd(inputs: tuple[Path, ...], outdir: Path, asr_model: str, language: str | None, beam: int,
                    speakers: int | None, pii: tuple[str, ...], device: str, redact_audio: bool) -> None:
-    """Transcribe each INPUT (audio or video) into OUTDIR, spoken personal data replaced by [REDACTED: ...]."""
+    """Transcribe each INPUT (audio or video) into OUTDIR, spoken personal data replaced by [REDACTED: ...].
+
+    Every audio track is transcribed: the first into <stem>.transcript.json (.srt, .vtt, .txt), the second into
+    <stem>.track2.transcript.json and so on."""
     import tempfile
 
-    from redact.audio import AudioOptions, process_audio
+    from redact.audio import AudioOptions, process_tracks
     from redact.transcribe import load_asr
 
     options = AudioOptions(asr_model=asr_model, language=language, beam=beam, speakers=speakers, device=device,
@@ -267,18 +270,18 @@ def transcribe_cmd(inputs: tuple[Path, ...], outdir: Path, asr_model: str, langu
     for path in inputs:
         try:
             with writing_to(outdir), tempfile.TemporaryDirectory(dir=outdir, prefix=".transcribe-") as tmp:
-                result = process_audio(path, path.stem, Path(tmp), options, file=os.path.abspath(path))
-                for f in result.files:
+                results = process_tracks(path, path.stem, Path(tmp), options, file=os.path.abspath(path))
+                for f in (f for r in results for f in r.files):
                     os.replace(f, outdir / f.name)
         except UserError as e:
             fail_file(path, str(e))
             failed = EXIT_USER
             continue
-        if result.transcript is None:
+        if not results:
             click.echo(f"{path}: no audio stream, no transcript written", err=True)
-            continue
-        click.echo(f"{path} -> {outdir / (path.stem + '.transcript.json')} ({len(result.transcript['segments'])} "
-                   f"segments, {len(result.redactions)} redactions, language {result.transcript['language']})")
+        for r in results:  # one line per audio track
+            click.echo(f"{path} -> {outdir / r.files[0].name} ({len(r.transcript['segments'])} segments, "
+                       f"{len(r.redactions)} redactions, language {r.transcript['language']})")
     if failed:
         sys.exit(failed)
 

@@ -92,7 +92,8 @@ def now() -> str:
 
 @dataclass(frozen=True)
 class Bounds:
-    """What a decision may refer to: the plan's frames, frame size, track ids, speech duration and speakers."""
+    """What a decision may refer to: the plan's frames, frame size, track ids, speech duration, speakers and
+    transcribed audio tracks."""
 
     frames: int
     width: int
@@ -100,6 +101,7 @@ class Bounds:
     tracks: frozenset[int]
     duration: float
     speakers: frozenset[str] = frozenset()
+    audio_tracks: int = 1
 
 
 class Conflict(UserError):
@@ -221,7 +223,7 @@ def _item(key: str, item: object, reasons: Reasons, bounds: Bounds, where: str) 
             raise UserError(f"{where}: mode must be fill or blur")
         return {"id": str(d["id"]), "frames": _frames(d["frames"], bounds, where), "mode": d["mode"],
                 "reason": reasons.check(d["reason"], where)}
-    d = _fields(item, {"id", "start", "end", "redact", "reason"}, {"text"}, where)
+    d = _fields(item, {"id", "start", "end", "redact", "reason"}, {"text", "track"}, where)
     start, end = _number(d["start"], where), _number(d["end"], where)
     if not 0 <= start < end or (bounds.duration and start > bounds.duration):
         raise UserError(f"{where}: start {start} / end {end} are not a span of the audio")
@@ -229,6 +231,12 @@ def _item(key: str, item: object, reasons: Reasons, bounds: Bounds, where: str) 
     out = {"id": str(d["id"]), "start": start, "end": end, "redact": d["redact"], "reason": reasons.check(d["reason"], where)}
     if "text" in d:
         out["text"] = str(d["text"])
+    if "track" in d:  # the audio track it bleeps or releases; absent: the first (the only one, for most videos)
+        track = d["track"]
+        if isinstance(track, bool) or not isinstance(track, int) or not 1 <= track <= max(1, bounds.audio_tracks):
+            raise UserError(f"{where}: track must be an audio track of the video, 1..{max(1, bounds.audio_tracks)}")
+        if track > 1:
+            out["track"] = track
     return out
 
 

@@ -110,13 +110,13 @@ def speech_windows(start: float, end: float) -> list[tuple[float, float]]:
     return [(t, t + WINDOW_S) for t in starts]
 
 
-def _clips(path: str | os.PathLike[str], spans: list[tuple[float, float]]) -> list[np.ndarray]:
+def _clips(path: str | os.PathLike[str], spans: list[tuple[float, float]], stream: int = 0) -> list[np.ndarray]:
     """The audio of each (start, end) span, read in one pass over the stream, holding only what later spans need."""
     order = sorted(range(len(spans)), key=lambda i: spans[i])
     bounds = [(max(0, int(round(spans[i][0] * SAMPLE_RATE))), int(round(spans[i][1] * SAMPLE_RATE))) for i in order]
     clips: list[np.ndarray] = [np.zeros(0, np.float32)] * len(spans)
     buf, offset, k = np.zeros(0, np.float32), 0, 0  # buf holds samples [offset, offset + len(buf))
-    for block in iter_audio(path):
+    for block in iter_audio(path, stream=stream):
         buf = np.concatenate([buf, block.reshape(-1)])
         while k < len(order) and bounds[k][1] <= offset + len(buf):
             clips[order[k]] = buf[bounds[k][0] - offset:bounds[k][1] - offset].copy()
@@ -155,17 +155,20 @@ def nearest(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.argmax(vectors @ unit.T, axis=1)
 
 
-def diarize(path: str | os.PathLike[str], result: Transcription, speakers: int | None = None) -> None:
-    """Label every word and segment of `result` with its speaker and split segments where the speaker changes."""
+def diarize(path: str | os.PathLike[str], result: Transcription, speakers: int | None = None, stream: int = 0,
+            first: int = 1) -> None:
+    """Label every word and segment of `result` (audio stream `stream` of `path`) with its speaker and split
+    segments where the speaker changes. Labels start at S`first`: each audio track of a file numbers its
+    speakers on from the tracks before it, so that no label means two voices."""
     if speakers is not None and not 1 <= speakers <= MAX_SPEAKERS:
         raise UserError(f"the number of speakers must be between 1 and {MAX_SPEAKERS}, not {speakers}")
     spans = [(seg, w) for seg in result.segments for w in speech_windows(seg.start, seg.end)]
     if not spans:
         return
-    vectors = embed(_clips(path, [w for _, w in spans]))
+    vectors = embed(_clips(path, [w for _, w in spans], stream))
     labels = cluster(vectors, speakers)
     centroids = np.stack([vectors[labels == k].mean(0) for k in range(labels.max() + 1)])
-    names = {k: f"S{i + 1}" for i, k in enumerate(dict.fromkeys(labels.tolist()))}  # numbered by first speech
+    names = {k: f"S{i + first}" for i, k in enumerate(dict.fromkeys(labels.tolist()))}  # numbered by first speech
     by_segment: dict[int, list[int]] = {}
     for i, (seg, _) in enumerate(spans):
         by_segment.setdefault(id(seg), []).append(i)

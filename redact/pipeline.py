@@ -24,7 +24,14 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from redact.anonymize import MODES, RedactionPolicy, anonymize
-from redact.audio import TRANSCRIPT_SUFFIXES, AudioOptions, AudioResult, process_audio, set_media
+from redact.audio import (
+    TRANSCRIPT_SUFFIXES,
+    AudioOptions,
+    AudioResult,
+    merge_speech,
+    process_tracks,
+    set_media,
+)
 from redact.audit import build_log, file_entry, write_json_atomic
 from redact.detect import (
     CLASS_NAMES,
@@ -159,6 +166,17 @@ def as_finished(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator
         finally:
             for future in futures:
                 future.cancel()
+
+
+def indexed_transcript(transcripts: list[dict]) -> dict:
+    """One transcript for the search index from each audio track's: the index holds one per video, so the
+    tracks' segments go in together, in time order (their speaker labels never clash: `next_speaker`)."""
+    if len(transcripts) == 1:
+        return transcripts[0]
+    segments = sorted((s for t in transcripts for s in t["segments"]), key=lambda s: (s["start"], s["end"]))
+    return {**transcripts[0], "duration": max(t["duration"] for t in transcripts),
+            "segments": [{**s, "id": n} for n, s in enumerate(segments)],
+            "redactions": [r for t in transcripts for r in t["redactions"]]}
 
 
 class Redactor:
@@ -303,7 +321,8 @@ class Redactor:
     def _run(self, input_path: Path, outdir: Path, progress: bool, stem: str | None) -> RunResult:
         """`run`, with OS errors as they come.
 
-        Audio runs first (transcript, spoken-PII spans, a bleeped WAV), then the video pass muxes that WAV.
+        Audio runs first, track by track (transcript, spoken-PII spans, a bleeped WAV), then the video pass muxes
+        each track's WAV (or the track as it was, where nothing was bleeped).
         Everything is finished under temporary names; only then are video, transcripts and log renamed into
         place, and the transcript indexed.
         """
@@ -322,11 +341,12 @@ class Redactor:
         plan = PlanWriter(plan_path(outdir, stem))
         published: list[Path] = []
         try:
-            audio = None
-            if info.has_audio and self.options.audio is not None:
-                audio = process_audio(input_path, stem, workdir, self.options.audio, file=str(video_out.resolve()))
-            writer = VideoWriter(video_out, info, crf=self.options.crf, preset=self.options.preset,
-                                 encoder=self.encoder, audio_from=audio.audio_path if audio else None)
+            audio: list[AudioResult] = []
+            if self.options.audio is not None:
+                audio = process_tracks(input_path, stem, workdir, self.options.audio, file=str(video_out.resolve()))
+            writer = VideoWriter(video_out, info, crf=self.options.crf, preset=self.options.preset, encoder=self.encoder,
+                                 audio=[(a.audio_path, 0) if a.audio_path else (input_path, k)
+                                        for k, a in enumerate(audio)] if audio else None)
             redacted = 0
             with ThreadPoolExecutor(1) as encode, tqdm(
                 total=info.frames or None, unit="frame", disable=not progress, desc=input_path.name, leave=False
@@ -351,14 +371,14 @@ class Redactor:
             elapsed = time.perf_counter() - start
             tracks = [r.as_dict(info.fps) for r in smoother.records.values()]
             output = file_entry(writer.tmp, video_out)
-            if audio is not None:
-                set_media(audio, output["path"], output["sha256"])
+            for a in audio:
+                set_media(a, output["path"], output["sha256"])
             log = build_log(
                 input_path=input_path, output=output,
                 info={"duration": info.duration, "frames": writer.frames, "fps": info.fps,
                       "width": info.width, "height": info.height, "rotation": info.rotation, "codec": info.codec,
                       "audio_codec": info.audio_codec, "audio_tracks": info.audio_tracks,
-                      "audio_tracks_kept": min(1, info.audio_tracks)},
+                      "audio_tracks_kept": info.audio_tracks},
                 models=self.model_entries, policy=self.policy(), tracks=tracks,
                 audio=self._audio_log(audio), stats={
                     "frames": writer.frames, "frames_redacted": redacted, "tracks": len(tracks),
@@ -367,7 +387,7 @@ class Redactor:
             self._plan(plan, log, info, audio, outdir, stem)
             write_json_atomic(log, pending_log)
             published.append(writer.publish())
-            for f in audio.files if audio else []:
+            for f in (f for a in audio for f in a.files):
                 published.append(Path(shutil.move(f, outdir / f.name)))
             published.append(plan.publish())
             published.append(self._fresh_decisions(outdir, stem))
@@ -383,16 +403,13 @@ class Redactor:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         warnings = []
-        if info.audio_tracks > 1:  # not yet processed: said in the log (info.audio_tracks_kept) and here
-            warnings.append(f"{input_path}: only the first of its {info.audio_tracks} audio tracks is kept, "
-                            f"transcribed and bleeped; the other {info.audio_tracks - 1} are not in the output")
-        if audio is not None and audio.transcript is not None and self.options.index_transcripts:
-            warnings += self._index(audio.transcript, video_out, output["sha256"])
+        if audio and self.options.index_transcripts:
+            warnings += self._index(indexed_transcript([a.transcript for a in audio]), video_out, output["sha256"])
         transcripts = [p for p in published if p.name.endswith(TRANSCRIPT_SUFFIXES)]
         return RunResult(video_out, log_out, writer.frames, len(tracks), writer.frames / elapsed, transcripts, log,
                          warnings)
 
-    def _plan(self, plan: PlanWriter, log: dict, info: VideoInfo, audio: AudioResult | None, outdir: Path,
+    def _plan(self, plan: PlanWriter, log: dict, info: VideoInfo, audio: list[AudioResult], outdir: Path,
               stem: str) -> None:
         """Complete the plan (under its partial name) and add the review sections to the log: no decisions yet,
         every automatic redaction listed with the default reason code."""
@@ -408,7 +425,7 @@ class Redactor:
                 "render": {"face_mode": o.face_mode, "plate_mode": o.plate_mode, "crf": o.crf, "preset": o.preset,
                            "encoder": self.encoder, **({"bleep": o.audio.bleep, "pad": o.audio.pad,
                                                         "redact_audio": o.audio.redact_audio} if o.audio else {})}}
-        speech = audio.speech if audio is not None else None
+        speech = merge_speech([a.speech for a in audio]) if audio else None
         plan.finish(meta, log["tracks"], speech)
         reasons, decisions = load_reasons(), Decisions(decisions_path(outdir, stem))
         spans = speech_redactions(speech, [], o.audio.pad)[1] if speech is not None and o.audio else []
@@ -435,12 +452,18 @@ class Redactor:
         Decisions(path).save()
         return path
 
-    def _audio_log(self, audio: AudioResult | None) -> dict | None:
-        if audio is None:
+    def _audio_log(self, audio: list[AudioResult]) -> dict | None:
+        """What the audio stage did, in all and per track: every redaction says its track (1, 2, ...)."""
+        if not audio:
             return None
-        return {"model": audio.model, "options": asdict(self.options.audio),
-                "audio_redacted": audio.audio_path is not None, "redactions": audio.redactions,
-                "transcripts": [f.name for f in audio.files]}
+        tracks = [{"track": n, "language": a.transcript["language"], "duration": a.transcript["duration"],
+                   "speakers": sorted({s["speaker"] for s in a.transcript["segments"] if s.get("speaker")}),
+                   "audio_redacted": a.audio_path is not None, "redactions": len(a.redactions),
+                   "transcripts": [f.name for f in a.files]} for n, a in enumerate(audio, start=1)]
+        return {"model": audio[0].model, "options": asdict(self.options.audio),
+                "audio_redacted": any(a.audio_path is not None for a in audio),
+                "redactions": [{**r, "track": n} for n, a in enumerate(audio, start=1) for r in a.redactions],
+                "transcripts": [f.name for a in audio for f in a.files], "tracks": tracks}
 
     def _index(self, transcript: dict, video: Path, sha256: str) -> list[str]:
         """Index a published transcript. The redaction has succeeded by then and stays published: a failure here

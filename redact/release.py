@@ -477,7 +477,8 @@ def release(outdir: Path, stem: str, *, case: str, requester: str, dest: Path, a
 def _fill(tmp: Path, outdir: Path, stem: str, log: dict, video: Path, *, case: str, requester: str,
           label_codes: bool, reasons: str | Path | None) -> list[str]:
     """Write the package's files into `tmp`; return their names (manifest last)."""
-    transcripts = [outdir / f"{stem}{s}" for s in TRANSCRIPT_SUFFIXES if (outdir / f"{stem}{s}").is_file()]
+    named = (log.get("audio") or {}).get("transcripts") or [f"{stem}{s}" for s in TRANSCRIPT_SUFFIXES]  # all tracks
+    transcripts = [outdir / name for name in named if (outdir / name).is_file()]
     expected = log["output"]["sha256"]
     if label_codes:
         from redact.render import render
@@ -493,12 +494,11 @@ def _fill(tmp: Path, outdir: Path, stem: str, log: dict, video: Path, *, case: s
         raise UserError(f"{video}: does not match the SHA-256 in its audit log (changed after the render?); "
                         "render again before releasing")
     for f in transcripts:
-        suffix = next(s for s in TRANSCRIPT_SUFFIXES if f.name.endswith(s))
-        if label_codes and suffix == ".transcript.json":  # it names the video by its path in the scratch folder
+        if label_codes and f.name.endswith(".transcript.json"):  # it names the video by its path in the scratch folder
             text = f.read_text(encoding="utf-8").replace(json.dumps(str(video.resolve())), json.dumps(out_video.name), 1)
-            _write(tmp / f"{stem}{suffix}", text)
+            _write(tmp / f.name, text)
         else:
-            _copy_hashed(f, tmp / f"{stem}{suffix}")
+            _copy_hashed(f, tmp / f.name)
     if label_codes:
         shutil.rmtree(tmp / ".render")
 

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from redact.anonymize import RedactionPolicy, anonymize, redacted_roi
-from redact.audio import build_transcript, transcription_of, write_bleeped, write_transcripts
+from redact.audio import build_transcript, track_info, track_stem, transcription_of, write_bleeped, write_transcripts
 from redact.audit import file_entry, write_json_atomic
 from redact.decisions import Bounds, Decisions, Reasons, decisions_path, digest, load, load_reasons
 from redact.detect import Detections
@@ -38,6 +38,7 @@ from redact.models import sha256_file
 from redact.plan import SUFFIX as PLAN_SUFFIX
 from redact.plan import Plan, plan_path
 from redact.track import frame_motion, shrink
+from redact.transcribe import Transcription
 from redact.video import Frame, VideoWriter, _open, _upright, nvenc_available, probe, read_frames
 
 CHUNK = 256  # frames of boxes read from the plan at once
@@ -190,30 +191,41 @@ def follow(frames: Iterable[Frame], region: dict) -> Iterator[tuple[int, np.ndar
 # ------------------------------------------------------------------------------------------------ speech
 def speech_redactions(speech: dict, words: list[dict], pad: float) -> tuple[dict[int, str], list[dict]]:
     """Label per word index and the spans to bleep, from the plan's automatic PII spans and the reviewer's word
-    decisions: an automatic span that an un-redact decision overlaps is dropped; a redact decision adds its span
-    (widened by `pad`). Spans carry "source" (auto/manual), "category", "reason" and the decision's "id"."""
-    all_words = [w for s in speech["segments"] for w in s["words"]]
+    decisions: an automatic span that an un-redact decision on its track overlaps is dropped; a redact decision
+    adds its span (widened by `pad`). Spans carry "source" (auto/manual), "category", "reason", the decision's
+    "id" and the audio "track" (1, 2, ...) they mute; a decision names its track (the first when it does not)."""
+    all_words = [(s.get("track", 1), w) for s in speech["segments"] for w in s["words"]]
     release = [d for d in words if not d["redact"]]
     labels: dict[int, str] = {}
     spans = []
     for r in speech["redactions"]:
         i, j = r["words"]
-        lo, hi = (all_words[i]["start"], all_words[j - 1]["end"]) if j > i else (r["start"], r["end"])
-        undo = next((d for d in release if d["start"] < hi and d["end"] > lo), None)
+        track = r.get("track", 1)
+        lo, hi = (all_words[i][1]["start"], all_words[j - 1][1]["end"]) if j > i else (r["start"], r["end"])
+        undo = next((d for d in release if d.get("track", 1) == track and d["start"] < hi and d["end"] > lo), None)
         spans.append({"start": r["start"], "end": r["end"], "category": r["category"], "source": "auto",
                       "redact": undo is None, "reason": undo["reason"] if undo else None, "id": undo["id"] if undo else None,
-                      "words": [i, j]})
+                      "words": [i, j], "track": track})
         if undo is None:
             labels.update({k: r["category"] for k in range(i, j)})
     for d in words:
         if not d["redact"]:
             continue
-        covered = [k for k, w in enumerate(all_words) if d["start"] <= (w["start"] + w["end"]) / 2 <= d["end"]]
+        track = d.get("track", 1)
+        covered = [k for k, (t, w) in enumerate(all_words)
+                   if t == track and d["start"] <= (w["start"] + w["end"]) / 2 <= d["end"]]
         labels.update({k: d["reason"] for k in covered})
         spans.append({"start": round(max(0.0, d["start"] - pad), 3), "end": round(d["end"] + pad, 3),
                       "category": d["reason"], "source": "manual", "redact": True, "reason": d["reason"], "id": d["id"],
-                      "words": [min(covered), max(covered) + 1] if covered else [0, 0]})
+                      "words": [min(covered), max(covered) + 1] if covered else [0, 0], "track": track})
     return labels, spans
+
+
+def speech_tracks(speech: dict | None) -> list[int]:
+    """The audio tracks (1, 2, ...) a plan's speech record covers."""
+    if speech is None:
+        return []
+    return [t["track"] for t in speech.get("tracks", [])] or [1]
 
 
 # ------------------------------------------------------------------------------------------------ the audit log
@@ -268,7 +280,8 @@ def exemptions(plan: Plan, decisions: Decisions, reasons: Reasons, spans: list[d
         rows.append(row("video", f"frame_ranges {r['id']}", "frame", "manual", "redacted", a, b, t(a), t(b, True),
                         r["reason"]))
     for n, s in enumerate(spans):
-        target = f"words {s['id']}" if s["id"] else f"speech {n + 1}"
+        target = (f"words {s['id']}" if s["id"] else f"speech {n + 1}") + \
+            (f" on audio track {s['track']}" if s.get("track", 1) > 1 else "")
         reason = s["reason"] or reasons.auto
         rows.append(row("audio", target, s["category"], s["source"], "redacted" if s["redact"] else "unredacted",
                         None, None, s["start"], s["end"], reason))
@@ -291,7 +304,7 @@ def bounds_of(plan: Plan) -> Bounds:
     return Bounds(plan.frame_count, plan.video["width"], plan.video["height"], frozenset(t.id for t in plan.tracks()),
                   float(speech["duration"]) if speech else float(plan.video.get("duration") or 0),
                   frozenset(w.get("speaker") for s in speech["segments"] for w in s["words"] if w.get("speaker"))
-                  if speech else frozenset())
+                  if speech else frozenset(), len(speech_tracks(speech)))
 
 
 def read_log(outdir: Path, stem: str) -> dict:
@@ -357,42 +370,56 @@ def _render(outdir: Path, stem: str, reasons: Reasons, target: Path, in_place: b
         published: list[Path] = []
         try:
             speech = plan.speech
+            tracks = speech_tracks(speech)
             spans: list[dict] = []
-            wav = None
             labels: dict[int, str] = {}
+            wavs: dict[int, Path] = {}  # track -> its bleeped audio
             if speech is not None:
                 labels, spans = speech_redactions(speech, decisions.state["words"], options.get("pad", 0.1))
-                bleeps = [s for s in spans if s["redact"]]
-                if options.get("redact_audio", True) and bleeps:
-                    wav = write_bleeped(original, workdir / f"{stem}.redacted-audio.wav", bleeps, options.get("bleep", "tone"))
+                for track in tracks if options.get("redact_audio", True) else []:
+                    bleeps = [s for s in spans if s["redact"] and s["track"] == track]
+                    if bleeps:
+                        wavs[track] = write_bleeped(original, workdir / f"{track_stem(stem, track - 1)}.redacted-audio.wav",
+                                                    bleeps, options.get("bleep", "tone"), track - 1)
             info = probe(original)
             encoder = options.get("encoder", "libx264")
             if encoder == "h264_nvenc" and not nvenc_available():
                 encoder = "libx264"
+            # the tracks the run transcribed, each bleeped where it has spans (a plan from before tracks covers the
+            # first alone, as its run kept); every track as it is where the run had no audio stage
+            audio = [(wavs[t], 0) if t in wavs else (original, t - 1) for t in tracks] if speech is not None else None
             writer = VideoWriter(video_out, info, crf=options["crf"], preset=options["preset"], encoder=encoder,
-                                 audio_from=wav)
+                                 audio=audio)
             frames = _render_frames(original, plan, spec, policy, reasons.auto, label_codes, writer, progress)
             writer.finish()
             if frames != plan.frame_count:
                 raise MediaError(f"{original}: decoded {frames} frames, the plan has {plan.frame_count}")
             output = file_entry(writer.tmp, video_out)
             transcripts = []
-            if speech is not None:
-                result = transcription_of(speech)
-                words = [w for s in result.segments for w in s.words]
-                by_id = {id(words[k]): label for k, label in labels.items()}
-                kept = [{"start": s["start"], "end": s["end"], "category": s["category"]} for s in spans if s["redact"]]
-                transcript = build_transcript(output["path"], output["sha256"], result, speech["model"], by_id, kept,
-                                              decisions.state.get("speakers"))
-                transcripts = write_transcripts(transcript, workdir, stem)
+            result = transcription_of(speech) if speech is not None else None
+            words = [w for seg in result.segments for w in seg.words] if result else []
+            by_id = {id(words[k]): label for k, label in labels.items()}
+            for track in tracks:
+                about = track_info(speech, track)
+                segments = [seg for seg, d in zip(result.segments, speech["segments"], strict=True)
+                            if d.get("track", 1) == track]
+                kept = [{"start": s["start"], "end": s["end"], "category": s["category"]} for s in spans
+                        if s["redact"] and s["track"] == track]
+                transcript = build_transcript(output["path"], output["sha256"],
+                                              Transcription(about["language"], about["duration"], segments),
+                                              speech["model"], by_id, kept, decisions.state.get("speakers"), track)
+                transcripts += write_transcripts(transcript, workdir, track_stem(stem, track - 1))
             audit = copy.deepcopy(log)
             audit["output"] = output
             audit["review"] = review_section(plan.path.name, sha256_file(plan.path), decisions, outside, reasons, label_codes)
             audit["exemptions"] = exemptions(plan, decisions, reasons, spans)
             if audit.get("audio") is not None:
-                audit["audio"]["redactions"] = [{k: s[k] for k in ("start", "end", "category", "source", "reason")}
-                                                for s in spans if s["redact"]]
-                audit["audio"]["audio_redacted"] = wav is not None
+                audit["audio"]["redactions"] = [{k: s[k] for k in ("start", "end", "category", "source", "reason",
+                                                                   "track")} for s in spans if s["redact"]]
+                audit["audio"]["audio_redacted"] = bool(wavs)
+                for entry in audit["audio"].get("tracks", []):
+                    entry["audio_redacted"] = entry["track"] in wavs
+                    entry["redactions"] = sum(s["redact"] and s["track"] == entry["track"] for s in spans)
             audit.setdefault("renders", []).append({"at": audit["review"]["rendered"], "decisions_sha256":
                                                     audit["review"]["decisions_sha256"], "frames": frames})
             write_json_atomic(audit, pending_log)

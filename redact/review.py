@@ -179,6 +179,7 @@ class Video:
         import wave
         import weakref
 
+        from redact.render import speech_tracks
         from redact.transcribe import iter_audio
 
         with self.lock:
@@ -188,12 +189,26 @@ class Video:
                 folder = tempfile.mkdtemp(prefix="redact-review-")  # mode 0700: the unredacted sound stays private
                 weakref.finalize(self, shutil.rmtree, folder, True)
                 path = Path(folder) / "audio.wav"
+                tracks = []  # each transcribed track, decoded once: the page plays them mixed into one
+                for track in speech_tracks(self.plan.speech) or [1]:
+                    raw = Path(folder) / f"track{track}.raw"
+                    with open(raw, "wb") as f:
+                        for block in iter_audio(self.original(), rate=16000, layout="mono", fmt="s16", stream=track - 1):
+                            f.write(block.tobytes())
+                    tracks.append(np.memmap(raw, np.int16, "r") if raw.stat().st_size else np.zeros(0, np.int16))
                 with wave.open(str(path), "wb") as out:
                     out.setnchannels(1)
                     out.setsampwidth(2)
                     out.setframerate(16000)
-                    for block in iter_audio(self.original(), rate=16000, layout="mono", fmt="s16"):
-                        out.writeframes(block.tobytes())
+                    for a in range(0, max(len(t) for t in tracks), 16000 * 60):
+                        mix = np.zeros(min(16000 * 60, max(len(t) for t in tracks) - a), np.int32)
+                        for t in tracks:
+                            part = t[a:a + len(mix)]
+                            mix[:len(part)] += part
+                        out.writeframes(mix.clip(-32768, 32767).astype(np.int16).tobytes())
+                del tracks
+                for raw in Path(folder).glob("track*.raw"):
+                    raw.unlink()
                 self._audio = path
             return self._audio
 
@@ -238,8 +253,9 @@ class Video:
             speech = self.plan.speech
             words, spans = [], []
             if speech is not None:
-                words = [{"i": i, "start": w["start"], "end": w["end"], "word": w["word"], "speaker": w.get("speaker", "")}
-                         for i, w in enumerate(w for s in speech["segments"] for w in s["words"])]
+                words = [{"i": i, "start": w["start"], "end": w["end"], "word": w["word"], "speaker": w.get("speaker", ""),
+                          "track": track} for i, (track, w) in enumerate((s.get("track", 1), w) for s in speech["segments"]
+                                                                          for w in s["words"])]
                 _, spans = speech_redactions(speech, decisions.state["words"], self.plan.meta["render"].get("pad", 0.1))
             video = self.plan.video
             fps = video.get("fps") or 30.0

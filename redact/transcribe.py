@@ -86,33 +86,40 @@ class AudioStreamInfo:
 
 
 # ------------------------------------------------------------------------------------------------ decoding
-def audio_info(path: str | os.PathLike[str]) -> AudioStreamInfo | None:
-    """The first audio stream's format, or None when the file has no audio stream (not an error)."""
+def audio_info(path: str | os.PathLike[str], stream: int = 0) -> AudioStreamInfo | None:
+    """The format of audio stream `stream` (counted among the audio streams), or None when the file has no such
+    stream (not an error)."""
     with open_media(path) as container:
-        if not container.streams.audio:
+        if len(container.streams.audio) <= stream:
             return None
-        stream = container.streams.audio[0]
-        ctx = stream.codec_context
-        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else (
+        audio = container.streams.audio[stream]
+        ctx = audio.codec_context
+        duration = float(audio.duration * audio.time_base) if audio.duration and audio.time_base else (
             container.duration / av.time_base if container.duration else None)
         layout = ctx.layout.name if ctx.layout else ("mono" if ctx.channels == 1 else "stereo")
         return AudioStreamInfo(codec=ctx.name, sample_rate=ctx.sample_rate or 0, channels=ctx.channels or 0,
                                layout=layout, duration=duration)
 
 
+def audio_streams(path: str | os.PathLike[str]) -> int:
+    """How many audio streams (tracks) `path` has."""
+    with open_media(path) as container:
+        return len(container.streams.audio)
+
+
 def iter_audio(path: str | os.PathLike[str], rate: int | None = SAMPLE_RATE, layout: str | None = "mono",
-               fmt: str = "flt") -> Iterator[np.ndarray]:
-    """Decoded audio as blocks of shape (samples, channels), on the media timeline from time 0.
+               fmt: str = "flt", stream: int = 0) -> Iterator[np.ndarray]:
+    """Decoded audio of audio stream `stream` as blocks of shape (samples, channels), on the media timeline from 0.
 
     `rate`/`layout` None keep the stream's own. `fmt` is a packed PyAV sample format ('flt' float32, 's16').
     Audio that starts after time 0 (up to MAX_LEAD_PAD) is preceded by silence, audio stamped before 0 is
     trimmed, and gaps between packets are filled with silence, so sample n is at media time n / rate.
     """
     with open_media(path) as container:
-        if not container.streams.audio:
-            raise MediaError(f"{path}: has no audio stream")
-        stream = container.streams.audio[0]
-        ctx = stream.codec_context
+        if len(container.streams.audio) <= stream:
+            raise MediaError(f"{path}: has no audio stream" + (f" {stream + 1}" if stream else ""))
+        source = container.streams.audio[stream]
+        ctx = source.codec_context
         out_rate = rate or ctx.sample_rate
         out_layout = layout or (ctx.layout.name if ctx.layout else "mono")
         if not out_rate:
@@ -146,7 +153,7 @@ def iter_audio(path: str | os.PathLike[str], rate: int | None = SAMPLE_RATE, lay
                 n -= k
                 yield np.zeros((k, channels), dtype=dtype)
 
-        for packet in container.demux(stream):
+        for packet in container.demux(source):
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as e:
@@ -347,8 +354,8 @@ def _judge(seg: Segment) -> bool:
 
 
 def transcribe(path: str | os.PathLike[str], asr: AsrModel, language: str | None = None,
-               window: float | None = None, beam: int = 5) -> Transcription:
-    """Transcribe the first audio stream of `path` window by window; times are media seconds. `beam` 5 is as
+               window: float | None = None, beam: int = 5, stream: int = 0) -> Transcription:
+    """Transcribe audio stream `stream` of `path` window by window; times are media seconds. `beam` 5 is as
     accurate as plain faster-whisper; 1 (greedy) is faster and loses accuracy (`benchmarks/asr_bench.py`)."""
     if beam < 1:
         raise UserError(f"beam size must be at least 1, not {beam}")
@@ -365,7 +372,7 @@ def transcribe(path: str | os.PathLike[str], asr: AsrModel, language: str | None
     result = Transcription(language=language or "", duration=0.0)
     samples = 0
     envelope: list[np.ndarray] = []
-    for start, audio in windows(iter_audio(path), window):
+    for start, audio in windows(iter_audio(path, stream=stream), window):
         samples = int(start * SAMPLE_RATE) + len(audio)
         envelope.append(rms_envelope(audio))
         if float(np.abs(audio).max(initial=0.0)) < 1e-4:

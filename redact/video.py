@@ -35,7 +35,7 @@ class VideoInfo:
     rotation: int  # degrees the stored picture is turned for display
     codec: str
     time_base: Fraction
-    audio_codec: str | None  # of the first audio track, the one kept
+    audio_codec: str | None  # of the first audio track
     audio_tracks: int = 0  # audio tracks in the input
 
     @property
@@ -171,11 +171,58 @@ def read_frames(path: str | os.PathLike[str], threads: int = 0, hwaccel: str | N
             raise MediaError(f"{path}: truncated or corrupt: decoded {index} of {stream.frames} frames")
 
 
-class VideoWriter:
-    """H.264 MP4 writer that keeps the input's timestamps and its audio.
+class AudioTrack:
+    """One audio track of the output, fed from audio stream `stream` of `source` (the input, or a redacted WAV):
+    copied when MP4 can carry its codec, else transcoded to AAC; read as a stream so memory stays flat."""
 
-    Audio comes from the input itself (stream copy when MP4 can carry the codec) or from `audio_from`, any
-    file PyAV can read (the audio stage hands over its redacted WAV), read as a stream so memory stays flat.
+    def __init__(self, container: av.container.OutputContainer, source: str | os.PathLike[str], stream: int = 0):
+        self.source = av.open(str(source))
+        self.pending: av.Packet | None = None
+        in_audio = self.source.streams.audio[stream]
+        if in_audio.codec_context.name in MP4_AUDIO_COPY:
+            self.stream = container.add_stream_from_template(in_audio)
+            self.packets: Iterator[av.Packet] | None = (p for p in self.source.demux(in_audio) if p.dts is not None)
+        else:
+            rate = in_audio.codec_context.sample_rate or 48000
+            self.stream = container.add_stream("aac", rate=rate)
+            channels = in_audio.codec_context.channels or 2
+            layout = in_audio.codec_context.layout.name if in_audio.codec_context.layout else ""
+            if not layout or layout.endswith("channels"):  # unnamed layouts (plain PCM) are refused by AAC
+                layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(channels, "stereo")
+            self.stream.layout = layout
+            self.packets = self._transcoded(in_audio, av.AudioResampler(format="fltp", layout=layout, rate=rate))
+
+    def _transcoded(self, in_audio: av.audio.stream.AudioStream, resampler: av.AudioResampler) -> Iterator[av.Packet]:
+        for frame in self.source.decode(in_audio):
+            frame.pts = None
+            for resampled in resampler.resample(frame):
+                yield from self.stream.encode(resampled)
+        for resampled in resampler.resample(None):
+            yield from self.stream.encode(resampled)
+        yield from self.stream.encode(None)
+
+    def mux_until(self, container: av.container.OutputContainer, seconds: float | None) -> None:
+        """Mux this track's packets up to `seconds` of media time (all remaining ones when None)."""
+        while self.packets is not None:
+            packet = self.pending or next(self.packets, None)
+            self.pending = None
+            if packet is None:
+                self.packets = None
+                return
+            known = packet.dts is not None and packet.time_base
+            if seconds is not None and known and float(packet.dts * packet.time_base) > seconds:
+                self.pending = packet
+                return
+            packet.stream = self.stream
+            container.mux(packet)
+
+
+class VideoWriter:
+    """H.264 MP4 writer that keeps the input's timestamps and its audio tracks.
+
+    `audio` lists the output's audio tracks as (source, stream): stream `stream` (counted among the audio
+    streams) of `source`, any file PyAV can read (the audio stage hands over a redacted WAV per track). The
+    default is every audio track of the input, as it is.
 
     The output is written under a temporary name; `finish()` completes it, `publish()` renames it into place
     and `abort()` removes it, so no half-written file is ever published.
@@ -189,7 +236,7 @@ class VideoWriter:
         preset: str = "veryfast",
         encoder: str = "libx264",
         threads: int = 0,
-        audio_from: str | os.PathLike[str] | None = None,
+        audio: list[tuple[str | os.PathLike[str], int]] | None = None,
     ):
         self.path = Path(path)
         self.tmp = partial_path(self.path)
@@ -210,58 +257,15 @@ class VideoWriter:
         self.stream.thread_type = "AUTO"  # frame threads: PyAV's default slices scale worse over many cores
         if threads:
             self.stream.codec_context.thread_count = threads
-        self._audio_in = None
-        self._audio_packets: Iterator[av.Packet] | None = None
-        self._pending: av.Packet | None = None
         self.frames = 0
-        audio_from = audio_from or (info.path if info.has_audio else None)
-        if audio_from is not None:
-            self._setup_audio(audio_from)
-
-    def _setup_audio(self, source: str | os.PathLike[str]) -> None:
-        """Copy the first audio stream of `source` (the input, or a redacted WAV) or transcode it to AAC."""
-        self._audio_in = av.open(str(source))
-        in_audio = self._audio_in.streams.audio[0]
-        if in_audio.codec_context.name in MP4_AUDIO_COPY:
-            self.audio_stream = self.container.add_stream_from_template(in_audio)
-            self._audio_packets = (p for p in self._audio_in.demux(in_audio) if p.dts is not None)
-            self._transcode = None
-        else:
-            rate = in_audio.codec_context.sample_rate or 48000
-            self.audio_stream = self.container.add_stream("aac", rate=rate)
-            channels = in_audio.codec_context.channels or 2
-            layout = in_audio.codec_context.layout.name if in_audio.codec_context.layout else ""
-            if not layout or layout.endswith("channels"):  # unnamed layouts (plain PCM) are refused by AAC
-                layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(channels, "stereo")
-            self.audio_stream.layout = layout
-            self._transcode = av.AudioResampler(format="fltp", layout=self.audio_stream.layout, rate=rate)
-            self._audio_packets = self._transcoded_audio(in_audio)
-
-    def _transcoded_audio(self, in_audio: av.audio.stream.AudioStream) -> Iterator[av.Packet]:
-        for frame in self._audio_in.decode(in_audio):
-            frame.pts = None
-            for resampled in self._transcode.resample(frame):
-                yield from self.audio_stream.encode(resampled)
-        for resampled in self._transcode.resample(None):
-            yield from self.audio_stream.encode(resampled)
-        yield from self.audio_stream.encode(None)
+        self.audio: list[AudioTrack] = []
+        for source, stream in audio if audio is not None else [(info.path, k) for k in range(info.audio_tracks)]:
+            self.audio.append(AudioTrack(self.container, source, stream))
 
     def _mux_audio_until(self, seconds: float | None) -> None:
         """Interleave audio packets up to `seconds` of video time (all remaining ones when None)."""
-        if self._audio_packets is None:
-            return
-        while True:
-            packet = self._pending or next(self._audio_packets, None)
-            self._pending = None
-            if packet is None:
-                self._audio_packets = None
-                return
-            known = packet.dts is not None and packet.time_base
-            if seconds is not None and known and float(packet.dts * packet.time_base) > seconds:
-                self._pending = packet
-                return
-            packet.stream = self.audio_stream
-            self.container.mux(packet)
+        for track in self.audio:
+            track.mux_until(self.container, seconds)
 
     def write(self, image: np.ndarray, pts: int) -> None:
         if image.shape[0] != self.height or image.shape[1] != self.width:
@@ -278,15 +282,15 @@ class VideoWriter:
         self.container.mux(self.stream.encode(None))
         self._mux_audio_until(None)
         self.container.close()
-        if self._audio_in is not None:
-            self._audio_in.close()
+        for track in self.audio:
+            track.source.close()
 
     def publish(self) -> Path:
         os.replace(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:
-        for c in (self.container, self._audio_in):
+        for c in (self.container, *(track.source for track in self.audio)):
             try:
                 if c is not None:
                     c.close()

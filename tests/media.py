@@ -113,27 +113,30 @@ def speak(text: str, rate: int = 16000, layout: str = "mono") -> np.ndarray:
     return np.repeat(mono, len(av.AudioLayout(layout).channels), axis=0)
 
 
-def talking_clip(path: Path, text: str, lead: float = 0.5) -> Path:
+def talking_clip(path: Path, text: str, lead: float = 0.5, more: tuple[str, ...] = ()) -> Path:
     """A real talking face (a GRID clip's frames, looped) speaking `text` (espeak-ng) after `lead` seconds of
-    silence, as H.264 + AAC, as long as the speech."""
+    silence, as H.264 + AAC, as long as the speech; each of `more` is spoken on an audio track of its own."""
     grid = [f.to_ndarray(format="bgr24") for f in av.open(str(EVALDATA / "video/grid/bbaf2n.mpg")).decode(video=0)]
-    speech = np.concatenate([np.zeros((1, int(lead * 16000)), np.float32), speak(text)], axis=1)
-    frames = int(np.ceil(speech.shape[1] / 16000 * 25)) + 5
+    speech = [np.concatenate([np.zeros((1, int(lead * 16000)), np.float32), speak(t)], axis=1) for t in (text, *more)]
+    frames = int(np.ceil(max(s.shape[1] for s in speech) / 16000 * 25)) + 5
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = grid[0].shape[1], grid[0].shape[0], "yuv420p"
-        audio = out.add_stream("aac", rate=16000)
-        audio.layout = "mono"
+        tracks = [out.add_stream("aac", rate=16000) for _ in speech]
+        for audio in tracks:
+            audio.layout = "mono"
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(grid[i % len(grid)], format="bgr24")
             frame.pts = i
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
-        for start in range(0, speech.shape[1], 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(speech[:, start:start + 1024]), format="flt", layout="mono")
-            af.sample_rate, af.pts = 16000, start
-            out.mux(audio.encode(af))
-        out.mux(audio.encode(None))
+        for audio, samples in zip(tracks, speech, strict=True):
+            for start in range(0, samples.shape[1], 1024):
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + 1024]), format="flt",
+                                                layout="mono")
+                af.sample_rate, af.pts = 16000, start
+                out.mux(audio.encode(af))
+            out.mux(audio.encode(None))
     return path
 
 

@@ -275,7 +275,8 @@ def test_no_audio_redaction_keeps_original_but_redacts_transcript(stop_wav, tmp_
 def test_transcript_json_schema(stop_result):
     result, _ = stop_result
     t = json.loads(next(f for f in result.files if f.name == "stop.transcript.json").read_text())
-    assert set(t) == {"file", "sha256", "duration", "language", "model", "segments", "redactions"}
+    assert set(t) == {"file", "sha256", "track", "duration", "language", "model", "segments", "redactions"}
+    assert t["track"] == 1
     assert t["file"] == "stop.wav" and re.fullmatch(r"[0-9a-f]{64}", t["sha256"])
     assert t["model"] == result.model == {"id": TINY, "sha256": load_asr(TINY).sha256}
     assert t["redactions"] == result.redactions

@@ -148,20 +148,24 @@ def test_inputs_sharing_a_stem_keep_apart(tmp_path):
     assert_user_error(run_cli("run", mp4, twin, "-o", tmp_path / "o2", *fast), tmp_path / "o2")
 
 
-def test_a_second_audio_track_is_never_dropped_silently(tmp_path):
-    """Only the first audio track is processed so far: the others are left out of the output, and the run says so
-    on stderr and in the audit log (issue 16 asks for every track to be kept, transcribed and bleeped)."""
+def test_without_the_audio_stage_every_track_is_kept_as_it_is(tmp_path):
+    """--no-transcribe keeps every audio track untouched (tests/test_tracks.py: with it, each is also bleeped)."""
     import av
 
     clip = make_clip(tmp_path / "two.mp4", frames=15, audio_tracks=2)
     proc = run_cli("run", clip, "-o", tmp_path / "out", "--device", "cpu", "--no-plates", "--face-scale", "1",
                    "--no-transcribe")
     assert proc.returncode == 0, proc.stderr
-    assert "only the first of its 2 audio tracks is kept" in proc.stderr, proc.stderr
     info = json.loads((tmp_path / "out" / "two.redaction.json").read_text())["video"]
-    assert (info["audio_tracks"], info["audio_tracks_kept"]) == (2, 1), info
-    with av.open(str(tmp_path / "out" / "two.redacted.mp4")) as out:
-        assert len(out.streams.audio) == 1
+    assert (info["audio_tracks"], info["audio_tracks_kept"]) == (2, 2), info
+    with av.open(str(clip)) as original, av.open(str(tmp_path / "out" / "two.redacted.mp4")) as out:
+        assert len(out.streams.audio) == 2
+        for k in range(2):  # stream copies: the same packets
+            a = [bytes(p) for p in original.demux(original.streams.audio[k]) if p.size]
+            original.seek(0)
+            b = [bytes(p) for p in out.demux(out.streams.audio[k]) if p.size]
+            out.seek(0)
+            assert a == b
 
 
 def test_full_disk_is_one_clear_line_and_nothing_published(tmp_path):

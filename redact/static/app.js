@@ -391,9 +391,14 @@ function drawTranscript() {
   const box = $("transcript");
   if (!S.info.words.length) { box.innerHTML = `<span class="empty">No speech was transcribed.</span>`; return; }
   const names = S.info.decisions.speakers || {};
+  const several = S.info.words.some((w) => w.track > 1);
   box.replaceChildren(...S.info.words.flatMap((w, k) => {
     const turn = [];
-    if (w.speaker && (k === 0 || S.info.words[k - 1].speaker !== w.speaker)) {
+    if (several && (k === 0 || S.info.words[k - 1].track !== w.track)) {
+      // each audio track's words follow the last track's: a heading where a track starts
+      turn.push(Object.assign(document.createElement("div"), { className: "audio-track", textContent: `Audio track ${w.track}` }));
+    }
+    if (w.speaker && (k === 0 || S.info.words[k - 1].speaker !== w.speaker || S.info.words[k - 1].track !== w.track)) {
       // a chip at each change of speaker; named by the reviewer (the release shows the name) or the label
       const chip = document.createElement("button");
       chip.type = "button"; chip.className = "speaker" + (names[w.speaker] ? " named" : "");
@@ -401,7 +406,7 @@ function drawTranscript() {
       chip.textContent = names[w.speaker] || w.speaker;
       chip.title = names[w.speaker] ? `${w.speaker}, named by a reviewer: click to rename` : "Click to name this speaker";
       chip.onclick = () => openAction("speaker", { label: w.speaker });
-      if (k) turn.push(Object.assign(document.createElement("span"), { className: "turn" }));
+      if (k && !turn.length) turn.push(Object.assign(document.createElement("span"), { className: "turn" }));
       turn.push(chip);
     }
     const el = document.createElement("span");
@@ -434,8 +439,9 @@ function wordClicked(i, shift) {
   seek(frameAt(S.info.words[i].start));
   if (span && span.source === "auto" && span.redact) return openAction("release-span", { span });
   if (span && span.id) return openAction("remove", { list: "words", id: span.id, what: span.source === "manual" ? "the bleep" : "the release" });
-  const a = shift && S.anchor !== null ? Math.min(S.anchor, i) : i;
-  const b = shift && S.anchor !== null ? Math.max(S.anchor, i) : i;
+  const extend = shift && S.anchor !== null && S.info.words[S.anchor].track === S.info.words[i].track;  // one track
+  const a = extend ? Math.min(S.anchor, i) : i;
+  const b = extend ? Math.max(S.anchor, i) : i;
   S.anchor = i;
   openAction("bleep", { i: a, j: b });
 }
@@ -466,7 +472,7 @@ function drawDecisions() {
       [button("Go", () => seek(r.frames[0])), button("Remove", () => openAction("remove", { list: "frame_ranges", id: r.id, what: `frames ${r.id}` }))]);
   }
   for (const w of d.words) {
-    add(`Audio ${w.start.toFixed(2)}–${w.end.toFixed(2)} s ${w.redact ? "bleeped" : "released"}${w.text ? ` “${w.text}”` : ""} (${w.id})`, w.reason,
+    add(`Audio${w.track ? ` track ${w.track}` : ""} ${w.start.toFixed(2)}–${w.end.toFixed(2)} s ${w.redact ? "bleeped" : "released"}${w.text ? ` “${w.text}”` : ""} (${w.id})`, w.reason,
       [button("Remove", () => openAction("remove", { list: "words", id: w.id, what: `audio ${w.id}` }))]);
   }
   for (const [label, name] of Object.entries(d.speakers || {})) {
@@ -509,7 +515,7 @@ function openAction(kind, ctx) {
     frames = [S.frame, Math.min(last, S.frame + Math.round(S.info.video.fps))]; mode = MODES.blackout;
   } else if (kind === "bleep") {
     const ws = S.info.words.slice(ctx.i, ctx.j + 1);
-    title = "Bleep speech"; text = `“${ws.map((w) => w.word.trim()).join(" ")}” (${ws[0].start.toFixed(2)}–${ws[ws.length - 1].end.toFixed(2)} s)`;
+    title = "Bleep speech"; text = `“${ws.map((w) => w.word.trim()).join(" ")}” (${ws[0].start.toFixed(2)}–${ws[ws.length - 1].end.toFixed(2)} s${ws[0].track > 1 ? `, audio track ${ws[0].track}` : ""})`;
   } else if (kind === "release-span") {
     const ws = S.info.words.slice(ctx.span.words[0], ctx.span.words[1]);
     title = `Release an automatic bleep (${ctx.span.category})`;
@@ -571,12 +577,12 @@ function operation() {
     case "blackout": return { op: "add", list: "frame_ranges", value: { frames, mode: $("action-mode").value, reason } };
     case "bleep": {
       const ws = S.info.words.slice(ctx.i, ctx.j + 1);
-      return { op: "add", list: "words", value: { start: ws[0].start, end: ws[ws.length - 1].end, redact: true, reason, text: ws.map((w) => w.word.trim()).join(" ") } };
+      return { op: "add", list: "words", value: { start: ws[0].start, end: ws[ws.length - 1].end, redact: true, reason, track: ws[0].track, text: ws.map((w) => w.word.trim()).join(" ") } };
     }
     case "release-span": {
       const ws = S.info.words.slice(ctx.span.words[0], ctx.span.words[1]);
       const start = ws.length ? ws[0].start : ctx.span.start, end = ws.length ? ws[ws.length - 1].end : ctx.span.end;
-      return { op: "add", list: "words", value: { start, end, redact: false, reason, text: ws.map((w) => w.word.trim()).join(" ") } };
+      return { op: "add", list: "words", value: { start, end, redact: false, reason, track: ctx.span.track, text: ws.map((w) => w.word.trim()).join(" ") } };
     }
     case "remove": return { op: "remove", list: ctx.list, id: ctx.id };
     case "speaker": return { op: "speakers", label: ctx.label, name: $("action-name").value.trim() || null };
