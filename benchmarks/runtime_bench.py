@@ -34,8 +34,8 @@ from redact.detect import (
     YoloPlateDetector,
     _dynamic_centerface,
     cpu_facts,
-    has_bf16,
     onnx_export,
+    openvino_precision,
 )
 from redact.models import resolve
 from redact.pipeline import RedactOptions, plate_models
@@ -113,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     defaults = RedactOptions()
     work = Path(tempfile.mkdtemp(prefix="runtime-bench-"))
-    bf16 = has_bf16()
+    bf16 = openvino_precision() == "bf16"
     variants = [("onnxruntime", "fp32"), ("openvino", "f32"), *([("openvino", "bf16")] if bf16 else []),
                 ("onnxruntime", "int8"), ("openvino", "int8")]
     results: dict = {"machine": {"platform": platform.platform(), **cpu_facts()}, "models": {}}

@@ -174,8 +174,10 @@ def cpu_flags() -> frozenset[str]:
         return frozenset()
 
 
-def has_bf16() -> bool:
-    return any(f in cpu_flags() for f in BF16_FLAGS)
+def openvino_precision() -> str:
+    """OpenVINO's inference precision here: bf16 where the CPU computes in bfloat16 (its own default there), else
+    f32."""
+    return "bf16" if any(f in cpu_flags() for f in BF16_FLAGS) else "f32"
 
 
 @functools.cache
@@ -188,7 +190,7 @@ def cpu_runtime() -> str:
         import openvino  # noqa: F401
     except ImportError:
         return "onnxruntime"
-    return "openvino" if has_bf16() else "onnxruntime"
+    return "openvino" if openvino_precision() == "bf16" else "onnxruntime"
 
 
 def cpu_facts() -> dict:
@@ -202,7 +204,7 @@ def cpu_facts() -> dict:
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", *BF16_FLAGS, "amx_int8", "asimd", "sve")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return {"cores": cores, "isa": [f for f in wanted if f in cpu_flags()], "runtimes": versions,
-            "openvino_precision": "bf16" if has_bf16() else "f32"}
+            "openvino_precision": openvino_precision()}
 
 
 class OnnxGraph:
@@ -223,7 +225,7 @@ class OnnxGraph:
                 raise UserError("--runtime openvino: the openvino package is not installed here") from None
             core = ov.Core()
             graph = core.read_model(model, b"") if isinstance(model, bytes) else core.read_model(str(model))
-            precision = precision or cpu_facts()["openvino_precision"]
+            precision = precision or openvino_precision()
             self.compiled = core.compile_model(graph, "CPU", {"PERFORMANCE_HINT": "LATENCY",
                                                               "INFERENCE_PRECISION_HINT": precision})
             self.request = self.compiled.create_infer_request()

@@ -200,8 +200,9 @@ class Video:
                     out.setnchannels(1)
                     out.setsampwidth(2)
                     out.setframerate(16000)
-                    for a in range(0, max(len(t) for t in tracks), 16000 * 60):
-                        mix = np.zeros(min(16000 * 60, max(len(t) for t in tracks) - a), np.int32)
+                    length = max(len(t) for t in tracks)
+                    for a in range(0, length, 16000 * 60):
+                        mix = np.zeros(min(16000 * 60, length - a), np.int32)
                         for t in tracks:
                             part = t[a:a + len(mix)]
                             mix[:len(part)] += part

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,22 +54,31 @@ def run_outdir(grid_run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(run_outdir: Path, tmp_path_factory) -> Iterator[Server]:
-    """The review app on a copy of the run, served by uvicorn in a thread on a free loopback port."""
-    import uvicorn
-
+    """The review app on a copy of the run."""
     outdir = tmp_path_factory.mktemp("review") / "out"
     shutil.copytree(run_outdir, outdir)
+    with serving(outdir) as running:
+        yield running
+
+
+@contextmanager
+def serving(outdir: Path, reviewer: str = "") -> Iterator[Server]:
+    """The review app on `outdir`, served by uvicorn in a thread on a free loopback port."""
+    import uvicorn
+
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(outdir, hosts=allowed_hosts("127.0.0.1", port), reviewer="")
+    app = create_app(outdir, hosts=allowed_hosts("127.0.0.1", port), reviewer=reviewer)
     uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_for(lambda: uv.started, 20, "the server to start")
-    yield Server(f"127.0.0.1:{port}", app.state.token, outdir)
-    uv.should_exit = True
-    thread.join(10)
+    try:
+        yield Server(f"127.0.0.1:{port}", app.state.token, outdir)
+    finally:
+        uv.should_exit = True
+        thread.join(10)
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str) -> object:

@@ -15,7 +15,7 @@ from redact.decisions import decisions_path, load, load_reasons
 from redact.errors import UserError
 from redact.plan import Plan, plan_path
 from redact.render import bounds_of, render
-from redact.review import Video, allowed_hosts, create_app
+from redact.review import Video
 from redact.transcribe import iter_audio, load_asr, transcribe
 
 STEM = "stop"
@@ -135,30 +135,18 @@ def test_a_reviewer_decides_per_track(ran, tmp_path):
 def test_the_review_page_bleeps_on_the_track_of_the_word_and_names_speakers(ran, tmp_path):
     """In a real browser: each track's words under their own heading; a word clicked on track 2 is bleeped on
     track 2; a speaker chip opens the rename dialog and the name is kept in the decisions."""
-    import socket
-    import threading
-
-    import uvicorn
     from playwright.sync_api import expect, sync_playwright
-    from test_review import CHROMIUM_ARGS, wait_for
+    from test_review import CHROMIUM_ARGS, serving
 
     outdir = shutil.copytree(ran[1], tmp_path / "out")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(outdir, hosts=allowed_hosts("127.0.0.1", port), reviewer="R. Officer")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 20, "the server to start")
-    try:
+    with serving(outdir, reviewer="R. Officer") as server:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(15_000)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{port}/?token={app.state.token}")
+            page.goto(server.url)
             expect(page.locator(".audio-track")).to_have_text(["Audio track 1", "Audio track 2"])
             expect(page.locator("#transcript .speaker")).to_have_text(["S1", "S2"])
             if not page.input_value("#reviewer"):
@@ -179,9 +167,6 @@ def test_the_review_page_bleeps_on_the_track_of_the_word_and_names_speakers(ran,
             shutil.copy(tmp_path / "tracks.png", "/tmp/review-tracks.png")
             browser.close()
         assert not errors, errors
-    finally:
-        server.should_exit = True
-        thread.join(10)
     state = json.loads(decisions_path(outdir, STEM).read_text())
     assert [(w["track"], w["reason"], w["text"].strip(" .").lower()) for w in state["words"]] == [(2, "b6", "green")]
     assert state["speakers"] == {"S2": "Dispatch"}
