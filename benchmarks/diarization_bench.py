@@ -8,7 +8,7 @@ pocketsphinx-testdata (5), and the 11 GRID speakers (one 3 s sentence each, repe
 pocketsphinx's card-game commands are left out: its five files do not sound like one voice to the encoder (two of
 them are as far from the other three as from every other corpus). A conversation of k speakers has 3 turns each in
 an order where nobody speaks twice running, 0.3-0.8 s apart; a phone-quality copy (8 kHz, 300-3400 Hz) of each is
-run as well.
+run as well. One-speaker recordings (each long reader alone, six utterances) check that one voice is not split.
 
 Each conversation goes through the audio stage as `redact run` does it (faster-whisper, then redact.diarize) with
 the number of speakers left to be found, and is scored against its turns:
@@ -57,7 +57,7 @@ def load(path: Path) -> np.ndarray:
 
 def conversation(name: str, chosen: list[str], pool: dict[str, list[Path]], rng: np.random.Generator,
                  turns_each: int = 3) -> Conversation:
-    order: list[str] = []
+    order: list[str] = chosen * turns_each if len(chosen) == 1 else []
     while len(order) < turns_each * len(chosen):
         left = [v for v in chosen if order.count(v) < turns_each and (not order or v != order[-1])]
         order.append(str(rng.choice(left)) if left else order[-2])
@@ -92,7 +92,7 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
 
 
 def score(conv: Conversation, words: list[tuple[float, float, str]], segments: list[tuple[float, float, str]]) -> dict:
-    from pyannote.core import Annotation, Segment
+    from pyannote.core import Annotation, Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
     from scipy.optimize import linear_sum_assignment
 
@@ -111,7 +111,8 @@ def score(conv: Conversation, words: list[tuple[float, float, str]], segments: l
         reference[Segment(start, end)] = voice
     for start, end, label in segments:
         hypothesis[Segment(start, end)] = label
-    der = DiarizationErrorRate(collar=0.0, skip_overlap=False)(reference, hypothesis)
+    uem = Timeline([Segment(0.0, len(conv.audio) / SAMPLE_RATE)])  # the whole recording is evaluated
+    der = DiarizationErrorRate(collar=0.0, skip_overlap=False)(reference, hypothesis, uem=uem)
     return {"speakers": len(voices_), "found": len(labels), "words": len(words),
             "words_right": round(float(counts[rows, cols].sum() / max(1, len(words))), 4), "der": round(float(der), 4)}
 
@@ -139,6 +140,7 @@ def main() -> None:
             chosen = list(rng.choice(long_voices, size=min(k - 1, 2), replace=False))
             chosen += list(rng.choice(grid, size=k - len(chosen), replace=False))
             plans.append((f"{k}-speakers-{i + 1}", chosen))
+    plans += [(f"1-speaker-{i + 1}", [voice]) for i, voice in enumerate(long_voices)]
     options = AudioOptions()
     asr = load_asr(options.asr_model, options.device)
     rows = []
@@ -146,7 +148,7 @@ def main() -> None:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         for name, chosen in plans:
-            conv = conversation(name, chosen, pool, rng)
+            conv = conversation(name, chosen, pool, rng, turns_each=6 if len(chosen) == 1 else 3)
             for quality in ("wideband",) if args.quick else ("wideband", "phone"):
                 path = folder / f"{name}-{quality}.wav"
                 write_wav(path, conv.audio if quality == "wideband" else phone(conv.audio))
@@ -163,11 +165,11 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     summary = {}
-    for k in (2, 3, 4):
+    for k in (1, 2, 3, 4):
         for quality in ("wideband", "phone"):
             sel = [r for r in rows if r["speakers"] == k and r["quality"] == quality]
             if sel:
-                summary[f"{k} speakers, {quality}"] = {
+                summary[f"{k} speaker{'s' if k > 1 else ''}, {quality}"] = {
                     "conversations": len(sel),
                     "words_right": round(sum(r["words_right"] * r["words"] for r in sel) / sum(r["words"] for r in sel), 4),
                     "der": round(float(np.mean([r["der"] for r in sel])), 4),

@@ -9,11 +9,13 @@ not used: it imports `webrtcvad`, which needs setuptools' removed `pkg_resources
 compiles for half a minute. The network is rebuilt here in torch and fed the same features (librosa-equivalent
 mel power spectrogram, from faster-whisper's own filter bank and STFT).
 
-Each segment's speech is cut into 1.6 s windows (the encoder's training length); each window is embedded, and the
-windows are clustered by cosine distance (average linkage). Without a fixed number, clusters closer than
-`THRESHOLD` merge, and a cluster with less than `MIN_SPEECH_S` of speech joins its nearest neighbour (a cough,
-overlapping speech). Each word takes the speaker nearest to the mean embedding of the windows that hold it, so a
-turn can change inside a Whisper segment; segments are split there.
+Speech is cut into stretches at the pauses between words (a turn rarely changes without one), each stretch into
+1.6 s windows (the encoder's training length), and each window is embedded. A stretch's voice is the mean of its
+windows' vectors, as Resemblyzer embeds a whole utterance; the stretches are clustered by cosine distance (average
+linkage), far steadier than single windows, which straddle turns and scatter. Without a fixed number, clusters
+closer than `THRESHOLD` merge, and a cluster with less than `MIN_SPEECH_S` of speech joins its nearest neighbour
+(a cough, overlapping speech). Each word then takes the speaker nearest to the mean vector of the windows that hold
+it, so a turn can still change inside a stretch; segments are split there.
 """
 
 from __future__ import annotations
@@ -29,16 +31,17 @@ import torch
 from torch import nn
 
 from redact.errors import ModelError, UserError
-from redact.transcribe import SAMPLE_RATE, Segment, Transcription, iter_audio
+from redact.transcribe import SAMPLE_RATE, Segment, Transcription, Word, iter_audio
 
 N_MELS, N_FFT, HOP = 40, 400, 160  # 25 ms windows every 10 ms, as the encoder was trained
 WINDOW_S = 1.6  # the encoder's partial-utterance length (160 frames)
 STEP_S = 0.8  # windows overlap by half
 TARGET_DBFS = -30.0  # every window at the loudness the encoder was trained at (its features are not log-scaled)
-THRESHOLD = 0.3  # cosine distance under which two clusters are one voice (benchmarks/diarization_bench.py)
+PAUSE_S = 0.3  # a pause between words longer than this ends a stretch
+THRESHOLD = 0.22  # cosine distance under which two clusters of stretches are one voice (diarization_bench)
 MIN_SPEECH_S = 3.0  # a voice heard for less than this (in auto mode) is merged into the nearest one
 MAX_SPEAKERS = 20
-MAX_CLUSTERED = 2000  # windows clustered directly; beyond this a sample is clustered and the rest assigned
+MAX_CLUSTERED = 2000  # stretches clustered directly; beyond this a sample is clustered and the rest assigned
 
 
 class SpeakerEncoder(nn.Module):
@@ -101,6 +104,20 @@ def embed(clips: list[np.ndarray], batch: int = 64) -> np.ndarray:
     return np.concatenate([encoder(torch.from_numpy(mels[i:i + batch])).numpy() for i in range(0, len(mels), batch)])
 
 
+def stretches(seg: Segment) -> list[tuple[float, float, list[Word]]]:
+    """(start, end, words) of each run of `seg`'s words with no pause over PAUSE_S: a turn between two speakers
+    almost always falls in a pause, so one stretch is nearly always one voice. A segment without words is one
+    stretch."""
+    if not seg.words:
+        return [(seg.start, seg.end, [])]
+    runs = [[seg.words[0]]]
+    for prev, word in zip(seg.words, seg.words[1:], strict=False):
+        if word.start - prev.end > PAUSE_S:
+            runs.append([])
+        runs[-1].append(word)
+    return [(run[0].start, run[-1].end, run) for run in runs]
+
+
 def speech_windows(start: float, end: float) -> list[tuple[float, float]]:
     """The windows covering [start, end]: the stretch itself when shorter than WINDOW_S, else WINDOW_S windows
     every STEP_S with the last one ending at `end`."""
@@ -128,26 +145,29 @@ def _clips(path: str | os.PathLike[str], spans: list[tuple[float, float]], strea
     return clips
 
 
-def cluster(vectors: np.ndarray, speakers: int | None, seconds_each: float = STEP_S) -> np.ndarray:
-    """A cluster index per unit vector. `speakers` fixes the number; None finds it (THRESHOLD, MIN_SPEECH_S)."""
+def cluster(points: np.ndarray, seconds: np.ndarray, speakers: int | None) -> np.ndarray:
+    """A cluster index per unit vector (one per stretch, `seconds` long). `speakers` fixes the number; None finds
+    it (THRESHOLD, MIN_SPEECH_S)."""
     from sklearn.cluster import AgglomerativeClustering
 
-    n = len(vectors)
-    if n == 0:
-        return np.zeros(0, int)
-    if n == 1 or speakers == 1:
+    n = len(points)
+    if n <= 1 or speakers == 1:
         return np.zeros(n, int)
     sample = np.linspace(0, n - 1, min(n, MAX_CLUSTERED)).round().astype(int)
     kw = dict(n_clusters=min(speakers, len(sample))) if speakers else dict(n_clusters=None,
                                                                             distance_threshold=THRESHOLD)
-    labels = AgglomerativeClustering(metric="cosine", linkage="average", **kw).fit_predict(vectors[sample])
-    centroids = np.stack([vectors[sample][labels == k].mean(0) for k in range(labels.max() + 1)])
-    if not speakers:  # voices heard too briefly to be a speaker join their nearest neighbour
-        counts = np.bincount(nearest(vectors, centroids), minlength=len(centroids))
-        big = counts * seconds_each >= MIN_SPEECH_S
-        if big.any() and not big.all():
-            centroids = centroids[big]
-    return nearest(vectors, centroids)
+    fitted = AgglomerativeClustering(metric="cosine", linkage="average", **kw).fit_predict(points[sample])
+    labels = nearest(points, np.stack([points[sample][fitted == k].mean(0) for k in range(fitted.max() + 1)]))
+    labels[sample] = fitted  # the rest, beyond MAX_CLUSTERED, join the nearest cluster
+    if not speakers:  # voices heard too briefly to be a speaker join their nearest neighbour, briefest first
+        while len(kept := np.unique(labels)) > 1:
+            heard = np.array([seconds[labels == k].sum() for k in kept])
+            if heard.min() >= MIN_SPEECH_S:
+                break
+            brief, rest = kept[heard.argmin()], np.delete(kept, heard.argmin())
+            sums = np.stack([(points[labels == k] * seconds[labels == k, None]).sum(0) for k in (brief, *rest)])
+            labels[labels == brief] = rest[nearest(sums[:1], sums[1:])[0]]
+    return np.unique(labels, return_inverse=True)[1]
 
 
 def nearest(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -162,24 +182,30 @@ def diarize(path: str | os.PathLike[str], result: Transcription, speakers: int |
     speakers on from the tracks before it, so that no label means two voices."""
     if speakers is not None and not 1 <= speakers <= MAX_SPEAKERS:
         raise UserError(f"the number of speakers must be between 1 and {MAX_SPEAKERS}, not {speakers}")
-    spans = [(seg, w) for seg in result.segments for w in speech_windows(seg.start, seg.end)]
-    if not spans:
+    parts = [part for seg in result.segments for part in stretches(seg)]
+    windows = [(j, w) for j, (a, b, _) in enumerate(parts) for w in speech_windows(a, b)]
+    if not windows:
         return
-    vectors = embed(_clips(path, [w for _, w in spans], stream))
-    labels = cluster(vectors, speakers)
+    vectors = embed(_clips(path, [w for _, w in windows], stream))
+    owner = np.array([j for j, _ in windows])
+    points = np.zeros((len(parts), vectors.shape[1]), np.float32)
+    np.add.at(points, owner, vectors)
+    points /= np.linalg.norm(points, axis=1, keepdims=True).clip(1e-8)
+    labels = cluster(points, np.array([b - a for a, b, _ in parts]), speakers)[owner]
     centroids = np.stack([vectors[labels == k].mean(0) for k in range(labels.max() + 1)])
-    names = {k: f"S{i + first}" for i, k in enumerate(dict.fromkeys(labels.tolist()))}  # numbered by first speech
-    by_segment: dict[int, list[int]] = {}
-    for i, (seg, _) in enumerate(spans):
-        by_segment.setdefault(id(seg), []).append(i)
-    for seg in result.segments:
-        idx = by_segment[id(seg)]
-        for w in seg.words:
+    held = np.split(np.arange(len(owner)), np.cumsum(np.bincount(owner, minlength=len(parts)))[:-1])
+    voice: dict[int, int] = {}  # id(word) -> cluster
+    for (_, _, words), idx in zip(parts, held, strict=True):
+        for w in words:
             mid = (w.start + w.end) / 2
-            holding = [i for i in idx if spans[i][1][0] <= mid <= spans[i][1][1]]
+            holding = [i for i in idx if windows[i][1][0] <= mid <= windows[i][1][1]]
             if not holding:
-                holding = [min(idx, key=lambda i: abs(sum(spans[i][1]) / 2 - mid))]
-            w.speaker = names[int(nearest(vectors[holding].mean(0, keepdims=True), centroids)[0])]
+                holding = [min(idx, key=lambda i: abs(sum(windows[i][1]) / 2 - mid))]
+            voice[id(w)] = int(nearest(vectors[holding].mean(0, keepdims=True), centroids)[0])
+    names = {k: f"S{i + first}" for i, k in enumerate(dict.fromkeys(voice.values()))}  # numbered by first speech
+    for seg in result.segments:
+        for w in seg.words:
+            w.speaker = names[voice[id(w)]]
     result.segments = [part for seg in result.segments for part in split_turns(seg)]
 
 
