@@ -9,6 +9,7 @@ pocketsphinx's card-game commands are left out: its five files do not sound like
 them are as far from the other three as from every other corpus). A conversation of k speakers has 3 turns each in
 an order where nobody speaks twice running, 0.3-0.8 s apart; a phone-quality copy (8 kHz, 300-3400 Hz) of each is
 run as well. One-speaker recordings (each long reader alone, six utterances) check that one voice is not split.
+Each seed (three by default) draws its own 11 conversations, 22 recordings with the phone copies.
 
 Each conversation goes through the audio stage as `redact run` does it (faster-whisper, then redact.diarize) with
 the number of speakers left to be found, and is scored against its turns:
@@ -117,10 +118,26 @@ def score(conv: Conversation, words: list[tuple[float, float, str]], segments: l
             "words_right": round(float(counts[rows, cols].sum() / max(1, len(words))), 4), "der": round(float(der), 4)}
 
 
+def plans(pool: dict[str, list[Path]], rng: np.random.Generator, quick: bool) -> list[tuple[str, list[str]]]:
+    """(name, voices) of each conversation a seed draws: 2, 3 and 4 speakers (one or two long readers, the rest
+    GRID speakers), then each long reader alone."""
+    long_voices = ["ljspeech", "librivox"]
+    grid = [v for v in pool if v.startswith("grid-")]
+    drawn = []
+    for k in (2, 3, 4):
+        for i in range(1 if quick else 3):
+            chosen = list(rng.choice(long_voices, size=min(k - 1, 2), replace=False))
+            chosen += list(rng.choice(grid, size=k - len(chosen), replace=False))
+            drawn.append((f"{k}-speakers-{i + 1}", chosen))
+    return drawn + [(f"1-speaker-{i + 1}", [voice]) for i, voice in enumerate(long_voices)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one conversation per size, no phone copies")
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--seed", type=int, nargs="+", default=[14, 7, 21],
+                        help="each seed draws its own conversations (the limits were chosen on these three)")
     parser.add_argument("--keep", type=Path, help="folder to keep the conversations' WAVs in")
     args = parser.parse_args()
 
@@ -131,39 +148,31 @@ def main() -> None:
     from redact.transcribe import load_asr, transcribe
 
     pool = voices()
-    long_voices = ["ljspeech", "librivox"]
-    grid = [v for v in pool if v.startswith("grid-")]
-    rng = np.random.default_rng(14)
-    plans: list[tuple[str, list[str]]] = []
-    for k in (2, 3, 4):
-        for i in range(1 if args.quick else 3):
-            chosen = list(rng.choice(long_voices, size=min(k - 1, 2), replace=False))
-            chosen += list(rng.choice(grid, size=k - len(chosen), replace=False))
-            plans.append((f"{k}-speakers-{i + 1}", chosen))
-    plans += [(f"1-speaker-{i + 1}", [voice]) for i, voice in enumerate(long_voices)]
     options = AudioOptions()
     asr = load_asr(options.asr_model, options.device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        for name, chosen in plans:
-            conv = conversation(name, chosen, pool, rng, turns_each=6 if len(chosen) == 1 else 3)
-            for quality in ("wideband",) if args.quick else ("wideband", "phone"):
-                path = folder / f"{name}-{quality}.wav"
-                write_wav(path, conv.audio if quality == "wideband" else phone(conv.audio))
-                t0 = time.perf_counter()
-                result = transcribe(path, asr, beam=options.beam)
-                t1 = time.perf_counter()
-                diarize(path, result)
-                t2 = time.perf_counter()
-                words = [(w.start, w.end, w.speaker) for s in result.segments for w in s.words]
-                segments = [(s.start, s.end, s.speaker) for s in result.segments]
-                row = {"conversation": name, "quality": quality, "voices": chosen,
-                       "seconds": round(len(conv.audio) / SAMPLE_RATE, 1), **score(conv, words, segments),
-                       "transcribe_s": round(t1 - t0, 2), "diarize_s": round(t2 - t1, 2)}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+        for seed in args.seed:
+            rng = np.random.default_rng(seed)
+            for name, chosen in plans(pool, rng, args.quick):
+                conv = conversation(name, chosen, pool, rng, turns_each=6 if len(chosen) == 1 else 3)
+                for quality in ("wideband",) if args.quick else ("wideband", "phone"):
+                    path = folder / f"{seed}-{name}-{quality}.wav"
+                    write_wav(path, conv.audio if quality == "wideband" else phone(conv.audio))
+                    t0 = time.perf_counter()
+                    result = transcribe(path, asr, beam=options.beam)
+                    t1 = time.perf_counter()
+                    diarize(path, result)
+                    t2 = time.perf_counter()
+                    words = [(w.start, w.end, w.speaker) for s in result.segments for w in s.words]
+                    segments = [(s.start, s.end, s.speaker) for s in result.segments]
+                    row = {"seed": seed, "conversation": name, "quality": quality, "voices": chosen,
+                           "seconds": round(len(conv.audio) / SAMPLE_RATE, 1), **score(conv, words, segments),
+                           "transcribe_s": round(t1 - t0, 2), "diarize_s": round(t2 - t1, 2)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     summary = {}
     for k in (1, 2, 3, 4):
         for quality in ("wideband", "phone"):
@@ -173,7 +182,8 @@ def main() -> None:
                     "conversations": len(sel),
                     "words_right": round(sum(r["words_right"] * r["words"] for r in sel) / sum(r["words"] for r in sel), 4),
                     "der": round(float(np.mean([r["der"] for r in sel])), 4),
-                    "right_count": sum(r["found"] == k for r in sel)}
+                    "right_count": sum(r["found"] == k for r in sel),
+                    "found_when_wrong": [r["found"] for r in sel if r["found"] != k]}
     overhead = sum(r["diarize_s"] for r in rows) / sum(r["transcribe_s"] for r in rows)
     print("| conversations | n | words right | DER | speakers found right |\n|---|---|---|---|---|")
     for key, s in summary.items():

@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.diarization_bench import Conversation, conversation, load, phone, voices, write_wav
 from redact.audio import AudioOptions, build_transcript, process_audio, render
-from redact.diarize import diarize, embed, speech_windows
+from redact.diarize import diarize, embed, narrowband, speech_windows
 from redact.search import open_index
 from redact.transcribe import SAMPLE_RATE, Segment, Transcription, Word, load_asr, transcribe
 
@@ -86,6 +86,14 @@ def test_silence_and_fixed_counts(talk, tiny, tmp_path):
     assert {w.speaker for s in result.segments for w in s.words} == {"S1"}
     diarize(path, result, speakers=2)
     assert labelled(conv, result)[0] >= 0.9
+
+
+def test_phone_quality_is_recognised():
+    """Stricter limits apply to 8 kHz speech (a dispatch channel): it must be told from wideband speech."""
+    speech = load(voices()["ljspeech"][0])
+    assert not narrowband([speech])
+    assert narrowband([phone(speech)])
+    assert not narrowband([])
 
 
 def test_voices_are_told_apart_by_the_encoder():
