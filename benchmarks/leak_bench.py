@@ -667,6 +667,8 @@ def parse_set(items: list[str]) -> dict:
             out[key] = value.lower() in ("1", "true", "yes")
         elif isinstance(default, int | float | str):
             out[key] = type(default)(value)
+        elif default is None:  # an optional count (face_every) or name (index)
+            out[key] = int(value) if value.isdigit() else value
         else:
             raise SystemExit(f"--set: {key} can only be set to None here")
     return out

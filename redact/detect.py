@@ -549,9 +549,9 @@ class DetectionQueue:
     lives only while there is work, so a dropped queue holds no models.
 
     `frames` are numpy images (`Detector.__call__`) or, for the torch stage, device tensors (`detect_tensor`).
-    With `turns`, detectors of one class take turns: a request made on turn t runs, of each class's detectors,
-    only the (t mod n)-th (the plate ensemble's models on alternate detected frames); alone in its class, a
-    detector runs on every turn.
+    A request names the detectors it wants (`active`: some classes, and with `turns`, of each class's detectors
+    only the (t mod n)-th on turn t: the plate ensemble's models on alternate detected frames; alone in its class,
+    a detector runs on every turn).
     """
 
     def __init__(self, detectors: list[Detector], max_frames: int, turns: bool = False):
@@ -564,23 +564,26 @@ class DetectionQueue:
         self.serving = False
         self.batches = 0  # detector runs so far: fewer than requests when files shared batches
 
-    def __call__(self, frames: list, turn: int = 0) -> list[Detections]:
-        """Detections per frame, the detectors fused (`fuse`); blocks until this request's batch has run."""
+    def __call__(self, frames: list, active: tuple[int, ...] | None = None) -> list[Detections]:
+        """Detections per frame of the detectors `active` (indices, as `active()` gives them; None: all), fused
+        (`fuse`); blocks until this request's batch has run."""
         import threading
         from concurrent.futures import Future
 
         future: Future = Future()
         with self.lock:
-            self.waiting.append((frames, future, self.active(turn)))
+            self.waiting.append((frames, future, tuple(range(len(self.detectors))) if active is None else active))
             if not self.serving:
                 self.serving = True
                 threading.Thread(target=self._serve, daemon=True, name="redact-detect").start()
         return future.result()
 
-    def active(self, turn: int) -> tuple[int, ...]:
-        """The indices of the detectors that run on `turn` (requests with the same share batches)."""
-        classes = [d.cls for d in self.detectors]
-        return tuple(k for k, c in enumerate(classes) if not self.turns or classes[:k].count(c) == turn % classes.count(c))
+    def active(self, turn: int, classes: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """The indices of the detectors of `classes` (None: every class) that run on `turn` (requests with the same
+        share batches)."""
+        of = [d.cls for d in self.detectors]
+        return tuple(k for k, c in enumerate(of) if (classes is None or c in classes)
+                     and (not self.turns or of[:k].count(c) == turn % of.count(c)))
 
     def _run(self, frames: list, active: tuple[int, ...]) -> list[Detections]:
         self.batches += 1

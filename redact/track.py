@@ -207,32 +207,38 @@ class Tracker:
     redaction tool must never discard a detection because a tracker was not yet sure of it.
     """
 
-    def __init__(self, detect_every: int, max_gap: int, thresholds: tuple[float, ...] = (0.2, 0.2),
+    def __init__(self, every: int | tuple[int, ...], max_gap: int, thresholds: tuple[float, ...] = (0.2, 0.2),
                  path: CameraPath | None = None):
+        """`every`: frames between two detections, one for all classes or one per class."""
         from ultralytics.trackers.bot_sort import BOTSORT
 
+        every = (every,) * len(thresholds) if isinstance(every, int) else every
         self.trackers = [
             BOTSORT(SimpleNamespace(
                 track_high_thresh=t, track_low_thresh=min(0.1, t), new_track_thresh=t,
-                track_buffer=max(1, max_gap // detect_every), match_thresh=0.8, fuse_score=False,
+                track_buffer=max(1, max_gap // n), match_thresh=0.8, fuse_score=False,
                 gmc_method="sparseOptFlow", proximity_thresh=0.5, appearance_thresh=0.8, with_reid=False,
                 model="auto",
             ))
-            for t in thresholds
+            for t, n in zip(thresholds, every, strict=True)
         ]
-        self.path, self.motion, self.last_frame = path, _GivenMotion(), None
+        self.path, self.motion = path, _GivenMotion()
+        self.last_frame: list[int | None] = [None] * len(self.trackers)  # per class: each may run on its own frames
         for tracker in self.trackers:
             tracker.gmc = self.motion
         self.ids: dict[tuple[int, int], int] = {}
         self.counter = itertools.count(1)
 
-    def update(self, dets: Detections, frame: int, image: np.ndarray) -> Detections:
-        """Ids for `dets`, found in `image`, frame number `frame` (frames in order, any may be skipped)."""
-        if self.path is not None and self.last_frame is not None:
-            self.motion.motion = self.path.between(self.last_frame, frame)[:2]
-        self.last_frame = frame
+    def update(self, dets: Detections, frame: int, image: np.ndarray, classes: tuple[int, ...] | None = None) -> Detections:
+        """Ids for `dets`, found in `image`, frame number `frame` (frames in order, any may be skipped), by the
+        detectors of `classes` (None: all): the other classes' tracks were not looked for here and wait."""
         track_id = np.array([next(self.counter) for _ in range(len(dets))], np.int64)
         for cls, tracker in enumerate(self.trackers):
+            if classes is not None and cls not in classes:
+                continue
+            if self.path is not None and self.last_frame[cls] is not None:
+                self.motion.motion = self.path.between(self.last_frame[cls], frame)[:2]
+            self.last_frame[cls] = frame
             index = np.flatnonzero(dets.cls == cls)
             for row in tracker.update(_TrackerInput(dets[index]), image).reshape(-1, 8):
                 key = (cls, int(row[4]))

@@ -56,3 +56,32 @@ def test_face_leak_rate_on_a_moving_clip(tmp_path: Path) -> None:
     # one by 22.7 and 47.2)
     change = score_looks(clip, blurred_by_plan(clip, result.video.with_name(f"{clip.video.stem}.plan.sqlite")))
     assert np.nanmin(change) >= max(15, VISIBLE_MAD) and np.nanmean(change) > 35, change
+
+
+class Counting:
+    """A real detector that also records how many frames it was shown (the queue calls it once per batch)."""
+
+    def __init__(self, detector) -> None:
+        self.detector, self.cls, self.frames = detector, detector.cls, 0
+
+    def __call__(self, frames: list) -> list:
+        self.frames += len(frames)
+        return self.detector(frames)
+
+
+@pytest.mark.skipif(not (EVALDATA / "faces" / "gt.csv").exists(), reason="needs ../shared/evaldata/faces")
+def test_each_class_is_detected_on_its_own_cadence(tmp_path: Path) -> None:
+    """Faces every 3rd frame, plates every 2nd (the defaults), both on the last frame; the face tracks hold."""
+    spec = ClipSpec(kind="faces", index=0, seed=7, frames=14, width=640, height=360, base=45.0, zoom_ratio=1.2,
+                    zoom_mode="in", max_tiles=1, pan=0.1, shake=0.5, roll_deg=1.0, photos=(PHOTO,), jerks=())
+    clip = make_clip(spec, load_photos("faces"), tmp_path / "clips")
+    redactor = Redactor(engine_options())
+    assert redactor.every == (3, 2) and redactor.due(6) == (0, 1) and redactor.due(3) == (0,) and redactor.due(4) == (1,)
+    counting = [Counting(d) for d in redactor.detect.detectors]
+    redactor.detect.detectors[:] = counting
+    result = redactor.run(clip.video, tmp_path / "out")
+    face, *plates = counting
+    assert face.frames == 6  # frames 0, 3, 6, 9, 12 and the last, 13
+    assert all(p.frames == 8 for p in plates)  # 0, 2, ..., 12 and 13
+    summary = summarize([score_video(clip, result.video)], "faces")
+    assert summary["box_frames"] >= 13 and summary["leak"] == 0, summary

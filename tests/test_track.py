@@ -63,7 +63,7 @@ def test_prune_keeps_what_future_frames_need():
 
 
 def test_tracker_links_moving_box_and_keeps_unconfirmed():
-    tracker = Tracker(detect_every=1, max_gap=30)
+    tracker = Tracker(every=1, max_gap=30)
     ids = []
     image = np.zeros((480, 640, 3), np.uint8)
     for f in range(5):
@@ -75,7 +75,7 @@ def test_tracker_links_moving_box_and_keeps_unconfirmed():
 
 
 def test_classes_never_share_a_track():
-    tracker = Tracker(detect_every=1, max_gap=30)
+    tracker = Tracker(every=1, max_gap=30)
     image = np.zeros((480, 640, 3), np.uint8)
     seen: dict[int, set] = {}
     for f in range(4):
