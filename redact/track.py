@@ -236,8 +236,9 @@ class Tracker:
         for cls, tracker in enumerate(self.trackers):
             if classes is not None and cls not in classes:
                 continue
-            if self.path is not None and self.last_frame[cls] is not None:
-                self.motion.motion = self.path.between(self.last_frame[cls], frame)[:2]
+            if self.path is not None:  # the motion since this class was last looked for (none on its first look)
+                last = self.last_frame[cls]
+                self.motion.motion = np.eye(2, 3) if last is None else self.path.between(last, frame)[:2]
             self.last_frame[cls] = frame
             index = np.flatnonzero(dets.cls == cls)
             for row in tracker.update(_TrackerInput(dets[index]), image).reshape(-1, 8):
