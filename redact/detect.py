@@ -554,11 +554,11 @@ class DetectionQueue:
     a detector runs on every turn).
     """
 
-    def __init__(self, detectors: list[Detector], max_frames: int, turns: bool = False):
+    def __init__(self, detectors: list[Detector], max_frames: int):
         import threading
         from collections import deque
 
-        self.detectors, self.max_frames, self.turns = detectors, max(1, max_frames), turns
+        self.detectors, self.max_frames = detectors, max(1, max_frames)
         self.waiting: deque = deque()
         self.lock = threading.Lock()
         self.serving = False
@@ -578,12 +578,12 @@ class DetectionQueue:
                 threading.Thread(target=self._serve, daemon=True, name="redact-detect").start()
         return future.result()
 
-    def active(self, turn: int, classes: tuple[int, ...] | None = None) -> tuple[int, ...]:
-        """The indices of the detectors of `classes` (None: every class) that run on `turn` (requests with the same
-        share batches)."""
+    def active(self, turn: int, classes: tuple[int, ...] | None = None, turns: bool = False) -> tuple[int, ...]:
+        """The indices of the detectors of `classes` (None: every class) that run on `turn`, each class's taking
+        turns if `turns` (requests with the same share batches)."""
         of = [d.cls for d in self.detectors]
         return tuple(k for k, c in enumerate(of) if (classes is None or c in classes)
-                     and (not self.turns or of[:k].count(c) == turn % of.count(c)))
+                     and (not turns or of[:k].count(c) == turn % of.count(c)))
 
     def _run(self, frames: list, active: tuple[int, ...]) -> list[Detections]:
         self.batches += 1

@@ -60,6 +60,7 @@ from redact.video import Frame, VideoInfo, VideoWriter, nvenc_available, probe, 
 # the two packaged plate models with the best recall (benchmarks/detector_eval.py), run together: on the leak
 # bench's moving clips each misses plates the other finds (>= 10 px plate box-frames leaked: mahdi 7.4%, both 4.3%)
 DEFAULT_PLATE_MODEL = "plate-mahdi,plate-fastanpr"
+PLATE_TURNS = ("off", "idle", "on")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -81,7 +82,8 @@ class RedactOptions:
     face_every: int | None = 3  # faces on every Nth frame instead (None: detect_every). CenterFace is the costliest
     # model and tracking holds faces between detections: leak bench, 3 against 2: 1.25x the frames/s, faces >= 20 px
     # leaked 1.55% against 1.54%, jerk frames 1.37% against 1.54%; background blanked 3.94% against 3.40%
-    plate_turns: bool = False  # several plate models take turns on detected frames instead of all running on each
+    plate_turns: str = "off"  # several plate models take turns on detected frames instead of all running on each:
+    # "on" always, "idle" while no plate is tracked (all run again as soon as one is), "off" never
     runtime: str = "auto"  # auto: the fastest CPU runtime here (detect.cpu_runtime: OpenVINO, else onnxruntime), the
     # torch stage (gpu.py) on CUDA; "openvino"/"onnxruntime" pick a CPU runtime; "torch": the torch stage on CPU too
     face_mode: str = "blur"
@@ -226,7 +228,9 @@ class Redactor:
             path, digest, spec = resolve(name, "plates")
             self.detectors.append(YoloPlateDetector(path, digest, self.device, o.plate_threshold, o.plate_imgsz, runtime))
             self.model_entries.append(self._model_entry("plate", name, path, digest, spec))
-        self.detect = DetectionQueue(self.detectors, 2 * self.batch, o.plate_turns)  # files at once share batches
+        if o.plate_turns not in PLATE_TURNS:
+            raise UserError(f"unknown plate turns '{o.plate_turns}' (use {', '.join(PLATE_TURNS)})")
+        self.detect = DetectionQueue(self.detectors, 2 * self.batch)  # files at once share batches
         self.motion_threads = min(4, os.cpu_count() or 1) if self.device == "cuda" else 2
         self.track_policy = TrackPolicy(o.pad_frames, o.max_gap, (o.face_dilate, o.plate_dilate))
         self.redaction_policy = RedactionPolicy(modes=(o.face_mode, o.plate_mode))
@@ -260,13 +264,16 @@ class Redactor:
         wanted = (self.options.faces, self.options.plates)
         return tuple(c for c, every in enumerate(self.every) if index % every == 0 and wanted[c])
 
-    def _detect(self, batch: list[Frame], tracker: Tracker, smoother: Smoother, last: int = -1) -> None:
-        """Detect on `batch`, each frame with the classes due there (every class on frame `last`, the clip's end,
-        so the end of a clip is never guessed), and feed the tracks."""
-        due = {f.index: self.due(f.index) if f.index != last else self.due(0) for f in batch}
+    def _detect(self, batch: list[Frame], tracker: Tracker, smoother: Smoother,
+                classes: dict[int, tuple[int, ...]] | None = None) -> None:
+        """Detect on `batch`, each frame with the classes due there or given in `classes` (by frame index), and
+        feed the tracks."""
+        due = {f.index: (classes or {}).get(f.index) or self.due(f.index) for f in batch}
+        turns = {"on": True, "off": False}.get(self.options.plate_turns, not tracker.tracking(PLATE))
         groups: dict[tuple, list[Frame]] = {}  # frames by the detectors that run on them (classes, `plate_turns`)
         for frame in batch:
-            groups.setdefault(self.detect.active(frame.index // self.every[PLATE], due[frame.index]), []).append(frame)
+            active = self.detect.active(frame.index // self.every[PLATE], due[frame.index], turns)
+            groups.setdefault(active, []).append(frame)
         found = {}
         for active, frames in groups.items():
             dets = self.detect([f.image for f in frames] if self.stage is None else [f.pixels for f in frames], active)
@@ -304,11 +311,14 @@ class Redactor:
                 done = buffer.popleft()
                 yield done, smoother.final(done.index)
                 smoother.prune(done.index)
-        last = buffer[-1].index if buffer else -1
-        if buffer and (not todo or todo[-1] is not buffer[-1]) and last > detected_until:
-            todo.append(buffer[-1])
-        if todo:
-            self._detect(todo, tracker, smoother, last)
+        if buffer:  # every class runs on the last frame, so the end of a clip is never guessed
+            last = buffer[-1]
+            if last.index > detected_until and (not todo or todo[-1] is not last):
+                todo.append(last)
+            if todo:
+                self._detect(todo, tracker, smoother, {last.index: self.due(0)})
+            elif missing := tuple(c for c in self.due(0) if c not in self.due(last.index)):
+                self._detect([last], tracker, smoother, {last.index: missing})  # detected, but not for these
         while buffer:
             done = buffer.popleft()
             yield done, smoother.final(done.index)

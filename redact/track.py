@@ -229,6 +229,11 @@ class Tracker:
         self.ids: dict[tuple[int, int], int] = {}
         self.counter = itertools.count(1)
 
+    def tracking(self, cls: int) -> bool:
+        """Whether any object of class `cls` is tracked or was lately lost (and may still be in view)."""
+        tracker = self.trackers[cls]
+        return bool(tracker.tracked_stracks or tracker.lost_stracks)
+
     def update(self, dets: Detections, frame: int, image: np.ndarray, classes: tuple[int, ...] | None = None) -> Detections:
         """Ids for `dets`, found in `image`, frame number `frame` (frames in order, any may be skipped), by the
         detectors of `classes` (None: all): the other classes' tracks were not looked for here and wait."""

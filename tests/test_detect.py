@@ -216,15 +216,14 @@ def test_plate_models_can_take_turns(centerface):
     face = CenterFaceDetector(*centerface, threshold=0.2)
     plates = [YoloPlateDetector(*resolve(m, "plates")[:2], threshold=0.2, imgsz=640) for m in ("plate-mahdi", "plate-fastanpr")]
     alone = [d(images) for d in (face, *plates)]
-    taking_turns = DetectionQueue([face, *plates], max_frames=4, turns=True)
-    together = DetectionQueue([face, *plates], max_frames=4)
-    assert taking_turns.active(0) == (0, 1) and taking_turns.active(1) == (0, 2) and taking_turns.active(2) == (0, 1)
-    assert together.active(5, (PLATE,)) == (1, 2) and together.active(5, (FACE,)) == (0,)
+    queue = DetectionQueue([face, *plates], max_frames=4)
+    assert [queue.active(t, turns=True) for t in range(3)] == [(0, 1), (0, 2), (0, 1)]
+    assert queue.active(5, (PLATE,)) == (1, 2) and queue.active(5, (FACE,)) == (0,)
     for turn, member in ((0, 1), (1, 2), (7, 2)):
-        got = taking_turns(images, taking_turns.active(turn))
+        got = queue(images, queue.active(turn, turns=True))
         for i, dets in enumerate(got):
             want = fuse([alone[0][i], alone[member][i]])
             assert np.allclose(np.sort(dets.xyxy, axis=0), np.sort(want.xyxy, axis=0), atol=0.5)
-    assert all(len(d) == len(fuse([a[i] for a in alone])) for i, d in enumerate(together(images)))
-    assert all(len(d) == len(fuse([a[i] for a in alone[1:]])) for i, d in enumerate(together(images, (1, 2))))
+    assert all(len(d) == len(fuse([a[i] for a in alone])) for i, d in enumerate(queue(images)))
+    assert all(len(d) == len(fuse([a[i] for a in alone[1:]])) for i, d in enumerate(queue(images, (1, 2))))
     assert sum(len(a[i]) for a in alone[1:] for i in range(3)) > 0  # the photos have plates to find

@@ -29,6 +29,7 @@ from benchmarks.synth import EVALDATA, ClipSpec, load_photos, make_clip  # noqa:
 from redact.pipeline import Redactor  # noqa: E402
 
 PHOTO = "facemask_cc0/images/maksssksksss125.png"  # facemask_cc0: one unmasked face, 102x158 px
+PLATE_PHOTO = "openalpr_us/0b86cecf-67d1-4fc0-87c9-b36b0ee228bb.jpg"  # one US plate, 99x49 px
 
 
 @pytest.mark.skipif(not (EVALDATA / "faces" / "gt.csv").exists(), reason="needs ../shared/evaldata/faces")
@@ -84,4 +85,22 @@ def test_each_class_is_detected_on_its_own_cadence(tmp_path: Path) -> None:
     assert face.frames == 6  # frames 0, 3, 6, 9, 12 and the last, 13
     assert all(p.frames == 8 for p in plates)  # 0, 2, ..., 12 and 13
     summary = summarize([score_video(clip, result.video)], "faces")
+    assert summary["box_frames"] >= 13 and summary["leak"] == 0, summary
+
+
+@pytest.mark.skipif(not (EVALDATA / "plates" / "gt.csv").exists(), reason="needs ../shared/evaldata/plates")
+def test_plate_models_take_turns_only_while_no_plate_is_tracked(tmp_path: Path) -> None:
+    """`plate_turns="idle"`: on a clip with a plate in view from the start, the first plate frame runs one model,
+    and once the plate is tracked both run on every plate frame."""
+    spec = ClipSpec(kind="plates", index=0, seed=7, frames=14, width=640, height=360, base=60.0, zoom_ratio=1.2,
+                    zoom_mode="in", max_tiles=1, pan=0.1, shake=0.5, roll_deg=1.0, photos=(PLATE_PHOTO,), jerks=())
+    clip = make_clip(spec, load_photos("plates"), tmp_path / "clips")
+    redactor = Redactor(engine_options(plate_turns="idle", faces=False))
+    counting = [Counting(d) for d in redactor.detect.detectors]
+    redactor.detect.detectors[:] = counting
+    result = redactor.run(clip.video, tmp_path / "out")
+    first, second = counting
+    assert first.frames + second.frames >= 2 * 8 - 2, (first.frames, second.frames)  # both, but for the first frame
+    assert min(first.frames, second.frames) >= 6
+    summary = summarize([score_video(clip, result.video)], "plates")
     assert summary["box_frames"] >= 13 and summary["leak"] == 0, summary
