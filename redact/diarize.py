@@ -162,14 +162,16 @@ def _clips(path: str | os.PathLike[str], spans: list[tuple[float, float]], strea
 
 
 def narrowband(clips: list[np.ndarray]) -> bool:
-    """Whether speech at 16 kHz has (almost) nothing above 4 kHz: a phone or radio channel sampled at 8 kHz."""
-    audio = np.concatenate([c.reshape(-1) for c in clips]) if clips else np.zeros(0, np.float32)
-    frames = audio[: len(audio) // 512 * 512].reshape(-1, 512)
-    if not len(frames):
+    """Whether speech at 16 kHz has (almost) nothing above 4 kHz: a phone or radio channel sampled at 8 kHz. The
+    power spectrum is summed clip by clip, so an hour of speech is not copied into one array."""
+    power, window = np.zeros(257), np.hanning(512)
+    for clip in clips:
+        frames = clip.reshape(-1)[: clip.size // 512 * 512].reshape(-1, 512)
+        power += (np.abs(np.fft.rfft(frames * window, axis=1)) ** 2).sum(0)
+    if not power.any():
         return False
-    power = (np.abs(np.fft.rfft(frames * np.hanning(512), axis=1)) ** 2).sum(0)
     high = np.fft.rfftfreq(512, 1 / SAMPLE_RATE) >= 4000
-    return float(power[high].sum()) < NARROWBAND_SHARE * max(float(power.sum()), 1e-12)
+    return float(power[high].sum()) < NARROWBAND_SHARE * float(power.sum())
 
 
 def cluster(points: np.ndarray, seconds: np.ndarray, speakers: int | None, limits: Limits = WIDEBAND) -> np.ndarray:

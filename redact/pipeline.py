@@ -271,7 +271,8 @@ class Redactor:
         """Detect on `batch`, each frame with the classes due there or given in `classes` (by frame index), and
         feed the tracks."""
         due = {f.index: (classes or {}).get(f.index) or self.due(f.index) for f in batch}
-        turns = {"on": True, "off": False}.get(self.options.plate_turns, not tracker.tracking(PLATE))
+        mode = self.options.plate_turns
+        turns = mode == "on" or (mode == "idle" and not tracker.tracking(PLATE))
         groups: dict[tuple, list[Frame]] = {}  # frames by the detectors that run on them (classes, `plate_turns`)
         for frame in batch:
             active = self.detect.active(frame.index // self.every[PLATE], due[frame.index], turns)
