@@ -64,7 +64,7 @@ class Detections:
 FACE_VETO_SCORE = 0.3  # a face box must score this to drop a plate box around it (`drop_plates_holding_faces`)
 
 
-def drop_plates_holding_faces(dets: Detections) -> Detections:
+def drop_plates_holding_faces(dets: Detections, faces: Detections | None = None) -> Detections:
     """Without the plate boxes that hold a whole, confidently detected face box: a plate never contains a face,
     but the plate models fire on framed pictures of people (a photo, a poster, a screen) and padded over a track
     such a box blanks a large patch. On the leak bench this removed 42% of the plate boxes found on the face clips
@@ -73,11 +73,16 @@ def drop_plates_holding_faces(dets: Detections) -> Detections:
     Only a face scoring `FACE_VETO_SCORE` or more counts, so that a weak face false positive on a plate's
     characters cannot unredact the plate (the tracker would bridge a single frame, not a persistent one). The
     faces inside such plate boxes on the bench scored 0.26-0.87 (median 0.55); the gate costs 0.05 points of
-    background there (1.81% -> 1.86%)."""
-    plate, face = dets.cls == PLATE, (dets.cls == FACE) & (dets.score >= FACE_VETO_SCORE)
+    background there (1.81% -> 1.86%).
+
+    `faces`: the face boxes to test, where the frame's own detections did not look for faces (faces run on every
+    3rd frame, plates on every 2nd): the last ones found, carried to this frame by the camera's motion
+    (`Tracker.carried`). Without them, half the plate-only frames kept such boxes."""
+    faces = dets if faces is None else faces
+    plate, face = dets.cls == PLATE, (faces.cls == FACE) & (faces.score >= FACE_VETO_SCORE)
     if not (plate.any() and face.any()):
         return dets
-    p, f = dets.xyxy[plate][:, None], dets.xyxy[face][None]
+    p, f = dets.xyxy[plate][:, None], faces.xyxy[face][None]
     holds = ((f[..., :2] >= p[..., :2]) & (f[..., 2:] <= p[..., 2:])).all(-1).any(1)
     keep = np.ones(len(dets), bool)
     keep[np.flatnonzero(plate)[holds]] = False

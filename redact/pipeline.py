@@ -282,7 +282,8 @@ class Redactor:
             dets = self.detect([f.image for f in frames] if self.stage is None else [f.pixels for f in frames], active)
             found.update({f.index: d for f, d in zip(frames, dets, strict=True)})
         for frame, dets in ((f, found[f.index]) for f in batch):
-            dets = complete_cut_faces(drop_plates_holding_faces(dets), *frame.image.shape[1::-1])
+            faces = None if FACE in due[frame.index] else tracker.carried(FACE, frame.index)
+            dets = complete_cut_faces(drop_plates_holding_faces(dets, faces), *frame.image.shape[1::-1])
             smoother.add(frame.index, tracker.update(dets, frame.index, frame.image, due[frame.index]))
 
     def frames_with_boxes(self, frames: Iterable[Frame], smoother: Smoother) -> Iterator[tuple[Frame, Detections]]:

@@ -130,6 +130,10 @@ def test_a_plate_box_holding_a_face_is_dropped():
     out = drop_plates_holding_faces(dets)
     assert out.xyxy[:, 0].tolist() == [140, 300, 350, 500, 510]
     assert len(drop_plates_holding_faces(dets[dets.cls == PLATE])) == 3
+    # on a frame where only the plate models ran, the faces found last (carried here) decide
+    plates, faces = dets[dets.cls == PLATE], dets[dets.cls == FACE]
+    assert drop_plates_holding_faces(plates, faces).xyxy[:, 0].tolist() == [300, 500]
+    assert len(drop_plates_holding_faces(plates, Detections())) == 3
 
 
 def test_faces_cut_by_the_frame_border_are_completed_beyond_it():

@@ -41,6 +41,21 @@ def test_single_detection_is_held_in_place():
     assert all(np.allclose(s.final(f).xyxy, [[0, 0, 10, 10]]) for f in (2, 5, 8))
 
 
+def test_a_lone_weak_large_detection_is_not_padded():
+    """Texture or a picture the detector fired on once: its box only where it was seen. A small, a confident or
+    a repeated detection is padded as usual."""
+    s = Smoother(TrackPolicy(pad_frames=3, max_gap=10, dilate=(1.0, 1.0), grow_per_frame=0.0))
+    s.add(5, det([0, 0, 60, 80], tid=1, score=0.3))  # lone: weak and large
+    s.add(5, det([100, 0, 130, 30], tid=2, score=0.3))  # small
+    s.add(5, det([200, 0, 260, 80], tid=3, score=0.8))  # confident
+    s.add(5, det([300, 0, 360, 80], tid=4, score=0.3))  # weak and large, but seen again
+    s.add(9, det([300, 0, 360, 80], tid=4, score=0.3))
+    s.add(5, det([400, 0, 460, 80], tid=5, score=0.3))  # weak and large, seen again nearby but split from its track
+    s.add(7, det([410, 5, 470, 85], tid=6, score=0.3))
+    assert sorted(s.final(5).track_id.tolist()) == [1, 2, 3, 4, 5, 6]
+    assert sorted(s.final(4).track_id.tolist()) == sorted(s.final(6).track_id.tolist()) == [2, 3, 4, 5, 6]
+
+
 def test_held_boxes_grow_and_classes_dilate_separately():
     s = Smoother(TrackPolicy(pad_frames=4, max_gap=10, dilate=(1.5, 1.2), grow_per_frame=0.1))
     s.add(0, det([0, 0, 10, 10], FACE, 1))
@@ -96,6 +111,18 @@ def shifting_path(steps: list[tuple[float, float]]) -> CameraPath:
     for f, (dx, dy) in enumerate(steps, 1):
         path.add(f, np.array([[1, 0, dx], [0, 1, dy]], float))
     return path
+
+
+def test_the_last_detections_of_a_class_are_carried_to_a_later_frame_by_the_camera():
+    """Faces run on every 3rd frame: a frame where only plates ran still knows where the faces are."""
+    tracker = Tracker(every=(3, 2), max_gap=30, path=shifting_path([(10, 0), (10, -4)]))
+    image = np.zeros((480, 640, 3), np.uint8)
+    assert len(tracker.carried(FACE, 0)) == 0
+    tracker.update(Detections([[100, 100, 140, 150], [300, 300, 360, 320]], [0.9, 0.8], [FACE, PLATE]), 0, image)
+    tracker.update(Detections(), 2, image, classes=(PLATE,))  # plates looked for again: none; faces not looked for
+    faces = tracker.carried(FACE, 2)
+    assert np.allclose(faces.xyxy, [[120, 96, 160, 146]]) and faces.score.tolist() == [np.float32(0.9)]
+    assert len(tracker.carried(PLATE, 2)) == 0
 
 
 def test_boxes_between_detections_follow_the_camera():
