@@ -75,7 +75,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.synth import JERKS, KINDS, Clip, ClipTruth, clip_specs, load_photos, make_clip  # noqa: E402
 from redact.anonymize import RedactionPolicy, anonymize  # noqa: E402
-from redact.detect import FACE, PLATE, DetectionQueue, Detections, fuse  # noqa: E402
+from redact.detect import FACE, PLATE, DetectionQueue, Detections  # noqa: E402
 from redact.errors import write_text_atomic  # noqa: E402
 from redact.pipeline import RedactOptions, Redactor  # noqa: E402
 from redact.plan import Plan, plan_path  # noqa: E402
@@ -368,9 +368,10 @@ def engine_code() -> str:
 ENGINE_CODE, DETECTOR_CODE = engine_code(), detector_code()
 
 
-def detect_all(clip: Clip, detectors: list, cache: Path) -> list[Detections]:
-    """Raw detections of `detectors` on every frame of the clip, each detector cached on its own in `cache`, fused
-    as the pipeline fuses them (`fuse`: NMS commutes with the replay's thresholds)."""
+def detect_all(clip: Clip, detectors: list, cache: Path) -> list[list[Detections]]:
+    """Raw detections of each of `detectors` on every frame of the clip (per detector, per frame), each detector
+    cached on its own in `cache`. Replayed detector by detector, the pipeline fuses them and takes turns as it
+    does with the models themselves."""
     per_detector = []
     for d in detectors:
         tag = f"{d.weights.parent.name}-t{d.threshold}-s{getattr(d, 'scale', '')}-i{getattr(d, 'imgsz', '')}"
@@ -384,13 +385,10 @@ def detect_all(clip: Clip, detectors: list, cache: Path) -> list[Detections]:
             np.savez(tmp, rows=np.array(rows, np.float64).reshape(-1, 7))
             os.replace(tmp, path)
         with np.load(path) as z:
-            per_detector.append(z["rows"])
-
-    def frame(rows: np.ndarray, t: int) -> Detections:
-        r = rows[rows[:, 0] == t]
-        return Detections(r[:, 1:5], r[:, 5], r[:, 6].astype(np.int64))
-
-    return [fuse([frame(rows, t) for rows in per_detector]) for t in range(clip.truth.frames)]
+            rows = z["rows"]
+        per_detector.append([Detections(r[:, 1:5], r[:, 5], r[:, 6].astype(np.int64))
+                             for r in (rows[rows[:, 0] == t] for t in range(clip.truth.frames))])
+    return per_detector
 
 
 class Replay:
@@ -399,7 +397,7 @@ class Replay:
 
     def __init__(self, cls: int, per_frame: list[Detections], threshold: float, index: dict[int, int]):
         self.cls, self.weights, self.sha256 = cls, Path("replay"), "replay"
-        self.per_frame = [d[(d.cls == cls) & (d.score >= threshold)] for d in per_frame]
+        self.per_frame = [d[d.score >= threshold] for d in per_frame]
         self.index = index  # id(frame.image) -> frame index, for the frames currently alive
         self.asked: list[int] = []
 
@@ -409,15 +407,17 @@ class Replay:
         return [self.per_frame[i] for i in index]
 
 
-def replay_boxes(redactor: Redactor, clip: Clip, per_frame: list[Detections]) -> tuple[list[Detections], dict]:
-    """Final boxes per frame from the real pipeline (tracking with the real frames, smoothing), with the
-    detectors replaced by recorded detections."""
+def replay_boxes(redactor: Redactor, clip: Clip, per_detector: list[list[Detections]]) -> tuple[list[Detections], list]:
+    """Final boxes per frame from the real pipeline (tracking with the real frames, smoothing), with each detector
+    replaced by its recorded detections (`per_detector`, in the order of `redactor.detectors`)."""
     o = redactor.options
     index: dict[int, int] = {}
     alive: dict[int, Frame] = {}
-    replays = {c: Replay(c, per_frame, t, index) for c, t in ((FACE, o.face_threshold), (PLATE, o.plate_threshold))}
-    redactor.detectors = [replays[c] for c, on in ((FACE, o.faces), (PLATE, o.plates)) if on]
-    redactor.detect = DetectionQueue(redactor.detectors, redactor.batch)
+    threshold = {FACE: o.face_threshold, PLATE: o.plate_threshold}
+    replays = [Replay(d.cls, per_frame, threshold[d.cls], index)
+               for d, per_frame in zip(redactor.detectors, per_detector, strict=True)]
+    redactor.detectors = replays
+    redactor.detect = DetectionQueue(replays, redactor.batch)
 
     def frames() -> Iterator[Frame]:
         for frame in read_frames(clip.video):
@@ -452,21 +452,22 @@ def match(dets: np.ndarray, box: np.ndarray) -> bool:
     return bool(((inter / np.maximum(union, 1e-6)) >= 0.3).any() or inside.any())
 
 
-def classify(clip: Clip, score: Score, replay: Replay, redactor: Redactor) -> list[dict]:
-    """Why each leaked box-frame leaked: detector miss, tracking gap, or box too small / misplaced."""
+def classify(clip: Clip, score: Score, replays: list[Replay], redactor: Redactor) -> list[dict]:
+    """Why each leaked box-frame leaked: detector miss, tracking gap, or box too small / misplaced. `replays`: the
+    detectors of the clip's class."""
     truth, o = clip.truth, redactor.options
-    detected_frames = sorted(set(replay.asked))
-    hits: dict[int, list[int]] = {}  # object -> detected frames where a detection matched it
-    for t in detected_frames:
-        dets = replay.per_frame[t].xyxy
-        for r in truth.rows(t):
-            if match(dets, truth.box[r]):
-                hits.setdefault(int(truth.obj[r]), []).append(t)
+    hits: dict[int, set[int]] = {}  # object -> detected frames where a detection matched it
+    for replay in replays:
+        for t in sorted(set(replay.asked)):
+            dets = replay.per_frame[t].xyxy
+            for r in truth.rows(t):
+                if match(dets, truth.box[r]):
+                    hits.setdefault(int(truth.obj[r]), set()).add(t)
     out = []
     cov = score.coverage
     for r in np.flatnonzero(~np.isnan(cov) & (np.nan_to_num(cov, nan=1.0) < COVERED)):
         t, obj = int(truth.frame[r]), int(truth.obj[r])
-        seen = hits.get(obj, [])
+        seen = sorted(hits.get(obj, ()))
         near = [f for f in seen if abs(f - t) <= o.max_gap]
         if cov[r] > 0.05:
             cause = "box too small or offset (detected this frame)" if t in seen else "box too small or offset (held)"
@@ -501,7 +502,7 @@ def simulate(clips: list[Clip], kind: str, options: RedactOptions, work: Path, l
         score = score_frames(clip, ((y, blacked_mask(b, *y.shape)) for y, b in zip(ys, boxes, strict=True)))
         scores.append(score)
         if with_causes:
-            causes.extend(classify(clip, score, replays[CLASS_OF[kind]], redactor))
+            causes.extend(classify(clip, score, [r for r in replays if r.cls == CLASS_OF[kind]], redactor))
     return summarize(scores, kind), causes
 
 

@@ -41,7 +41,7 @@ class TrackPolicy:
     """How tracks are held and grown. pad_frames, max_gap and dilate have no defaults here: they are
     RedactOptions' (pad_frames, max_gap, face_dilate and plate_dilate), which the pipeline passes."""
 
-    pad_frames: int
+    pad_frames: int | tuple[int, ...]  # one for all classes, or one per class (face, plate)
     max_gap: int  # frames between two detections of one track that are filled by interpolation
     dilate: tuple[float, ...]  # box scale per class (face, plate)
     grow_per_frame: float = 0.02  # extra scale per frame a box is held away from a detection; with the camera's
@@ -54,9 +54,12 @@ class TrackPolicy:
     # 1.86% (held-out seeds 2, 3); leaked box-frames of faces >= 20 px and plates >= 10 px unchanged on both; faces
     # < 20 px: 2 and 11 more, which a plate model's false box around their photo had covered by chance
 
+    def pad(self, cls: int) -> int:
+        return self.pad_frames if isinstance(self.pad_frames, int) else self.pad_frames[cls]
+
     @property
     def lookahead(self) -> int:
-        return max(self.pad_frames, self.max_gap)
+        return max(*(self.pad(c) for c in range(len(self.dilate))), self.max_gap)
 
 
 def scale_boxes(xyxy: np.ndarray, factor: np.ndarray | float) -> np.ndarray:
@@ -352,11 +355,12 @@ class Smoother:
         rec, p = self.records[tid], self.policy
         if rec.detections > 1 or rec.score_max >= p.lone_score or (boxes[0][2:] - boxes[0][:2]).min() < p.lone_size:
             return False
+        reach = p.pad(rec.cls)
         for other, (near_frames, near_boxes, _) in self.obs.items():
             if other == tid or self.records[other].cls != rec.cls:
                 continue
             for i, f in enumerate(near_frames):
-                if abs(f - frames[0]) <= p.pad_frames and overlap(self._seen_at(near_frames, near_boxes, i, frames[0]), boxes[0]):
+                if abs(f - frames[0]) <= reach and overlap(self._seen_at(near_frames, near_boxes, i, frames[0]), boxes[0]):
                     return False
         return True
 
@@ -390,7 +394,7 @@ class Smoother:
             i = bisect.bisect_right(frames, frame)
             prev = i - 1 if i > 0 else None
             nxt = i if i < len(frames) else None
-            pad = p.lone_pad if self._lone(tid, frames, boxes) else p.pad_frames
+            pad = p.lone_pad if self._lone(tid, frames, boxes) else p.pad(self.records[tid].cls)
             if prev is not None and frames[prev] == frame:
                 box, hold = boxes[prev], 0
             elif prev is not None and nxt is not None and frames[nxt] - frames[prev] <= p.max_gap:

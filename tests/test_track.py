@@ -56,6 +56,15 @@ def test_a_lone_weak_large_detection_is_not_padded():
     assert sorted(s.final(4).track_id.tolist()) == sorted(s.final(6).track_id.tolist()) == [2, 3, 4, 5, 6]
 
 
+def test_each_class_has_its_own_padding():
+    s = Smoother(TrackPolicy(pad_frames=(2, 4), max_gap=3, dilate=(1.0, 1.0), grow_per_frame=0.0))
+    assert s.policy.lookahead == 4
+    s.add(10, det([0, 0, 10, 10], FACE, 1))
+    s.add(10, det([100, 100, 140, 110], PLATE, 2))
+    assert s.final(12).cls.tolist() == [FACE, PLATE] and s.final(13).cls.tolist() == [PLATE]
+    assert s.final(14).cls.tolist() == [PLATE] and len(s.final(15)) == 0
+
+
 def test_held_boxes_grow_and_classes_dilate_separately():
     s = Smoother(TrackPolicy(pad_frames=4, max_gap=10, dilate=(1.5, 1.2), grow_per_frame=0.1))
     s.add(0, det([0, 0, 10, 10], FACE, 1))
