@@ -35,11 +35,12 @@ Method
      imports excluded) or one process start (deface; its fixed start-up is also timed on a 2-frame clip).
    Both detectors of redact run on every clip, as deployed, so a plate box can also cover a face; the
    `plates=False` variant of --diagnose gives the face figures without that help.
-4. `--diagnose` (redact only) records the detectors' raw output on every frame once, replays it through the
-   real tracking and smoothing (`Redactor.frames_with_boxes`) under variants of `RedactOptions`, scores
-   the redaction masks the same way, and sorts each leaked box-frame by cause: detector miss, tracking gap,
-   or a box present but too small. The replay of the benchmark's own options must reproduce the real run's
-   leak rates (`replay_check` in the JSON); recorded detections are reused only for the same detect.py.
+4. `--diagnose` (redact only) records each detector's raw output on every frame once, replays it through the
+   real pipeline (`Redactor.frames_with_boxes`: fusion, plate turns, tracking, smoothing) under variants of
+   `RedactOptions`, scores the redaction masks the same way, and sorts each leaked box-frame by cause: detector
+   miss, tracking gap, or a box present but too small. The replay of the benchmark's own options must reproduce
+   the real run's leak rates (`replay_check` in the JSON); recorded detections are reused only for the same
+   detect.py.
 
 Command (from the project root; REDACT_HOME must point at the model cache):
     REDACT_HOME=/tmp/rh .venv/bin/python benchmarks/leak_bench.py [--frames-per-clip 50] [--clips 6] \

@@ -41,19 +41,20 @@ def test_single_detection_is_held_in_place():
     assert all(np.allclose(s.final(f).xyxy, [[0, 0, 10, 10]]) for f in (2, 5, 8))
 
 
-def test_a_lone_weak_large_detection_is_not_padded():
-    """Texture or a picture the detector fired on once: its box only where it was seen. A small, a confident or
-    a repeated detection is padded as usual."""
+def test_a_lone_weak_large_plate_detection_is_not_padded():
+    """A picture a plate model fired on once: its box only where it was seen. A small, a confident or a repeated
+    plate detection is padded as usual, and so is every face detection."""
     s = Smoother(TrackPolicy(pad_frames=3, max_gap=10, dilate=(1.0, 1.0), grow_per_frame=0.0))
-    s.add(5, det([0, 0, 60, 80], tid=1, score=0.3))  # lone: weak and large
-    s.add(5, det([100, 0, 130, 30], tid=2, score=0.3))  # small
-    s.add(5, det([200, 0, 260, 80], tid=3, score=0.8))  # confident
-    s.add(5, det([300, 0, 360, 80], tid=4, score=0.3))  # weak and large, but seen again
-    s.add(9, det([300, 0, 360, 80], tid=4, score=0.3))
-    s.add(5, det([400, 0, 460, 80], tid=5, score=0.3))  # weak and large, seen again nearby but split from its track
-    s.add(7, det([410, 5, 470, 85], tid=6, score=0.3))
-    assert sorted(s.final(5).track_id.tolist()) == [1, 2, 3, 4, 5, 6]
-    assert sorted(s.final(4).track_id.tolist()) == sorted(s.final(6).track_id.tolist()) == [2, 3, 4, 5, 6]
+    s.add(5, det([0, 0, 60, 80], PLATE, tid=1, score=0.3))  # lone: weak and large
+    s.add(5, det([100, 0, 130, 30], PLATE, tid=2, score=0.3))  # small
+    s.add(5, det([200, 0, 260, 80], PLATE, tid=3, score=0.8))  # confident
+    s.add(5, det([300, 0, 360, 80], PLATE, tid=4, score=0.3))  # weak and large, but seen again
+    s.add(9, det([300, 0, 360, 80], PLATE, tid=4, score=0.3))
+    s.add(5, det([400, 0, 460, 80], PLATE, tid=5, score=0.3))  # seen again nearby, but split from its track
+    s.add(7, det([410, 5, 470, 85], PLATE, tid=6, score=0.3))
+    s.add(5, det([500, 0, 560, 80], FACE, tid=7, score=0.3))  # a face: never lone
+    assert sorted(s.final(5).track_id.tolist()) == [1, 2, 3, 4, 5, 6, 7]
+    assert sorted(s.final(4).track_id.tolist()) == sorted(s.final(6).track_id.tolist()) == [2, 3, 4, 5, 6, 7]
 
 
 def test_each_class_has_its_own_padding():
