@@ -51,10 +51,12 @@ class TrackPolicy:
     lone_score: float = 0.5  # lone_score), large (box at least lone_size px on its short side, per class), and
     lone_size: tuple[float, ...] = (math.inf, 40.0)  # no other detection of its class near it within its padding.
     # A plate that large is readable and found again at the next look; one seen once at a low score is a plate
-    # model firing on a picture or a sign. Leak bench, replayed: background blanked 0.1-0.2 points less, the same
-    # plates leaked. Faces are never lone: the same rule for faces (40 px) halved the face clips' background at
-    # 720p (2.62% -> 1.99%, the same leaks), but at 1080p left a real 70 px face, detected once at a low score,
-    # uncovered for 8 frames.
+    # model firing on a picture or a sign (of a person, often). Leak bench, replayed at the defaults: background
+    # blanked on the face clips 3.99% -> 2.62% (held-out seeds 2, 3: 2.37% -> 2.06%), on the plate clips 1.81% ->
+    # 1.68% (3.11% -> 2.80%); the same plates and faces >= 20 px leaked, 4 more faces < 20 px (of 2,572) that such
+    # a box had covered by chance. Faces are never lone: the same rule for faces cut the face clips' background to
+    # 1.99% at 720p at the same leaks, but at 1080p left a real 70 px face, found once at a low score, uncovered
+    # for 8 frames.
 
     def pad(self, cls: int) -> int:
         return self.pad_frames if isinstance(self.pad_frames, int) else self.pad_frames[cls]
@@ -351,7 +353,7 @@ class Smoother:
 
     def _lone(self, tid: int, frames: list[int], boxes: list[np.ndarray]) -> bool:
         """Whether a track is lone (TrackPolicy.lone_pad): one weak, large detection, and no other detection of its
-        class overlaps it within `pad_frames` (the tracker may split one object detected weakly now and then into
+        class overlaps it within its class's padding (the tracker may split one object detected weakly now and then into
         one-detection tracks; those are not lone). The future up to the lookahead is known when a frame is
         answered, so a track detected again later is not lone either."""
         rec, p = self.records[tid], self.policy
