@@ -93,8 +93,8 @@ class RedactOptions:
     pad_frames: int = 8
     plate_pad_frames: int | None = 12  # plates instead (None: pad_frames). A plate is found late as it grows out of
     # the detector's reach and lost early in a pan. Leak bench, replayed, 12 against 8: plates >= 10 px leaked 3.60%
-    # against 4.97% (held-out seeds 2, 3: 14.49% against 17.08%); background blanked on the face clips 1.99% against
-    # 1.85% (held out 2.06% against 1.74%), on the plate clips 1.68% against 1.47% (2.62% against 2.22%)
+    # against 4.97% (held-out seeds 2, 3: 14.49% against 17.08%); background blanked on the face clips 2.62% against
+    # 2.49% (held out 2.06% against 1.74%), on the plate clips 1.68% against 1.47% (2.80% against 2.40%)
     max_gap: int = 30
     face_dilate: float = 1.5  # with camera-motion compensation 1.5 leaks as little as 1.6 and blanks less background
     plate_dilate: float = 1.1  # plate leaks on the leak bench are all misses, none from a box too small (1.1 = 1.2);
