@@ -159,8 +159,9 @@ def profile(redactor, frames: list, batch: int, reps: int = 4) -> dict:
         start = time.perf_counter()
         for _ in range(reps):
             detector.detect_tensor(pixels)  # returns numpy boxes: the device is done when it returns
-        # keyed by model: the default plate ensemble has two YoloPlateDetectors
-        out[f"{detector.weights.parent.name}_fps"] = round(reps * len(pixels) / (time.perf_counter() - start), 1)
+        # keyed by model and scale: the defaults have two YoloPlateDetectors, and CenterFace at two scales
+        scale = f"@{detector.scale}" if hasattr(detector, "scale") else ""
+        out[f"{detector.weights.parent.name}{scale}_fps"] = round(reps * len(pixels) / (time.perf_counter() - start), 1)
     _, seconds = timed(lambda: list(CameraPath.measure(iter(frames), redactor.motion_threads)))
     out["camera_motion_fps"] = round(len(frames) / seconds, 1)
     out["motion_threads"] = redactor.motion_threads

@@ -6,11 +6,17 @@ For CenterFace (720p at the default 1.5x) and each default plate model (YOLOv8n 
 - int8: onnxruntime's static post-training quantization (QDQ, per-channel weights, MinMax calibration), run by
   onnxruntime and by OpenVINO. Calibrated on the photos that are NOT scored: faces on evaldata's facemask_cc0
   set, plates on openalpr_eu; recall and precision are measured on dlib_pascal faces and openalpr_us plates.
+  For the YOLO plate models also with their box decoding left in float ("int8 float head", `decode_head`).
 Time: median of --reps runs on one real photo laid on a 1280x720 canvas, after a warm-up, one thread of work
 (the runtime uses every core). Recall: as benchmarks/detector_eval.py (IoU >= 0.3, one-to-one).
 
+A detector alone is not the pipeline: decoding, tracking and encoding share the cores. With --clips (a folder of
+the leak benchmark's clips, e.g. /tmp/redact-bench/clips after a `leak_bench.py` run), the face clips are also
+redacted end to end at the defaults, CenterFace in OpenVINO's default precision and in int8 by turns, --e2e-reps
+times each (frames/s without model load).
+
     REDACT_HOME=~/.cache/redact .venv/bin/python -m benchmarks.runtime_bench [--reps 7] \
-        [--out benchmarks/results/runtime.json]
+        [--clips /tmp/redact-bench/clips] [--out benchmarks/results/runtime.json]
 """
 
 from __future__ import annotations
@@ -50,8 +56,19 @@ def canvas(image: np.ndarray, w: int = 1280, h: int = 720) -> np.ndarray:
     return out
 
 
-def quantize(graph: Path, blobs: list[np.ndarray], out: Path) -> Path:
-    """Static int8 QDQ quantization of `graph`, calibrated on `blobs` (the network's own inputs)."""
+def decode_head(model) -> list[str]:
+    """The nodes of a YOLOv8 graph's box decoding (its last module, `/model.N/`, but for the convolution branches
+    `cv2`/`cv3`): its output concatenates pixel boxes and 0-1 scores, which one 8-bit scale cannot hold."""
+    import re
+
+    last = max(int(m.group(1)) for n in model.graph.node if (m := re.match(r"/model\.(\d+)/", n.name)))
+    return [n.name for n in model.graph.node
+            if n.name.startswith(f"/model.{last}/") and not re.match(rf"/model\.{last}/cv[23]\.", n.name)]
+
+
+def quantize(graph: Path, blobs: list[np.ndarray], out: Path, float_head: bool = False) -> Path:
+    """Static int8 QDQ quantization of `graph`, calibrated on `blobs` (the network's own inputs); with
+    `float_head`, a YOLO graph's box decoding stays in float (`decode_head`)."""
     import onnx
     from onnx import version_converter
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -72,7 +89,8 @@ def quantize(graph: Path, blobs: list[np.ndarray], out: Path) -> Path:
             return None if blob is None else {name: blob}
 
     quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=decode_head(model) if float_head else None)
     return out
 
 
@@ -105,17 +123,44 @@ def timing(detector, frame: np.ndarray, reps: int) -> float:
     return round(statistics.median(times) * 1000, 1)
 
 
+def end_to_end(clips: list[Path], int8: Path, reps: int, work: Path) -> dict:
+    """Frames/s of the default pipeline on `clips` (video only, no audio) with CenterFace's own graph and with
+    `int8`, taking turns `reps` times so that both see the same machine."""
+    from redact.pipeline import Redactor
+
+    if not clips:
+        raise SystemExit("--clips: no faces-*.mp4 there (run benchmarks/leak_bench.py first)")
+    redactor = Redactor(RedactOptions(device="cpu", audio=None))
+    face = next(d for d in redactor.detectors if isinstance(d, CenterFaceDetector))  # its scales share one graph
+    graphs = {"default": face.graph, "int8": OnnxGraph(int8, face.backend)}
+    redactor.run(clips[0], work / "e2e")  # warm-up
+    out: dict = {"clips": len(clips), "runtime": face.backend, "fps": {k: [] for k in graphs}}
+    for _ in range(reps):
+        for name, graph in graphs.items():
+            for d in redactor.detectors:
+                if isinstance(d, CenterFaceDetector):
+                    d.graph = graph
+            start, frames = time.perf_counter(), sum(redactor.run(c, work / "e2e").frames for c in clips)
+            out["fps"][name].append(round(frames / (time.perf_counter() - start), 2))
+            print("end to end", name, out["fps"][name][-1], "frames/s", flush=True)
+    out["ratio"] = round(statistics.median(out["fps"]["int8"]) / statistics.median(out["fps"]["default"]), 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--calibration", type=int, default=16, help="calibration photos per model")
+    parser.add_argument("--clips", type=Path, help="leak benchmark clips: also CenterFace int8 end to end")
+    parser.add_argument("--e2e-reps", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/runtime.json"))
     args = parser.parse_args()
     defaults = RedactOptions()
     work = Path(tempfile.mkdtemp(prefix="runtime-bench-"))
     bf16 = openvino_precision() == "bf16"
     variants = [("onnxruntime", "fp32"), ("openvino", "f32"), *([("openvino", "bf16")] if bf16 else []),
-                ("onnxruntime", "int8"), ("openvino", "int8")]
+                ("onnxruntime", "int8"), ("openvino", "int8"), ("onnxruntime", "int8 float head"),
+                ("openvino", "int8 float head")]
     results: dict = {"machine": {"platform": platform.platform(), **cpu_facts()}, "models": {}}
 
     faces_gt, plates_gt = load_gt(EVALDATA / "faces"), load_gt(EVALDATA / "plates")
@@ -146,12 +191,16 @@ def main() -> None:
             blobs = [reference.letterbox(torch.from_numpy(canvas(cv2.imread(str(folder / n)))[None]),
                                          defaults.plate_imgsz)[0].numpy() for n in calibration]
         start = time.perf_counter()
-        int8 = quantize(graph, blobs, work / f"{model}.int8.onnx")
+        int8 = {"int8": quantize(graph, blobs, work / f"{model}.int8.onnx")}
         rows = {"quantize_s": round(time.perf_counter() - start, 1)}
+        if task == "plates":
+            int8["int8 float head"] = quantize(graph, blobs, work / f"{model}.int8-float-head.onnx", float_head=True)
         for runtime, precision in variants:
+            if precision not in int8 and precision.startswith("int8"):
+                continue  # CenterFace has no box decoding in its graph
             detector = make(runtime)
-            if precision == "int8":
-                with_graph(detector, OnnxGraph(int8, runtime))  # OpenVINO: int8 layers, the rest as it picks
+            if precision in int8:
+                with_graph(detector, OnnxGraph(int8[precision], runtime))  # OpenVINO: int8 layers, the rest as it picks
             elif runtime == "openvino":
                 with_graph(detector, OnnxGraph(graph if task == "plates" else graph.read_bytes(), runtime, precision))
             row = {"ms_per_720p_frame": timing(detector, frame, args.reps), **score(detector, folder, names, gt)}
@@ -162,6 +211,9 @@ def main() -> None:
             if isinstance(row, dict):
                 row["speedup"] = round(base / row["ms_per_720p_frame"], 2)
         results["models"][model] = {"scored_on": scored_on, "calibrated_on": calibrate_on, **rows}
+        if task == "faces" and args.clips:
+            results["centerface_end_to_end"] = end_to_end(sorted(args.clips.glob("faces-*.mp4")), int8["int8"],
+                                                          args.e2e_reps, work)
 
     lines = ["| model | runtime | ms / 720p frame | speed-up | recall | precision |", "|---|---|---|---|---|---|"]
     for model, rows in results["models"].items():

@@ -136,6 +136,9 @@ def run_options(func: Callable) -> Callable:
         click.option("--plate-threshold", type=click.FloatRange(0, 1), default=d.plate_threshold, show_default=True),
         click.option("--face-scale", type=click.FloatRange(0.1, 2.0), default=d.face_scale, show_default=True,
                      help="Face detection resolution relative to the frame (1.0 = native; 1.5 finds 20-30 px faces)."),
+        click.option("--face-turn-scale", type=click.FloatRange(0.1, 2.0), default=d.face_turn_scale, show_default=True,
+                     help="Every other face detection at this resolution instead (cheaper; tracking holds the small "
+                          "faces between the --face-scale looks). Give the --face-scale value to look at that always."),
         click.option("--plate-imgsz", type=click.IntRange(320, 2560), default=d.plate_imgsz, show_default=True,
                      help="Plate detector input size (frame's long side is resized to this)."),
         click.option("--detect-every", type=click.IntRange(1, 8), default=d.detect_every, show_default=True,

@@ -9,6 +9,7 @@ letterbox and NMS (YOLO), so their boxes agree.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from dataclasses import dataclass, field
@@ -47,6 +48,11 @@ class Detections:
 
     def __getitem__(self, index: np.ndarray | slice | list[int]) -> Detections:
         return Detections(self.xyxy[index], self.score[index], self.cls[index], self.track_id[index])
+
+    @property
+    def short_side(self) -> np.ndarray:
+        """Each box's shorter side: how small the object looks to a detector."""
+        return np.minimum(self.xyxy[:, 2] - self.xyxy[:, 0], self.xyxy[:, 3] - self.xyxy[:, 1])
 
     @classmethod
     def merge(cls, parts: list[Detections]) -> Detections:
@@ -347,6 +353,12 @@ class CenterFaceDetector:
             if device == "cuda":  # cuDNN's fp16 convolutions are fastest in NHWC
                 self.model = self.model.to(memory_format=torch.channels_last)
 
+    def at_scale(self, scale: float) -> CenterFaceDetector:
+        """The same network (loaded once, shared) looking at another scale: the graph takes any input size."""
+        other = copy.copy(self)
+        other.scale = scale
+        return other
+
     def _blob(self, frames: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
         """Stack BGR frames into an RGB NCHW float blob, resized by `scale`, zero-padded to a multiple of 32."""
         import cv2
@@ -554,9 +566,9 @@ class DetectionQueue:
     lives only while there is work, so a dropped queue holds no models.
 
     `frames` are numpy images (`Detector.__call__`) or, for the torch stage, device tensors (`detect_tensor`).
-    A request names the detectors it wants (`active`: some classes, and with `turns`, of each class's detectors
-    only the (t mod n)-th on turn t: the plate ensemble's models on alternate detected frames; alone in its class,
-    a detector runs on every turn).
+    A request names the detectors it wants (`active`: some classes, and for a class given a turn t in `turns`, of
+    its detectors only the (t mod n)-th: the plate ensemble's models, or CenterFace at two scales, on alternate
+    detected frames; alone in its class, a detector runs on every turn).
     """
 
     def __init__(self, detectors: list[Detector], max_frames: int):
@@ -583,12 +595,12 @@ class DetectionQueue:
                 threading.Thread(target=self._serve, daemon=True, name="redact-detect").start()
         return future.result()
 
-    def active(self, turn: int, classes: tuple[int, ...] | None = None, turns: bool = False) -> tuple[int, ...]:
-        """The indices of the detectors of `classes` (None: every class) that run on `turn`, each class's taking
-        turns if `turns` (requests with the same share batches)."""
-        of = [d.cls for d in self.detectors]
+    def active(self, classes: tuple[int, ...] | None = None, turns: dict[int, int] | None = None) -> tuple[int, ...]:
+        """The indices of the detectors of `classes` (None: every class) that run: of a class with a turn in
+        `turns` only that turn's, of the others all (requests with the same share batches)."""
+        of, turns = [d.cls for d in self.detectors], turns or {}
         return tuple(k for k, c in enumerate(of) if (classes is None or c in classes)
-                     and (not turns or of[:k].count(c) == turn % of.count(c)))
+                     and (c not in turns or of[:k].count(c) == turns[c] % of.count(c)))
 
     def _run(self, frames: list, active: tuple[int, ...]) -> list[Detections]:
         self.batches += 1

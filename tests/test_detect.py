@@ -221,10 +221,11 @@ def test_plate_models_can_take_turns(centerface):
     plates = [YoloPlateDetector(*resolve(m, "plates")[:2], threshold=0.2, imgsz=640) for m in ("plate-mahdi", "plate-fastanpr")]
     alone = [d(images) for d in (face, *plates)]
     queue = DetectionQueue([face, *plates], max_frames=4)
-    assert [queue.active(t, turns=True) for t in range(3)] == [(0, 1), (0, 2), (0, 1)]
-    assert queue.active(5, (PLATE,)) == (1, 2) and queue.active(5, (FACE,)) == (0,)
+    assert [queue.active(turns={FACE: t, PLATE: t}) for t in range(3)] == [(0, 1), (0, 2), (0, 1)]
+    assert queue.active((PLATE,)) == (1, 2) and queue.active((FACE,), {PLATE: 5}) == (0,)
+    assert queue.active(turns={FACE: 1}) == (0, 1, 2)  # only classes given a turn take turns
     for turn, member in ((0, 1), (1, 2), (7, 2)):
-        got = queue(images, queue.active(turn, turns=True))
+        got = queue(images, queue.active(turns={PLATE: turn}))
         for i, dets in enumerate(got):
             want = fuse([alone[0][i], alone[member][i]])
             assert np.allclose(np.sort(dets.xyxy, axis=0), np.sort(want.xyxy, axis=0), atol=0.5)

@@ -71,19 +71,23 @@ class Counting:
 
 
 @pytest.mark.skipif(not (EVALDATA / "faces" / "gt.csv").exists(), reason="needs ../shared/evaldata/faces")
-def test_each_class_is_detected_on_its_own_cadence(tmp_path: Path) -> None:
-    """Faces every 3rd frame, plates every 2nd (the defaults; every plate model on each, as no turns are taken),
-    both on the last frame; the face tracks hold."""
+@pytest.mark.parametrize(("face_turn_min", "looks"), [(0.0, (4, 2)), (1e6, (6, 0))])
+def test_each_class_is_detected_on_its_own_cadence(tmp_path: Path, face_turn_min: float, looks: tuple) -> None:
+    """Faces every 3rd frame, plates every 2nd (the defaults; every plate model on each, as no plate turns are
+    taken), both on the last frame; the face tracks hold. The face looks alternate 1.5x and 1.0x, but only while no
+    face found on the last look is small (below `face_turn_min`: here none, or every one)."""
     spec = ClipSpec(kind="faces", index=0, seed=7, frames=14, width=640, height=360, base=45.0, zoom_ratio=1.2,
                     zoom_mode="in", max_tiles=1, pan=0.1, shake=0.5, roll_deg=1.0, photos=(PHOTO,), jerks=())
     clip = make_clip(spec, load_photos("faces"), tmp_path / "clips")
-    redactor = Redactor(engine_options(plate_turns="off"))
+    redactor = Redactor(engine_options(plate_turns="off", face_turn_min=face_turn_min))
     assert redactor.every == (3, 2) and redactor.due(6) == (0, 1) and redactor.due(3) == (0,) and redactor.due(4) == (1,)
     counting = [Counting(d) for d in redactor.detect.detectors]
     redactor.detect.detectors[:] = counting
     result = redactor.run(clip.video, tmp_path / "out")
-    face, *plates = counting
-    assert face.frames == 6  # frames 0, 3, 6, 9, 12 and the last, 13
+    face, face_turn, *plates = counting
+    assert (face.detector.scale, face_turn.detector.scale) == (1.5, 1.0)
+    # frames 0, 3, 6, 9, 12 and the last, 13: in turns, 0, 6, 12 and 13 (turn 4) at 1.5x, 3 and 9 at 1.0x
+    assert (face.frames, face_turn.frames) == looks
     assert all(p.frames == 8 for p in plates)  # 0, 2, ..., 12 and 13
     summary = summarize([score_video(clip, result.video)], "faces")
     assert summary["box_frames"] >= 13 and summary["leak"] == 0, summary
