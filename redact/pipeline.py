@@ -268,9 +268,7 @@ class Redactor:
             "thresholds": {"face": o.face_threshold, "plate": o.plate_threshold},
             "modes": {"face": o.face_mode, "plate": o.plate_mode}, "shapes": {"face": "ellipse", "plate": "rectangle"},
             "face_scale": o.face_scale, "face_turn_scale": o.face_turn_scale, "face_turn_min": o.face_turn_min,
-            "plate_imgsz": o.plate_imgsz,
-            "detect_every": self.every[PLATE],
-            "face_every": self.every[FACE],
+            "plate_imgsz": o.plate_imgsz, "detect_every": self.every[PLATE], "face_every": self.every[FACE],
             "plate_turns": o.plate_turns,
             "tracking": {"tracker": "BoT-SORT per class (ultralytics)",
                          "camera_motion": "sparse optical flow + RANSAC similarity (as ultralytics GMC) on every "
