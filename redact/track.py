@@ -251,9 +251,10 @@ class Tracker:
         self.counter = itertools.count(1)
 
     def tracking(self, cls: int) -> bool:
-        """Whether any object of class `cls` is tracked or was lately lost (and may still be in view)."""
-        tracker = self.trackers[cls]
-        return bool(tracker.tracked_stracks or tracker.lost_stracks)
+        """Whether an object of class `cls` was found on its last look (a new track included; lost ones not: the
+        plate models' false hits on pictures and textures are lost a look later and would keep every model
+        running for `max_gap` frames)."""
+        return bool(self.trackers[cls].tracked_stracks)
 
     def carried(self, cls: int, frame: int) -> Detections:
         """The detections of class `cls` on the last frame it was looked for, moved to `frame` by the camera."""

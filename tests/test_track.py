@@ -99,6 +99,21 @@ def test_tracker_links_moving_box_and_keeps_unconfirmed():
     assert len(set(ids)) == 1
 
 
+def test_a_class_is_tracking_only_while_its_last_look_found_something():
+    """`Tracker.tracking` (the plate models take turns while it is false): a plate found on one look and not on
+    the next is lost, not tracked, though its track is kept for `max_gap` frames; found again, it is tracked."""
+    tracker = Tracker(every=2, max_gap=30)
+    image = np.zeros((480, 640, 3), np.uint8)
+    plate, nothing = Detections([[100, 100, 160, 130]], [0.9], [PLATE]), Detections()
+    seen = []
+    for f, dets in enumerate([plate, plate, nothing, nothing, plate]):
+        tracker.update(dets, 2 * f, image, (PLATE,))
+        seen.append(tracker.tracking(PLATE))
+    assert seen == [True, True, False, False, True]
+    assert tracker.trackers[PLATE].lost_stracks == []  # found again: the lost track took it back
+    assert not tracker.tracking(FACE)
+
+
 def test_classes_never_share_a_track():
     tracker = Tracker(every=1, max_gap=30)
     image = np.zeros((480, 640, 3), np.uint8)
