@@ -146,6 +146,10 @@ def run_options(func: Callable) -> Callable:
         click.option("--face-every", type=click.IntRange(1, 8), default=d.face_every,
                      show_default="--detect-every" if d.face_every is None else True,
                      help="Run the face detector on every Nth frame instead (it is the costliest model)."),
+        click.option("--plate-idle-every", type=click.IntRange(1, 8), default=d.plate_idle_every,
+                     show_default="--detect-every" if d.plate_idle_every is None else True,
+                     help="Run the plate models on every Nth frame instead while no plate was found or lost lately "
+                          "(every --detect-every frames again as soon as one is)."),
         click.option("--pad-frames", type=click.IntRange(0, 120), default=d.pad_frames, show_default=True,
                      help="Keep each track redacted this many frames before its first and after its last detection."),
         click.option("--plate-pad-frames", type=click.IntRange(0, 120), default=d.plate_pad_frames,

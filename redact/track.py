@@ -250,11 +250,12 @@ class Tracker:
         self.ids: dict[tuple[int, int], int] = {}
         self.counter = itertools.count(1)
 
-    def tracking(self, cls: int) -> bool:
-        """Whether an object of class `cls` was found on its last look (a new track included; lost ones not: the
-        plate models' false hits on pictures and textures are lost a look later and would keep every model
-        running for `max_gap` frames)."""
-        return bool(self.trackers[cls].tracked_stracks)
+    def tracking(self, cls: int, lost: bool = False) -> bool:
+        """Whether an object of class `cls` was found on its last look (a new track included), or with `lost` also
+        lost lately (kept for `max_gap` frames). Lost tracks do not hold the plate ensemble together: the plate
+        models' false hits on pictures and textures are lost a look later and would keep every model running."""
+        tracker = self.trackers[cls]
+        return bool(tracker.tracked_stracks or (lost and tracker.lost_stracks))
 
     def carried(self, cls: int, frame: int) -> Detections:
         """The detections of class `cls` on the last frame it was looked for, moved to `frame` by the camera."""

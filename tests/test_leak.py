@@ -26,6 +26,7 @@ from benchmarks.leak_bench import (  # noqa: E402
     summarize,
 )
 from benchmarks.synth import EVALDATA, ClipSpec, load_photos, make_clip  # noqa: E402
+from redact.detect import PLATE  # noqa: E402
 from redact.pipeline import Redactor  # noqa: E402
 
 PHOTO = "facemask_cc0/images/maksssksksss125.png"  # facemask_cc0: one unmasked face, 102x158 px
@@ -73,13 +74,14 @@ class Counting:
 @pytest.mark.skipif(not (EVALDATA / "faces" / "gt.csv").exists(), reason="needs ../shared/evaldata/faces")
 @pytest.mark.parametrize(("face_turn_min", "looks"), [(0.0, (4, 2)), (1e6, (6, 0))])
 def test_each_class_is_detected_on_its_own_cadence(tmp_path: Path, face_turn_min: float, looks: tuple) -> None:
-    """Faces every 3rd frame, plates every 2nd (the defaults; every plate model on each, as no plate turns are
-    taken), both on the last frame; the face tracks hold. The face looks alternate 1.5x and 1.0x, but only while no
-    face found on the last look is small (below `face_turn_min`: here none, or every one)."""
+    """Faces every 3rd frame, plates every 2nd (every plate model on each, as no plate turns are taken, and no
+    slower plate looks while none is in view), both on the last frame; the face tracks hold. The face looks
+    alternate 1.5x and 1.0x, but only while no face found on the last look is small (below `face_turn_min`: here
+    none, or every one)."""
     spec = ClipSpec(kind="faces", index=0, seed=7, frames=14, width=640, height=360, base=45.0, zoom_ratio=1.2,
                     zoom_mode="in", max_tiles=1, pan=0.1, shake=0.5, roll_deg=1.0, photos=(PHOTO,), jerks=())
     clip = make_clip(spec, load_photos("faces"), tmp_path / "clips")
-    redactor = Redactor(engine_options(plate_turns="off", face_turn_min=face_turn_min))
+    redactor = Redactor(engine_options(plate_turns="off", plate_idle_every=None, face_turn_min=face_turn_min))
     assert redactor.every == (3, 2) and redactor.due(6) == (0, 1) and redactor.due(3) == (0,) and redactor.due(4) == (1,)
     counting = [Counting(d) for d in redactor.detect.detectors]
     redactor.detect.detectors[:] = counting
@@ -89,6 +91,25 @@ def test_each_class_is_detected_on_its_own_cadence(tmp_path: Path, face_turn_min
     # frames 0, 3, 6, 9, 12 and the last, 13: in turns, 0, 6, 12 and 13 (turn 4) at 1.5x, 3 and 9 at 1.0x
     assert (face.frames, face_turn.frames) == looks
     assert all(p.frames == 8 for p in plates)  # 0, 2, ..., 12 and 13
+    summary = summarize([score_video(clip, result.video)], "faces")
+    assert summary["box_frames"] >= 13 and summary["leak"] == 0, summary
+
+
+@pytest.mark.skipif(not (EVALDATA / "faces" / "gt.csv").exists(), reason="needs ../shared/evaldata/faces")
+def test_plates_are_looked_for_less_often_while_none_is_in_view(tmp_path: Path) -> None:
+    """`plate_idle_every=4` (the default): on a clip with a face and no plate, the plate models look on frames 0,
+    4, 8 and 12 and the last, 13, instead of every 2nd frame; the face is still covered."""
+    spec = ClipSpec(kind="faces", index=0, seed=7, frames=14, width=640, height=360, base=45.0, zoom_ratio=1.2,
+                    zoom_mode="in", max_tiles=1, pan=0.1, shake=0.5, roll_deg=1.0, photos=(PHOTO,), jerks=())
+    clip = make_clip(spec, load_photos("faces"), tmp_path / "clips")
+    redactor = Redactor(engine_options(plate_turns="off"))
+    assert redactor.due(2) == (1,) and redactor.due(2, idle=True) == () and redactor.due(4, idle=True) == (1,)
+    counting = [Counting(d) for d in redactor.detect.detectors]
+    redactor.detect.detectors[:] = counting
+    result = redactor.run(clip.video, tmp_path / "out")
+    assert result.audit["policy"]["plate_idle_every"] == 4
+    assert [p.frames for p in counting if p.cls == PLATE] == [5, 5]
+    assert not any(t["class"] == "plate" for t in result.audit["tracks"])
     summary = summarize([score_video(clip, result.video)], "faces")
     assert summary["box_frames"] >= 13 and summary["leak"] == 0, summary
 
