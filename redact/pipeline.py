@@ -8,6 +8,7 @@ stage finished: the video and its log are completed under temporary names and re
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import shutil
@@ -61,6 +62,10 @@ from redact.video import Frame, VideoInfo, VideoWriter, nvenc_available, probe, 
 # bench's moving clips each misses plates the other finds (>= 10 px plate box-frames leaked: mahdi 7.4%, both 4.3%)
 DEFAULT_PLATE_MODEL = "plate-mahdi,plate-fastanpr"
 PLATE_TURNS = ("off", "idle", "on")
+PLATE_LOST_LOOKS = 4  # a plate lost at most this many looks ago keeps every plate model running ("idle" turns). Any
+# lost track (max_gap frames) held them for 30 frames after each of the plate models' false hits on pictures; none
+# (a plate found on the last look only) lost real plates: replayed, held-out plate clips (seeds 2, 3) leaked 245
+# >= 10 px plate box-frames against 218. 4 looks: 218, and on the face clips 257 plate model calls against 298
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -90,11 +95,9 @@ class RedactOptions:
     # model and tracking holds faces between detections: leak bench, 3 against 2: 1.25x the frames/s, faces >= 20 px
     # leaked 1.55% against 1.54%, jerk frames 1.37% against 1.54%; background blanked 3.94% against 3.40%
     plate_turns: str = "idle"  # several plate models take turns on detected frames instead of all running on each:
-    # "on" always, "idle" while no plate was found on the last look (all run again as soon as one is), "off" never.
-    # Leak bench, idle against off: 1.23x the frames/s on face clips, 1.16x on plate clips, the same 74 plate
-    # box-frames leaked; on: 1.33x, but 99 leaked. A plate track lost (not found on the last look) does not count:
-    # replayed, the face clips ran 352 plate model calls instead of 423 (the plate clips 547 instead of 600), at
-    # the same leaks in every bucket and less background blanked (face clips 2.25% against 2.38%)
+    # "on" always, "idle" while no plate was found on the last look nor lost in the last PLATE_LOST_LOOKS (all run
+    # again as soon as one is), "off" never. Leak bench, idle against off: 1.23x the frames/s on face clips, 1.16x
+    # on plate clips, the same 74 plate box-frames leaked; on: 1.33x, but 99 leaked
     plate_idle_every: int | None = 4  # plates on every Nth frame instead while no plate was found or lost lately
     # (None: detect_every); every detect_every frames again once one is, and padding covers a plate back to where
     # it came into view. Face clips are where it tells: replayed, 241 plate model calls against 352 (3: 285), the
@@ -297,7 +300,7 @@ class Redactor:
     @staticmethod
     def idle(tracker: Tracker) -> bool:
         """No plate found on the last look nor lost lately: the plate models may look less often."""
-        return not tracker.tracking(PLATE, lost=True)
+        return not tracker.tracking(PLATE, math.inf)
 
     def _detect(self, batch: list[Frame], tracker: Tracker, smoother: Smoother,
                 classes: dict[int, tuple[int, ...]] | None = None) -> None:
@@ -307,7 +310,7 @@ class Redactor:
         every = self.cadence(idle)
         due = {f.index: (classes or {}).get(f.index) or self.due(f.index, idle) for f in batch}
         mode = self.options.plate_turns
-        plate_turns = mode == "on" or (mode == "idle" and not tracker.tracking(PLATE))
+        plate_turns = mode == "on" or (mode == "idle" and not tracker.tracking(PLATE, PLATE_LOST_LOOKS))
         small = bool((tracker.last_dets[FACE].short_side < self.options.face_turn_min).any())  # face_scale only
         groups: dict[tuple, list[Frame]] = {}  # frames by the detectors that run on them (classes, turns)
         for frame in batch:

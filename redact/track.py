@@ -250,12 +250,12 @@ class Tracker:
         self.ids: dict[tuple[int, int], int] = {}
         self.counter = itertools.count(1)
 
-    def tracking(self, cls: int, lost: bool = False) -> bool:
-        """Whether an object of class `cls` was found on its last look (a new track included), or with `lost` also
-        lost lately (kept for `max_gap` frames). Lost tracks do not hold the plate ensemble together: the plate
-        models' false hits on pictures and textures are lost a look later and would keep every model running."""
+    def tracking(self, cls: int, lost_looks: float = 0) -> bool:
+        """Whether an object of class `cls` was found on its last look (a new track included) or lost at most
+        `lost_looks` looks ago (`math.inf`: any lost track, kept for `max_gap` frames)."""
         tracker = self.trackers[cls]
-        return bool(tracker.tracked_stracks or (lost and tracker.lost_stracks))
+        return bool(tracker.tracked_stracks) or any(tracker.frame_id - t.frame_id <= lost_looks
+                                                    for t in tracker.lost_stracks)
 
     def carried(self, cls: int, frame: int) -> Detections:
         """The detections of class `cls` on the last frame it was looked for, moved to `frame` by the camera."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -99,19 +101,20 @@ def test_tracker_links_moving_box_and_keeps_unconfirmed():
     assert len(set(ids)) == 1
 
 
-def test_a_class_is_tracking_only_while_its_last_look_found_something():
+def test_a_class_is_tracking_while_found_or_lately_lost():
     """`Tracker.tracking` (the plate models take turns while it is false): a plate found on one look and not on
-    the next is lost, not tracked, though its track is kept for `max_gap` frames; found again, it is tracked."""
+    the next is lost; it counts for `lost_looks` looks (any while kept, with inf); found again, it is tracked."""
     tracker = Tracker(every=2, max_gap=30)
     image = np.zeros((480, 640, 3), np.uint8)
     plate, nothing = Detections([[100, 100, 160, 130]], [0.9], [PLATE]), Detections()
     seen = []
-    for f, dets in enumerate([plate, plate, nothing, nothing, plate]):
+    for f, dets in enumerate([plate, plate, nothing, nothing, nothing, plate]):
         tracker.update(dets, 2 * f, image, (PLATE,))
-        seen.append(tracker.tracking(PLATE))
-    assert seen == [True, True, False, False, True]
+        seen.append((tracker.tracking(PLATE), tracker.tracking(PLATE, 2), tracker.tracking(PLATE, math.inf)))
+    assert seen == [(True,) * 3, (True,) * 3, (False, True, True), (False, True, True), (False, False, True),
+                    (True,) * 3]
     assert tracker.trackers[PLATE].lost_stracks == []  # found again: the lost track took it back
-    assert not tracker.tracking(FACE)
+    assert not tracker.tracking(FACE, math.inf)
 
 
 def test_classes_never_share_a_track():
