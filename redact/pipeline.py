@@ -100,10 +100,10 @@ class RedactOptions:
     # on plate clips, the same 74 plate box-frames leaked; on: 1.33x, but 99 leaked
     plate_idle_every: int | None = 4  # plates on every Nth frame instead while no plate was found or lost lately
     # (None: detect_every); every detect_every frames again once one is, and padding covers a plate back to where
-    # it came into view. Face clips are where it tells: replayed, 241 plate model calls against 352 (3: 285), the
-    # same plate leaks, face clips' background 2.17% against 2.25%; 4 more face box-frames >= 20 px leaked (94 of
-    # 5,859), all of one 25 px face CenterFace missed on frames 0-3, which a false plate box had covered by chance.
-    # 12 face clips by turns, two rounds: 1.21x the frames/s (3: 1.10x)
+    # it came into view. Face clips are where it tells: replayed, 257 plate model calls against 375 (3: 308), the
+    # same plate leaks (held out too), face clips' background 2.17% against 2.27%; 4 more face box-frames >= 20 px
+    # leaked (94 of 5,859), all of one 25 px face CenterFace missed on frames 0-3, which a false plate box had
+    # covered by chance. 12 face clips by turns, two rounds: 1.21x the frames/s (3: 1.10x)
     runtime: str = "auto"  # auto: the fastest CPU runtime here (detect.cpu_runtime: OpenVINO, else onnxruntime), the
     # torch stage (gpu.py) on CUDA; "openvino"/"onnxruntime" pick a CPU runtime; "torch": the torch stage on CPU too
     face_mode: str = "blur"
