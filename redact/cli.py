@@ -131,7 +131,7 @@ def run_options(func: Callable) -> Callable:
         click.option("--plate-turns", type=click.Choice(["off", "idle", "on"]), default=d.plate_turns, show_default=True,
                      help="Several plate models take turns on the detected frames (one model a frame, tracking joins "
                           "what each finds) instead of all running on every one: 'on' always, 'idle' while no plate "
-                          "was found on the last look (all run again once one is), 'off' never."),
+                          "was found or lost in the last 4 looks (all run again once one is), 'off' never."),
         click.option("--face-threshold", type=click.FloatRange(0, 1), default=d.face_threshold, show_default=True),
         click.option("--plate-threshold", type=click.FloatRange(0, 1), default=d.plate_threshold, show_default=True),
         click.option("--face-scale", type=click.FloatRange(0.1, 2.0), default=d.face_scale, show_default=True,
