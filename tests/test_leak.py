@@ -25,7 +25,7 @@ from benchmarks.leak_bench import (  # noqa: E402
     score_video,
     summarize,
 )
-from benchmarks.synth import EVALDATA, ClipSpec, load_photos, make_clip  # noqa: E402
+from benchmarks.synth import EVALDATA, Clip, ClipSpec, load_photos, make_clip  # noqa: E402
 from redact.detect import PLATE  # noqa: E402
 from redact.pipeline import Redactor  # noqa: E402
 
@@ -60,6 +60,14 @@ def test_face_leak_rate_on_a_moving_clip(tmp_path: Path) -> None:
     assert np.nanmin(change) >= max(15, VISIBLE_MAD) and np.nanmean(change) > 35, change
 
 
+def short_clip(tmp_path: Path, kind: str, photo: str, base: float) -> Clip:
+    """A 14-frame 640x360 clip of one photo, zooming in on a gently moving camera: room for a few looks of each
+    detector cadence, quick to redact."""
+    spec = ClipSpec(kind=kind, index=0, seed=7, frames=14, width=640, height=360, base=base, zoom_ratio=1.2,
+                    zoom_mode="in", max_tiles=1, pan=0.1, shake=0.5, roll_deg=1.0, photos=(photo,), jerks=())
+    return make_clip(spec, load_photos(kind), tmp_path / "clips")
+
+
 class Counting:
     """A real detector that also records how many frames it was shown (the queue calls it once per batch)."""
 
@@ -78,9 +86,7 @@ def test_each_class_is_detected_on_its_own_cadence(tmp_path: Path, face_turn_min
     slower plate looks while none is in view), both on the last frame; the face tracks hold. The face looks
     alternate 1.5x and 1.0x, but only while no face found on the last look is small (below `face_turn_min`: here
     none, or every one)."""
-    spec = ClipSpec(kind="faces", index=0, seed=7, frames=14, width=640, height=360, base=45.0, zoom_ratio=1.2,
-                    zoom_mode="in", max_tiles=1, pan=0.1, shake=0.5, roll_deg=1.0, photos=(PHOTO,), jerks=())
-    clip = make_clip(spec, load_photos("faces"), tmp_path / "clips")
+    clip = short_clip(tmp_path, "faces", PHOTO, 45.0)
     redactor = Redactor(engine_options(plate_turns="off", plate_idle_every=None, face_turn_min=face_turn_min))
     assert redactor.every == (3, 2) and redactor.due(6) == (0, 1) and redactor.due(3) == (0,) and redactor.due(4) == (1,)
     counting = [Counting(d) for d in redactor.detect.detectors]
@@ -99,9 +105,7 @@ def test_each_class_is_detected_on_its_own_cadence(tmp_path: Path, face_turn_min
 def test_plates_are_looked_for_less_often_while_none_is_in_view(tmp_path: Path) -> None:
     """`plate_idle_every=4` (the default): on a clip with a face and no plate, the plate models look on frames 0,
     4, 8 and 12 and the last, 13, instead of every 2nd frame; the face is still covered."""
-    spec = ClipSpec(kind="faces", index=0, seed=7, frames=14, width=640, height=360, base=45.0, zoom_ratio=1.2,
-                    zoom_mode="in", max_tiles=1, pan=0.1, shake=0.5, roll_deg=1.0, photos=(PHOTO,), jerks=())
-    clip = make_clip(spec, load_photos("faces"), tmp_path / "clips")
+    clip = short_clip(tmp_path, "faces", PHOTO, 45.0)
     redactor = Redactor(engine_options(plate_turns="off"))
     assert redactor.due(2) == (1,) and redactor.due(2, idle=True) == () and redactor.due(4, idle=True) == (1,)
     counting = [Counting(d) for d in redactor.detect.detectors]
@@ -118,9 +122,7 @@ def test_plates_are_looked_for_less_often_while_none_is_in_view(tmp_path: Path) 
 def test_plate_models_take_turns_only_while_no_plate_is_tracked(tmp_path: Path) -> None:
     """`plate_turns="idle"`: on a clip with a plate in view from the start, the first plate frame runs one model,
     and once the plate is tracked both run on every plate frame."""
-    spec = ClipSpec(kind="plates", index=0, seed=7, frames=14, width=640, height=360, base=60.0, zoom_ratio=1.2,
-                    zoom_mode="in", max_tiles=1, pan=0.1, shake=0.5, roll_deg=1.0, photos=(PLATE_PHOTO,), jerks=())
-    clip = make_clip(spec, load_photos("plates"), tmp_path / "clips")
+    clip = short_clip(tmp_path, "plates", PLATE_PHOTO, 60.0)
     redactor = Redactor(engine_options(plate_turns="idle", faces=False))
     counting = [Counting(d) for d in redactor.detect.detectors]
     redactor.detect.detectors[:] = counting
