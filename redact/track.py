@@ -8,8 +8,8 @@ every gap between two detections of a track by interpolating in camera-stabilise
 track redacted `pad_frames` before its first and after its last detection (moving on with the camera and at
 the track's own velocity), and grows held boxes with distance from their detection to absorb what the motion
 model misses. A track the camera turned away from is redacted again for `pad_frames` frames when the camera
-path brings it back into view, before the detector finds the face cut by the border. A lone plate track (one
-weak, large detection, nothing else near it) is not padded: that is how pictures and signs look. It answers for
+path brings it back into view, before the detector finds the face cut by the border. A lone track (one weak,
+large detection, nothing else near it) is not padded: that is how pictures, signs and texture look. It answers for
 frame t only once detections up to t + lookahead are known, so a detection in the future covers a miss now.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import math
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,14 +48,15 @@ class TrackPolicy:
     # motion compensated, 0.03 leaked no less on the leak bench and blanked 0.2-0.5% more background
     lone_pad: int = 0  # padding of a *lone* track (`Smoother._lone`): detected once, weakly (score below
     lone_score: float = 0.5  # lone_score), large (box at least lone_size px on its short side, per class), and
-    lone_size: tuple[float, ...] = (math.inf, 40.0)  # no other detection of its class near it within its padding.
+    lone_size: tuple[float, ...] = (150.0, 40.0)  # no other detection of its class near it within its padding.
     # A plate that large is readable and found again at the next look; one seen once at a low score is a plate
     # model firing on a picture or a sign (of a person, often). Leak bench, replayed at the defaults: background
     # blanked on the face clips 3.99% -> 2.62% (held-out seeds 2, 3: 2.37% -> 2.06%), on the plate clips 1.81% ->
     # 1.68% (3.11% -> 2.80%); the same plates and faces >= 20 px leaked, 4 more faces < 20 px (of 2,572) that such
-    # a box had covered by chance. Faces are never lone: the same rule for faces cut the face clips' background to
-    # 1.99% at 720p at the same leaks, but at 1080p left a real 70 px face, found once at a low score, uncovered
-    # for 8 frames.
+    # a box had covered by chance. A face that large fills a fifth of a 720p frame, and CenterFace finds a real
+    # one again within its padding; one found once at a low score was texture. Face clips, replayed: background
+    # 2.17% -> 1.83% (seeds 0, 1), the same faces leaked in every size bucket, on seeds 2, 3 and at 1080p as well;
+    # the same from 80 to 200 px, while 60 px left 3 more face box-frames >= 20 px uncovered.
 
     def pad(self, cls: int) -> int:
         return self.pad_frames if isinstance(self.pad_frames, int) else self.pad_frames[cls]

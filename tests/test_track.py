@@ -43,9 +43,10 @@ def test_single_detection_is_held_in_place():
     assert all(np.allclose(s.final(f).xyxy, [[0, 0, 10, 10]]) for f in (2, 5, 8))
 
 
-def test_a_lone_weak_large_plate_detection_is_not_padded():
-    """A picture a plate model fired on once: its box only where it was seen. A small, a confident or a repeated
-    plate detection is padded as usual, and so is every face detection."""
+def test_a_lone_weak_large_detection_is_not_padded():
+    """A picture a plate model fired on once, or texture CenterFace took for a face close to the camera: its box
+    only where it was seen. A small, a confident or a repeated detection is padded as usual; for faces, small is
+    anything below 150 px, where a real face can be found once at a low score."""
     s = Smoother(TrackPolicy(pad_frames=3, max_gap=10, dilate=(1.0, 1.0), grow_per_frame=0.0))
     s.add(5, det([0, 0, 60, 80], PLATE, tid=1, score=0.3))  # lone: weak and large
     s.add(5, det([100, 0, 130, 30], PLATE, tid=2, score=0.3))  # small
@@ -54,9 +55,11 @@ def test_a_lone_weak_large_plate_detection_is_not_padded():
     s.add(9, det([300, 0, 360, 80], PLATE, tid=4, score=0.3))
     s.add(5, det([400, 0, 460, 80], PLATE, tid=5, score=0.3))  # seen again nearby, but split from its track
     s.add(7, det([410, 5, 470, 85], PLATE, tid=6, score=0.3))
-    s.add(5, det([500, 0, 560, 80], FACE, tid=7, score=0.3))  # a face: never lone
-    assert sorted(s.final(5).track_id.tolist()) == [1, 2, 3, 4, 5, 6, 7]
-    assert sorted(s.final(4).track_id.tolist()) == sorted(s.final(6).track_id.tolist()) == [2, 3, 4, 5, 6, 7]
+    s.add(5, det([500, 0, 620, 140], FACE, tid=7, score=0.3))  # a face below 150 px: padded
+    s.add(5, det([700, 0, 900, 240], FACE, tid=8, score=0.3))  # lone: a weak face of 200 px
+    s.add(5, det([1000, 0, 1200, 240], FACE, tid=9, score=0.6))  # as large, confident
+    assert sorted(s.final(5).track_id.tolist()) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert sorted(s.final(4).track_id.tolist()) == sorted(s.final(6).track_id.tolist()) == [2, 3, 4, 5, 6, 7, 9]
 
 
 def test_each_class_has_its_own_padding():
