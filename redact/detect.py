@@ -584,6 +584,11 @@ class DetectionQueue:
     def __call__(self, frames: list, active: tuple[int, ...] | None = None) -> list[Detections]:
         """Detections per frame of the detectors `active` (indices, as `active()` gives them; None: all), fused
         (`fuse`); blocks until this request's batch has run."""
+        return [fuse(list(found.values())) for found in self.parts(frames, active)]
+
+    def parts(self, frames: list, active: tuple[int, ...] | None = None) -> list[dict[int, Detections]]:
+        """Each frame's detections by detector index, unfused: for a caller that decides frame by frame, after the
+        batch has run, which of them count (`Redactor._detect`). Blocks until this request's batch has run."""
         import threading
         from concurrent.futures import Future
 
@@ -602,7 +607,7 @@ class DetectionQueue:
         return tuple(k for k, c in enumerate(of) if (classes is None or c in classes)
                      and (c not in turns or of[:k].count(c) == turns[c] % of.count(c)))
 
-    def _run(self, frames: list, active: tuple[int, ...]) -> list[Detections]:
+    def _run(self, frames: list, active: tuple[int, ...]) -> list[dict[int, Detections]]:
         self.batches += 1
         detectors = [self.detectors[k] for k in active]
         if not isinstance(frames[0], np.ndarray):
@@ -612,7 +617,7 @@ class DetectionQueue:
             per_detector = [d.detect_tensor(batch) for d in detectors]  # type: ignore[attr-defined]
         else:
             per_detector = [d(frames) for d in detectors]
-        return [fuse([d[i] for d in per_detector]) for i in range(len(frames))]
+        return [dict(zip(active, (d[i] for d in per_detector), strict=True)) for i in range(len(frames))]
 
     def _serve(self) -> None:
         while True:

@@ -48,6 +48,7 @@ from redact.detect import (
     cpu_facts,
     cpu_runtime,
     drop_plates_holding_faces,
+    fuse,
     resolve_device,
 )
 from redact.errors import UserError, writing_to
@@ -302,31 +303,73 @@ class Redactor:
         """No plate found on the last look nor lost lately: the plate models may look less often."""
         return not tracker.tracking(PLATE, math.inf)
 
-    def _detect(self, batch: list[Frame], tracker: Tracker, smoother: Smoother,
-                classes: dict[int, tuple[int, ...]] | None = None) -> None:
-        """Detect on `batch`, each frame with the classes due there or given in `classes` (by frame index), and
-        feed the tracks."""
+    def maybe_due(self, index: int) -> bool:
+        """Whether some detector may run on frame `index`, whatever the tracker's state turns out to be there."""
+        return bool(self.due(index) or self.due(index, idle=True))
+
+    def schedule(self, index: int, tracker: Tracker, classes: tuple[int, ...] | None = None) -> tuple[tuple, tuple]:
+        """The classes looked for on frame `index` (`classes`, else those due) and the detectors that run there
+        (`DetectionQueue.active`), from the tracker's state as it is: plates idle, plate turns, small faces in view.
+        Asked once per frame with the state after every frame before it, so a batch of any size runs the schedule
+        one frame at a time would."""
         idle = self.idle(tracker)
+        due = classes or self.due(index, idle)
+        if not due:
+            return (), ()
         every = self.cadence(idle)
-        due = {f.index: (classes or {}).get(f.index) or self.due(f.index, idle) for f in batch}
         mode = self.options.plate_turns
-        plate_turns = mode == "on" or (mode == "idle" and not tracker.tracking(PLATE, PLATE_LOST_LOOKS))
         small = bool((tracker.last_dets[FACE].short_side < self.options.face_turn_min).any())  # face_scale only
-        groups: dict[tuple, list[Frame]] = {}  # frames by the detectors that run on them (classes, turns)
-        for frame in batch:
-            turns = {FACE: 0 if small else frame.index // every[FACE]}  # alone in its class: no turns
-            if plate_turns:
-                turns[PLATE] = frame.index // every[PLATE]
-            active = self.detect.active(due[frame.index], turns)
-            groups.setdefault(active, []).append(frame)
-        found = {}
-        for active, frames in groups.items():
-            dets = self.detect([f.image for f in frames] if self.stage is None else [f.pixels for f in frames], active)
-            found.update({f.index: d for f, d in zip(frames, dets, strict=True)})
-        for frame, dets in ((f, found[f.index]) for f in batch):
-            faces = None if FACE in due[frame.index] else tracker.carried(FACE, frame.index)
+        turns = {FACE: 0 if small else index // every[FACE]}  # alone in its class: no turns
+        if mode == "on" or (mode == "idle" and not tracker.tracking(PLATE, PLATE_LOST_LOOKS)):
+            turns[PLATE] = index // every[PLATE]
+        return due, self.detect.active(due, turns)
+
+    def _run_detectors(self, frames: list[Frame], active: dict[int, tuple[int, ...]]) -> dict[int, dict[int, Detections]]:
+        """Each frame's detections by detector, of the detectors `active` on it (by frame index); frames that share
+        detectors go in one request."""
+        groups: dict[tuple, list[Frame]] = {}
+        for frame in frames:
+            if active[frame.index]:
+                groups.setdefault(active[frame.index], []).append(frame)
+        found: dict[int, dict[int, Detections]] = {f.index: {} for f in frames}
+        for detectors, group in groups.items():
+            images = [f.image for f in group] if self.stage is None else [f.pixels for f in group]
+            found.update({f.index: d for f, d in zip(group, self.detect.parts(images, detectors), strict=True)})
+        return found
+
+    def _detect(self, batch: list[Frame], tracker: Tracker, smoother: Smoother,
+                classes: dict[int, tuple[int, ...]] | None = None) -> tuple[int, ...]:
+        """Detect on `batch` and feed the tracks, each frame with the classes due there or given in `classes` (by
+        frame index); return the classes looked for on the batch's last frame.
+
+        The batch runs at once on the schedule the tracker's state gives now, then each frame is taken in order
+        with its own schedule (`schedule`, from the tracker as the frames before left it) and only the detectors
+        it names count. Where the state has changed so that a frame needs a detector that did not run on it, the
+        rest of the batch is planned anew from that state and what it lacks runs as one more batch. Which
+        detectors a frame sees therefore never depends on the batch size; before, a GPU batch of 16 decided from a
+        state up to 16 looks old and leaked more than batch 1 (issue 32).
+        """
+        given = classes or {}
+
+        def lacking(frames: list[Frame], have: dict[int, dict]) -> dict[int, tuple[int, ...]]:  # on the state now
+            return {f.index: tuple(k for k in self.schedule(f.index, tracker, given.get(f.index))[1]
+                                   if k not in have.get(f.index, ())) for f in frames}
+
+        found = self._run_detectors(batch, lacking(batch, {}))
+        looked: tuple[int, ...] = ()
+        for n, frame in enumerate(batch):
+            looked, active = self.schedule(frame.index, tracker, given.get(frame.index))
+            if not active:
+                continue
+            if any(k not in found[frame.index] for k in active):
+                for index, parts in self._run_detectors(batch[n:], lacking(batch[n:], found)).items():
+                    found[index].update(parts)
+            parts = found[frame.index]
+            faces = None if FACE in looked else tracker.carried(FACE, frame.index)
+            dets = fuse([parts[k] for k in active])
             dets = complete_cut_faces(drop_plates_holding_faces(dets, faces), *frame.image.shape[1::-1])
-            smoother.add(frame.index, tracker.update(dets, frame.index, frame.image, due[frame.index]))
+            smoother.add(frame.index, tracker.update(dets, frame.index, frame.image, looked))
+        return looked
 
     def frames_with_boxes(self, frames: Iterable[Frame], smoother: Smoother) -> Iterator[tuple[Frame, Detections]]:
         """Each frame with its final boxes, in order: the core of the pipeline, shared by `run` and benchmarks.
@@ -342,18 +385,17 @@ class Redactor:
         buffer: deque[Frame] = deque()
         todo: list[Frame] = []
         detected_until = -1
-        looked: tuple[int, ...] = ()  # the classes looked for on the last detected frame
+        looked: tuple[int, ...] = ()  # the classes looked for on frame detected_until
         if self.stage is not None:
             frames = self.stage.upload(frames)
         for frame, motion in threaded(path.measure(frames, self.motion_threads)):
             path.add(frame.index, motion)
             smoother.size = smoother.size or frame.image.shape[1::-1]
             buffer.append(frame)
-            if due := self.due(frame.index, self.idle(tracker)):
+            if self.maybe_due(frame.index):
                 todo.append(frame)
-                looked = due
             if len(todo) >= self.batch:
-                self._detect(todo, tracker, smoother)
+                looked = self._detect(todo, tracker, smoother)
                 detected_until, todo = todo[-1].index, []
             while buffer and buffer[0].index + lookahead <= detected_until:
                 done = buffer.popleft()
