@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import NamedTuple
@@ -245,9 +246,18 @@ def _ray_work(options: RedactOptions, item: BatchItem) -> Outcome:
     return redact_one(_redactor, item)
 
 
+def cluster_device(device: str, resources: dict[str, float]) -> str:
+    """The device Ray tasks redact on: 'auto' is the cluster's choice, not this machine's. The driver often has no
+    GPU while the nodes do (or the reverse), so 'auto' means CUDA when the cluster has any GPU."""
+    if device != "auto":
+        return device
+    return "cuda" if resources.get("GPU", 0) > 0 else "cpu"
+
+
 def run_ray(items: list[BatchItem], options: RedactOptions, address: str | None, cpus: float,
-            gpus: float) -> Iterator[tuple[BatchItem, Outcome]]:
-    """Outcomes as Ray tasks finish. `address` None starts a local Ray instance; else joins that cluster."""
+            jobs: int) -> Iterator[tuple[BatchItem, Outcome]]:
+    """Outcomes as Ray tasks finish. `address` None starts a local Ray instance; else joins that cluster. On CUDA
+    each task asks Ray for 1/`jobs` of a GPU, so `jobs` files share one."""
     try:
         import ray
     except ImportError:
@@ -256,6 +266,8 @@ def run_ray(items: list[BatchItem], options: RedactOptions, address: str | None,
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        options = replace(options, device=cluster_device(options.device, ray.cluster_resources()))
+        gpus = 1.0 / max(1, jobs) if options.device == "cuda" else 0.0
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_ray_work)
         pending = {task.remote(options, item): item for item in items}
         while pending:
@@ -319,8 +331,7 @@ class Batch:
             outcomes = run_shared(redactor, self.todo, max(1, jobs)) if redactor.stage is not None else \
                 run_local(self.todo, self.options, max(1, jobs))
         elif backend == "ray":
-            gpus = 1.0 / max(1, jobs) if self.options.device == "cuda" else 0.0  # --jobs files share one GPU
-            outcomes = run_ray(self.todo, self.options, ray_address, cpus_per_task, gpus)
+            outcomes = run_ray(self.todo, self.options, ray_address, cpus_per_task, jobs)
         else:
             raise UserError(f"unknown backend '{backend}' (use local or ray)")
         for item, outcome in itertools.chain(self.unreadable, outcomes):

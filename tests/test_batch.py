@@ -203,3 +203,28 @@ def test_inputs_from_a_folder_or_a_list(tmp_path):
         find_inputs(listing)
     with pytest.raises(UserError, match="no such folder"):
         find_inputs(tmp_path / "nowhere")
+
+
+def test_ray_resolves_auto_to_the_clusters_gpu(tmp_path):
+    """`--device auto` on Ray is the cluster's choice: a cluster that reports a GPU (here a local Ray told it has
+    one: the device query is the only thing that is not real) gets CUDA tasks that ask Ray for a GPU share. On
+    this machine without CUDA the redaction itself then fails with the CUDA error, which shows the task was
+    given `cuda` and scheduled on the GPU slot."""
+    import ray
+
+    from redact.batch import BatchItem, cluster_device, run_ray
+    from redact.pipeline import RedactOptions
+
+    assert cluster_device("auto", {"CPU": 16.0, "GPU": 8.0}) == "cuda"
+    assert cluster_device("auto", {"CPU": 16.0}) == "cpu"
+    assert cluster_device("cpu", {"GPU": 1.0}) == "cpu"
+    clip = make_clip(tmp_path / "cam.mp4", frames=6, audio=False)
+    item = BatchItem(clip, "0" * 64, tmp_path / "out", "cam")
+    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        assert ray.cluster_resources()["GPU"] == 1.0
+        [(done, outcome)] = list(run_ray([item], RedactOptions(device="auto", audio=None), None, 1.0, jobs=2))
+    finally:
+        ray.shutdown()
+    assert done == item
+    assert outcome.error is not None and "--device cuda was requested but no CUDA GPU is available" in outcome.error
