@@ -406,6 +406,28 @@ def test_unknown_asr_model_is_refused_offline(tmp_path):
     assert not list(tmp_path.glob("out/*")) and not list(tmp_path.rglob("*.bin"))
 
 
+def test_faster_whisper_name_from_the_local_cache(tmp_path):
+    """A faster-whisper name whose model is in the local Hugging Face cache is used from there, offline, and its
+    model.bin hashed for the audit log (the cache is built from the registry's tiny model: same files)."""
+    import sys
+
+    from redact.models import get_spec, sha256_file
+
+    source = get_spec(TINY).directory
+    repo = tmp_path / "hf" / "hub" / "models--Systran--faster-whisper-tiny.en"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for f in source.iterdir():
+        (snapshot / f.name).symlink_to(f)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"}
+    code = "from redact.transcribe import load_asr; m = load_asr('tiny.en', 'cpu'); print(m.sha256, m.english_only)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [sha256_file(source / "model.bin"), "True"]
+
+
 def test_transcribe_cli(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 100)
