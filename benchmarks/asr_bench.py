@@ -40,6 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import write_result  # noqa: E402
 from redact.transcribe import SAMPLE_RATE, iter_audio, load_asr, transcribe  # noqa: E402
 
 SPEECH = ROOT.parent / "shared" / "evaldata" / "speech"
@@ -269,8 +270,7 @@ def main() -> None:
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"load average start {report['loadavg_start']} end {report['loadavg_end']} on {report['cpus']} CPUs")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        write_result(args.json, report, __file__)
 
 
 if __name__ == "__main__":

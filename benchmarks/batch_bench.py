@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.provenance import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ROOT.parent / "shared" / "evaldata" / "video" / "grid"
 
@@ -75,8 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["machine"]["load_avg_end"] = os.getloadavg()
     base = results["runs"][0]["wall_s"]
     results["speedup_vs_first"] = {r["jobs"]: round(base / r["wall_s"], 2) for r in results["runs"]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_result(args.out, results, __file__, argv)
     print(json.dumps(results["speedup_vs_first"]))
     return results
 

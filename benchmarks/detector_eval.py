@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 import torchvision
 
+from benchmarks.provenance import write_result
 from redact.detect import CPU_RUNTIMES, CenterFaceDetector, DetectionQueue, YoloPlateDetector, cpu_runtime
 from redact.models import load_registry, resolve
 from redact.pipeline import RedactOptions, plate_models
@@ -128,8 +128,7 @@ def main() -> None:
         if name in ("settings", "runtime"):
             continue
         print(f"| {name} | {r['images']} | {r['objects']} | {r['recall']:.3f} | {r['precision']:.3f} | {r['images_per_s']} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    write_result(args.out, results, __file__, indent=2)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.provenance import write_result
 from redact.transcribe import SAMPLE_RATE, iter_audio
 
 EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata" / "speech"
@@ -191,8 +192,8 @@ def main() -> None:
               f"{s['right_count']} of {s['conversations']} |")
     print(f"diarization time / transcription time: {100 * overhead:.1f}%")
     if not args.quick:
-        args.json.write_text(json.dumps({"summary": summary, "diarize_over_transcribe": round(overhead, 4),
-                                         "conversations": rows}, indent=1) + "\n")
+        write_result(args.json, {"summary": summary, "diarize_over_transcribe": round(overhead, 4), "conversations": rows},
+                     __file__)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ Command (from the project root; about 10 minutes on 2 cores, most of it the engi
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -39,6 +38,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from benchmarks.provenance import write_result
 from benchmarks.synth import ClipSpec, load_photos, make_clip
 from redact.video import Frame, VideoInfo, VideoWriter, probe, read_frames
 
@@ -314,8 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
                "presets": sweep, "gops": gops, "wall_s": round(time.perf_counter() - start, 1)}
     print_presets(sweep)
     print_gops(gops)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_result(args.out, results, __file__, argv)
     print(f"\n{args.out} written, {results['wall_s']} s")
     return results
 

@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.provenance import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 EVALDATA = ROOT.parent / "shared" / "evaldata"
 # what the device image lacks (KINDS.md); torch, torchvision, onnx, onnxruntime, opencv, numpy, tqdm are there
@@ -287,8 +289,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     print(json.dumps({k: v for k, v in result.items() if k in ("profile", "ratios", "real_clip_agreement", "seconds")}),
           flush=True)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+        write_result(args.out, result, __file__, argv)
     keys = ("encode_only_fps", "gpu_stage_fps", "single_file_fps", "multi_encode_only_fps", "multi_file_fps",
             "cpu_gpu_box_agreement", "device", "n_files")
     print(json.dumps({k: result[k] for k in keys}))

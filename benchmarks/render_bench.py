@@ -30,6 +30,7 @@ import av
 import numpy as np
 
 from benchmarks.make_demo import main as make_demo
+from benchmarks.provenance import write_result
 from redact.detect import Detections
 from redact.models import sha256_file
 from redact.plan import Plan, PlanWriter, plan_path
@@ -189,8 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         plan.update(frames=HOUR, tracks=args.tracks, **window_queries(hour), **page_ready(hour))
         result["hour_plan"] = plan
         print(json.dumps(plan), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.out, result, __file__, argv)
 
 
 if __name__ == "__main__":

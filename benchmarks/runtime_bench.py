@@ -22,7 +22,6 @@ times each (frames/s without model load).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from benchmarks.detector_eval import EVALDATA, load_gt, match
+from benchmarks.provenance import write_result
 from redact.detect import (
     CenterFaceDetector,
     OnnxGraph,
@@ -223,8 +223,7 @@ def main() -> None:
                              f"| {row['precision']:.3f} |")
     results["table_markdown"] = "\n".join(lines)
     print(results["table_markdown"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result(args.out, results, __file__, indent=2)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import re
@@ -40,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import write_result  # noqa: E402
 from redact.search import RANK_WINDOW, open_index  # noqa: E402
 
 EVALDATA = ROOT.parent / "shared" / "evaldata"
@@ -305,7 +305,7 @@ def main() -> None:
             print(f"   {q['median_ms']:8.2f} ms (cpu {q['cpu_median_ms']:7.2f}){full}"
                   f"  hits {q['hits']:2}{matches}  {q['query']}{extra}{cut}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+        write_result(Path(args.json), {"args": vars(args), "results": results}, __file__)
 
 
 if __name__ == "__main__":

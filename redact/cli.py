@@ -213,8 +213,8 @@ def _asr_options(func: Callable) -> Callable:
     """--asr-model, --language, --beam, --pii, --speakers: shared by `transcribe` and `audio_options`."""
     options = [
         click.option("--asr-model", default="whisper-base", show_default=True,
-                     help="Speech model: registry id, local CTranslate2 folder, or (with a network) a "
-                          "faster-whisper name such as large-v3."),
+                     help="Speech model: registry id, local CTranslate2 folder, or a faster-whisper name such as "
+                          "large-v3 already in the local Hugging Face cache (nothing is downloaded at run time)."),
         click.option("--language", default=None, metavar="CODE",
                      help="Spoken language (e.g. en, es); detected from the first speech when omitted."),
         click.option("--beam", default=5, show_default=True, type=click.IntRange(min=1),
@@ -562,7 +562,8 @@ def release_cmd(outdir: Path, stem: str, case: str, requester: str, dest: Path, 
 @main.command("review")
 @click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (loopback only by default: the page shows unredacted video).")
+              help="Address to listen on (loopback only by default: the page shows unredacted video); 0.0.0.0 serves "
+                   "every interface and accepts any Host name. The token is required either way.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port (0: a free one).")
 @reasons_option
 @click.option("--reviewer", metavar="NAME", default=None, help="Reviewer name to prefill on the page.")

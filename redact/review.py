@@ -6,7 +6,8 @@ transcript with its spoken-PII spans, and records each change through `Decisions
 
 The server holds the unredacted original and every face in it, so it is locked down as a Jupyter server is:
 it binds to loopback, every request needs the token printed at start (query, the cookie the page sets, or the
-X-Redact-Token header), the Host header must be ours (a DNS-rebinding page cannot reach it), a POST needs the
+X-Redact-Token header), the Host header must be ours (a DNS-rebinding page cannot reach it; bound to every
+interface with `--host 0.0.0.0`, any Host is ours and the token alone keeps such a page out), a POST needs the
 header token, a JSON body and no foreign Origin (no cross-site form can change a decision), and no filesystem
 path is ever built from a request string: videos are looked up among the stems found in OUTDIR, static files
 in a fixed list.
@@ -38,6 +39,8 @@ from redact.plan import Plan, plan_path
 COOKIE = "redact_token"
 HEADER = "x-redact-token"
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD = ("0.0.0.0", "::", "")  # bound addresses that listen on every interface
+ANY_HOST = "*"  # in a set of accepted Host values: any Host (a server bound to every interface)
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}  # the only files served
 MAX_BOX_FRAMES = 1000  # frames of boxes one request may ask for
 THUMB_HEIGHT = 72
@@ -319,7 +322,7 @@ class Guard:
 
     def _host_ok(self, host: str) -> bool:
         if self.hosts is not None:
-            return host in self.hosts
+            return ANY_HOST in self.hosts or host in self.hosts
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return name in LOOPBACK
 
@@ -329,7 +332,7 @@ class Guard:
     def refusal(self, request: Request) -> tuple[int, str] | None:
         host = request.headers.get("host", "")
         if not self._host_ok(host):
-            return 403, "this server answers only to its loopback address"
+            return 403, "this server answers only to the address it listens on"
         header = request.headers.get(HEADER)
         given = [t for t in (request.query_params.get("token"), request.cookies.get(COOKIE), header) if t is not None]
         if not given:
@@ -505,7 +508,12 @@ def _attr(text: str) -> str:
 
 
 def allowed_hosts(host: str, port: int) -> set[str]:
-    """The Host header values of a server bound to host:port: the loopback names, and `host` itself."""
+    """The Host header values of a server bound to host:port: the loopback names and `host` itself, or any Host for
+    a server bound to every interface (0.0.0.0, ::), which a LAN reaches by whatever address or name it knows the
+    machine by. A DNS-rebinding page then gets as far as the token check, which it cannot pass: the token is only
+    in the printed URL and the page's SameSite=Strict cookie for the real address."""
+    if host in WILDCARD:
+        return {ANY_HOST}
     names = set(LOOPBACK) | {host if ":" not in host else f"[{host}]"}
     return {f"{name}:{port}" for name in names}
 

@@ -241,20 +241,29 @@ def pick_device(device: str) -> str:
 
 
 def resolve_asr(model: str) -> tuple[str, str]:
-    """(what WhisperModel loads, sha256 for the audit log) for a registry id, a local CTranslate2 folder, a hub name."""
-    from redact.models import load_registry, resolve
+    """(the folder WhisperModel loads, sha256 for the audit log) for a registry id, a local CTranslate2 folder, or a
+    faster-whisper name already in the local Hugging Face cache. Runs never download: a name found nowhere here is
+    refused before any work, rather than fetched from the hub unverified (or failing later on a machine offline)."""
+    from redact.models import load_registry, resolve, sha256_file
 
     if model in load_registry() or Path(model).exists():
         path, digest, _ = resolve(model, "speech")
         if path.is_dir() and not (path / "model.bin").is_file():
             raise ModelError(f"{path}: not a CTranslate2 Whisper model folder (no model.bin)")
         return str(path), digest
-    from faster_whisper.utils import available_models
+    from faster_whisper.utils import _MODELS, available_models
+    from huggingface_hub import snapshot_download
 
     if model in available_models() or model.count("/") == 1:
-        return model, ""  # a hub name: hashed after download, works only where a network exists
+        try:
+            folder = Path(snapshot_download(_MODELS.get(model, model), local_files_only=True))
+        except Exception:  # noqa: BLE001 - not in the cache (or a malformed name): the same answer for the user
+            folder = None
+        if folder is not None and (folder / "model.bin").is_file():
+            return str(folder), sha256_file(folder / "model.bin")
     raise ModelError(f"unknown ASR model '{model}': give a registry id (see `redact models list`), a local "
-                     f"CTranslate2 model folder, or a faster-whisper name such as large-v3")
+                     f"CTranslate2 model folder, or a faster-whisper name already in the local Hugging Face cache "
+                     f"(redact never downloads a model at run time)")
 
 
 def load_asr(model: str = "whisper-base", device: str = "cpu") -> AsrModel:
@@ -266,27 +275,14 @@ def load_asr(model: str = "whisper-base", device: str = "cpu") -> AsrModel:
 def _load_asr(model: str, device: str) -> AsrModel:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from redact.models import sha256_file
-
     source, digest = resolve_asr(model)
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
         wm = WhisperModel(source, device=device, compute_type="float16" if device == "cuda" else "int8",
-                          cpu_threads=threads if device == "cpu" else 0, local_files_only=False)
-    except Exception as e:  # noqa: BLE001 - hub errors, missing CUDA, corrupt model.bin: all one line for the user
-        hint = (" (no such local folder; as a hub name it needs a network: offline, use a registry id or a local "
-                "CTranslate2 folder)") if not digest else ""
+                          cpu_threads=threads if device == "cpu" else 0, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - missing CUDA, corrupt model.bin: all one line for the user
         raise ModelError(f"could not load ASR model '{model}' on {device}: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}{hint}") from None
-    if not digest:  # hub model: record the hash of what was actually downloaded
-        from faster_whisper.utils import _MODELS
-        from huggingface_hub import snapshot_download
-
-        try:
-            folder = Path(snapshot_download(_MODELS.get(model, model), local_files_only=True))
-            digest = sha256_file(folder / "model.bin")
-        except Exception:  # noqa: BLE001
-            digest = "unknown"
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
     pipeline = BatchedInferencePipeline(model=wm) if device == "cuda" else None
     return AsrModel(model=wm, pipeline=pipeline, id=model, sha256=digest, device=device,
                     english_only=not wm.model.is_multilingual)

@@ -34,6 +34,22 @@ def redactor():
     return Redactor(RedactOptions(device="cpu", index=os.environ["REDACT_INDEX"]))
 
 
+NO_POSTGRES = "no PostgreSQL"  # the start of test_search's skip reason when no server could be started
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Outside CI the PostgreSQL tests skip when no server can be started (test_search.pg_url): say so at the end,
+    where nobody misses it, rather than in one of the -ra lines."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if isinstance(r.longrepr, tuple) and NO_POSTGRES in str(r.longrepr[2])]
+    if skipped:
+        reason = str(skipped[0].longrepr[2]).removeprefix("Skipped: ")
+        terminalreporter.write_sep("!", f"{len(skipped)} PostgreSQL tests NOT RUN", red=True, bold=True)
+        terminalreporter.write_line(f"{reason}\nThe PostgreSQL search back end is untested here: run .ci/run (it "
+                                    "installs and starts the server), or set REDACT_TEST_PG to a server's URL.",
+                                    red=True)
+
+
 def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*REDACT, *map(str, args)], capture_output=True, text=True, cwd=cwd)
 

@@ -8,6 +8,7 @@ point: word error rate, hallucination guards, and as the stronger listener that 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -385,6 +386,46 @@ def test_asr_model_by_folder_and_unknown_name(tiny):
     assert by_folder.sha256 == tiny.sha256
     with pytest.raises(ModelError, match="unknown ASR model"):
         load_asr("whisper-nonexistent", "cpu")
+
+
+def test_unknown_asr_model_is_refused_offline(tmp_path):
+    """A faster-whisper name not in the local cache is refused in one line before any work: nothing goes to the
+    hub (HF_ENDPOINT points at a closed loopback port, so a download attempt would fail differently), nothing is
+    written."""
+    import sys
+
+    clip = EVALDATA / "video" / "grid" / "bbaf2n.mpg"
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"}
+    for name in ("large-v3", "someone/whisper-ct2"):
+        proc = subprocess.run([sys.executable, "-m", "redact", "transcribe", str(clip), "-o", str(tmp_path / "out"),
+                               "--asr-model", name, "--device", "cpu"], capture_output=True, text=True, env=env)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"redact: error: unknown ASR model '{name}'"), proc.stderr
+        assert "never downloads" in lines[0]
+    assert not list(tmp_path.glob("out/*")) and not list(tmp_path.rglob("*.bin"))
+
+
+def test_faster_whisper_name_from_the_local_cache(tmp_path):
+    """A faster-whisper name whose model is in the local Hugging Face cache is used from there, offline, and its
+    model.bin hashed for the audit log (the cache is built from the registry's tiny model: same files)."""
+    import sys
+
+    from redact.models import get_spec, sha256_file
+
+    source = get_spec(TINY).directory
+    repo = tmp_path / "hf" / "hub" / "models--Systran--faster-whisper-tiny.en"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for f in source.iterdir():
+        (snapshot / f.name).symlink_to(f)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"}
+    code = "from redact.transcribe import load_asr; m = load_asr('tiny.en', 'cpu'); print(m.sha256, m.english_only)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [sha256_file(source / "model.bin"), "True"]
 
 
 def test_transcribe_cli(tmp_path):

@@ -62,14 +62,15 @@ def server(run_outdir: Path, tmp_path_factory) -> Iterator[Server]:
 
 
 @contextmanager
-def serving(outdir: Path, reviewer: str = "") -> Iterator[Server]:
-    """The review app on `outdir`, served by uvicorn in a thread on a free loopback port."""
+def serving(outdir: Path, reviewer: str = "", bound: str = "127.0.0.1") -> Iterator[Server]:
+    """The review app on `outdir`, served by uvicorn in a thread on a free loopback port; it accepts the Host values
+    of a server bound to `bound` (the tests send nothing beyond loopback)."""
     import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(outdir, hosts=allowed_hosts("127.0.0.1", port), reviewer=reviewer)
+    app = create_app(outdir, hosts=allowed_hosts(bound, port), reviewer=reviewer)
     uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -163,6 +164,25 @@ def test_foreign_host_refused(server: Server) -> None:
         assert STEM not in body.decode()
     status, _, _ = request(server, "GET", "/api/videos", headers={"Host": f"localhost:{port}"})
     assert status == 200
+
+
+@pytest.mark.parametrize("bound", ["0.0.0.0", "192.168.1.23"])
+def test_lan_host(run_outdir: Path, bound: str) -> None:
+    """`--host 0.0.0.0`: a LAN browser's Host (the machine's LAN address or name) is served, with the token only;
+    `--host ADDRESS`: that address is served, other names are not. Loopback connections carrying the Host a LAN
+    browser would send."""
+    with serving(run_outdir, bound=bound) as server:
+        port = server.host.rsplit(":", 1)[1]
+        lan = {"Host": f"192.168.1.23:{port}"}
+        status, body, _ = request(server, "GET", "/api/videos", headers=lan)
+        assert status == 200 and json.loads(body)["videos"] == [STEM]
+        status, _, _ = request(server, "GET", f"/?token={server.token}", headers=lan, token=None)
+        assert status == 200
+        assert request(server, "GET", "/api/videos", headers=lan, token=None)[0] == 401
+        assert request(server, "GET", "/api/videos", headers={**lan, "X-Redact-Token": "x" + server.token})[0] == 403
+        named = request(server, "GET", "/api/videos", headers={"Host": f"records-desk.lan:{port}"})[0]
+        assert named == (200 if bound == "0.0.0.0" else 403)
+        assert request(server, "GET", "/api/videos", headers={"Host": f"localhost:{port}"})[0] == 200
 
 
 @pytest.mark.parametrize("path", [
@@ -395,7 +415,6 @@ def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -
             page.wait_for_timeout(300)
             shot = tmp_path / "review.png"
             page.screenshot(path=str(shot), full_page=True)
-            shutil.copy(shot, "/tmp/review-screenshot.png")
 
             # render, with its progress bar
             page.locator("#render").click()

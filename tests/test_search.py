@@ -1,8 +1,8 @@
 """Transcript search on both back ends (SQLite FTS5 and PostgreSQL), from real word timings and real transcript text.
 
 PostgreSQL: $REDACT_TEST_PG (a URL; CI sources scripts/start_postgres.sh); without it the session starts the
-throwaway server itself with that script. If that fails the PostgreSQL tests fail under CI=true and skip (with the
-reason shown by -ra) elsewhere.
+throwaway server itself with that script. If that fails the PostgreSQL tests fail under CI=true and skip elsewhere,
+and the session's summary ends with a red "PostgreSQL tests NOT RUN" block (conftest.pytest_terminal_summary).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import NO_POSTGRES
 from redact.cli import main
 from redact.errors import UserError
 from redact.search import REDACTED, Hit, QueryError, open_index, parse_query
@@ -126,7 +127,7 @@ def pg_url() -> str:
     except Exception as e:  # noqa: BLE001 - reported below, never swallowed in CI
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"PostgreSQL needed in CI: set REDACT_TEST_PG or make scripts/start_postgres.sh work: {e}")
-        pytest.skip(f"no PostgreSQL (set REDACT_TEST_PG): {e}")
+        pytest.skip(f"{NO_POSTGRES} (set REDACT_TEST_PG): {e}")
 
 
 @pytest.fixture

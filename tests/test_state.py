@@ -33,23 +33,27 @@ def as_plain_user(*args: str | Path, env: dict[str, str]) -> subprocess.Complete
 
 def read_only(path: Path) -> None:
     for p in (path, *path.rglob("*")):
-        if not p.is_symlink():
-            p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def writable(path: Path) -> None:
+    for p in (path, *path.rglob("*")):
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+
+
+def snapshot(path: Path) -> dict[str, tuple[int, int]]:
+    return {p.relative_to(path).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))}
 
 
 @pytest.fixture
 def baked(tmp_path: Path) -> Path:
-    """A read-only model cache holding the verified models (and the detector exports) of the real one."""
+    """A read-only model cache holding a copy of the real one's verified models and no detector exports, as an image
+    that bakes the models in. Copied, not linked: a link would leave the real, writable folders behind it."""
     home = tmp_path / "models-ro"
-    (home / "models").mkdir(parents=True)
-    for entry in (redact_home() / "models").iterdir():
-        (home / "models" / entry.name).symlink_to(entry)
-    if (redact_home() / "derived").is_dir():
-        (home / "derived").symlink_to(redact_home() / "derived")
+    shutil.copytree(redact_home() / "models", home / "models")
     read_only(home)
     yield home
-    for p in (home, home / "models"):
-        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+    writable(home)
 
 
 def test_read_only_model_cache(tmp_path: Path, baked: Path) -> None:
@@ -58,23 +62,32 @@ def test_read_only_model_cache(tmp_path: Path, baked: Path) -> None:
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k not in ("REDACT_INDEX", "REDACT_STATE", "XDG_STATE_HOME")}
     env.update(REDACT_HOME=str(baked), REDACT_STATE=str(state))
+    cache = snapshot(baked)
 
-    run = as_plain_user("run", clip, "-o", tmp_path / "out", "--no-plates", env=env)
+    # plates on: the plate models' ONNX exports are made on first use, in the state home
+    run = as_plain_user("run", clip, "-o", tmp_path / "out", env=env)
     assert run.returncode == 0, run.stderr
     assert "warning" not in run.stderr, run.stderr
     assert (tmp_path / "out" / "stop.redacted.mp4").is_file() and (tmp_path / "out" / "stop.transcript.json").is_file()
-    assert not (baked / "index.sqlite").exists()
+    assert len(list((state / "derived").glob("*.onnx"))) == 2  # one per default plate model
+    assert snapshot(baked) == cache  # nothing written, changed or added in the model cache
     with open_index(state / "index.sqlite", create=False) as index:  # indexed where state lives
         hits = index.search("hands")
     assert [Path(h.file).name for h in hits] == ["stop.redacted.mp4"], hits
 
-    # nowhere to keep state at all: the batch still publishes and marks the file done, and says what it skipped
+    # an image that baked the exports in as well, and nowhere to keep state at all: the batch uses the cache's
+    # exports as they are, still publishes and marks the file done, and says what it skipped
+    writable(baked)
+    shutil.copytree(state / "derived", baked / "derived")
+    read_only(baked)
+    cache = snapshot(baked)
     state.chmod(0o555)
     env["REDACT_STATE"] = str(state / "cannot")
     (tmp_path / "out2").mkdir()
-    batch = as_plain_user("batch", tmp_path / "in", "-o", tmp_path / "out2", "--no-plates", env=env)
+    batch = as_plain_user("batch", tmp_path / "in", "-o", tmp_path / "out2", env=env)
     assert batch.returncode == 0, batch.stderr
     assert "the transcript was not indexed" in batch.stderr and "1 done, 0 failed" in batch.stdout, batch
-    again = as_plain_user("batch", tmp_path / "in", "-o", tmp_path / "out2", "--no-plates", env=env)
+    again = as_plain_user("batch", tmp_path / "in", "-o", tmp_path / "out2", env=env)
     assert again.returncode == 0 and "1 file(s) already done" in again.stdout, again
+    assert snapshot(baked) == cache
     state.chmod(0o755)

@@ -1,0 +1,272 @@
+"""The README's measured figures, made from the result files: nobody types a benchmark figure by hand.
+
+    python -m benchmarks.readme_figures          # rewrite README.md's generated blocks from benchmarks/results/*.json
+    python -m benchmarks.readme_figures --check  # exit 1, naming the blocks, if README.md differs from the results
+
+A generated block in README.md is `<!-- figures: NAME -->` ... `<!-- /figures -->` (a table on lines of its own,
+or a few words inline); NAME is a key of `BLOCKS`, whose function makes its text from the result files it names
+(each table says which file, and the file says which code and command made it: `benchmarks/provenance.py`).
+`tests/test_readme.py` fails when a block differs from what the files give, so a re-run benchmark is published
+by running this script and committing both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+BLOCK = re.compile(r"<!-- figures: (\S+) -->(.*?)<!-- /figures -->", re.S)
+FACES, PLATES = "faces >= 20 px", "plates h >= 10 px"
+JERKS = ("burst", "pan", "drop")
+
+
+@cache
+def load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def pct(rate: float, digits: int = 2) -> str:
+    return f"{100 * rate:.{digits}f}%"
+
+
+def source(name: str) -> str:
+    """`name.json` and the day its run started (leak bench files) or its code's commit (stamped files)."""
+    data = load(name)
+    when = data.get("engine", {}).get("started", "")[:10]
+    if not when and data.get("code", {}).get("commit"):
+        when = f"code {data['code']['commit'][:7]}"
+    return f"`{name}.json`" + (f", {when}" if when else "")
+
+
+def leaked(bucket: dict) -> str:
+    return f"{pct(bucket['leak'])} ({bucket['leaked']}/{bucket['box_frames']})"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n\n" + "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)]) + "\n\n"  # blank lines around
+
+
+# ------------------------------------------------------------------------------------------------ leak bench
+def shared(name: str) -> str | None:
+    """Why a run's timings are not shown, if they are not: the machine was busy with other work (a load average above
+    twice its CPUs at the start or the end; a run alone keeps it near the CPU count)."""
+    machine = load(name)["machine"]
+    worst = max(machine["load_avg_start"][0], machine["load_avg_end"][0])
+    return f"not timed: load average {worst:.1f} on {machine['cpus']} CPUs" if worst > 2 * machine["cpus"] else None
+
+
+def fps(name: str) -> str:
+    """Frames/s on the face clips (model load included), with deface's in the same run when it ran."""
+    if shared(name):
+        return shared(name)
+    tools = load(name)["tools"]
+    own = tools["redact"]["faces"]["speed"]["fps"]
+    deface = tools.get("deface", {}).get("faces", {}).get("speed", {}).get("fps")
+    return f"{own:.2f}" + (f" against {deface:.2f} (**{own / deface:.2f}x**)" if deface else " (deface not run)")
+
+
+def runs_table(rows: list[tuple[str, str]]) -> str:
+    """One row per leak-bench run: its settings (as words), speed, leaks and background."""
+    out = []
+    for label, name in rows:
+        tools = load(name)["tools"]["redact"]
+        faces, plates = tools["faces"], tools.get("plates")
+        out.append([label, source(name), fps(name), leaked(faces["buckets"][FACES]),
+                    leaked(plates["buckets"][PLATES]) if plates else "-",
+                    pct(faces["background"]) + (f" / {pct(plates['background'])}" if plates else "")])
+    return table(["settings", "result file", "frames/s, face clips (deface, same run)", "faces >= 20 px leaked",
+                  "plates >= 10 px leaked", "background blanked, face / plate clips"], out)
+
+
+def leak_table(name: str) -> str:
+    """Every measure of one leak-bench run, redact against deface."""
+    tools = load(name)["tools"]
+    red, dfc = tools["redact"], tools.get("deface", {})
+
+    def jerks(summary: dict, kind: str, key: str) -> str:
+        j = summary["jerk_frames"]
+        return f"{leaked(j[f'jerk frames, {key}'])}; {' / '.join(pct(j[f'{e} frames, {key}']['leak']) for e in JERKS)}"
+
+    def looks(summary: dict) -> str:
+        b = summary["blur_looks_like_input"]
+        return f"{pct(b[FACES]['rate'])}; jerk frames {pct(b[f'jerk frames, {FACES}']['rate'])}"
+
+    def background(summary: dict) -> str:
+        return f"{pct(summary['background'])} ({pct(summary['background_texture_only'])})"
+
+    rows = []
+    for measure, make, kind in [
+        ("faces >= 20 px leaked, all frames", lambda s: leaked(s["buckets"][FACES]), "faces"),
+        ("faces < 20 px leaked", lambda s: leaked(s["buckets"]["faces < 20 px"]), "faces"),
+        ("faces >= 20 px leaked, jerk frames; burst / pan / drop", lambda s: jerks(s, "faces", FACES), "faces"),
+        ("faces >= 20 px that still look like the input in blur mode (mean luma change < 6)", looks, "faces"),
+        ("background blanked, face clips (texture only)", background, "faces"),
+        ("frames/s, face clips (model load included)", lambda s: shared(name) or f"{s['speed']['fps']:.2f}", "faces"),
+        ("plates >= 10 px leaked, all frames", lambda s: leaked(s["buckets"][PLATES]), "plates"),
+        ("plates >= 10 px leaked, jerk frames; burst / pan / drop", lambda s: jerks(s, "plates", PLATES), "plates"),
+        ("background blanked, plate clips (texture only)", background, "plates"),
+    ]:
+        if kind in red:
+            rows.append([measure, make(red[kind]), make(dfc[kind]) if kind in dfc else "-"])
+    return f"\n\n{source(name)}:" + table(["measure", "redact", "deface 1.5.0, same run"], rows)
+
+
+LEVERS = [  # the scheduling levers, each run at the code of its day: `result file` names it
+    ("OpenVINO bf16, every detector on every 2nd frame", "leak_face_every2"),
+    ("+ faces on every 3rd frame (`--face-every 3`)", "leak_plate_turns_off"),
+    ("`--plate-turns on` instead (the plate models always take turns)", "leak_plate_turns"),
+    ("`--plate-turns on --detect-every 3`, faces on every 3rd frame with the rest", "leak_plate_turns_every3"),
+    ("the defaults (idle plate turns, face looks at 1.0x in turns, the padding and background rules)", "leak"),
+]
+LEVERS_1080P = [
+    ("every detector on every 2nd frame", "leak_1080p_face_every2"),
+    ("+ faces on every 3rd frame, no plate turns", "leak_1080p_plate_turns_off"),
+    ("the defaults", "leak_1080p"),
+]
+
+
+# ------------------------------------------------------------------------------------------------ the others
+RUNTIMES = ["onnxruntime fp32", "openvino f32", "openvino bf16", "onnxruntime int8", "openvino int8",
+            "onnxruntime int8 float head", "openvino int8 float head"]
+
+
+def runtime_table() -> str:
+    rows = []
+    for model, runs in load("runtime")["models"].items():
+        cells = [f"{runs[r]['ms_per_720p_frame']:.0f} ms, {runs[r]['recall']:.3f}" + (
+            f", precision {runs[r]['precision']:.2f}" if runs[r]["recall"] and runs[r]["precision"] < 0.5 else "")
+            if r in runs else "-" for r in RUNTIMES]
+        rows.append([model, *cells])
+    return f"\n\n{source('runtime')}, ms per 720p frame and recall:" + table(["detector", *RUNTIMES], rows)
+
+
+def runtime_clips() -> str:
+    e2e = load("runtime")["centerface_end_to_end"]
+    return (f"{', '.join(map(str, e2e['fps']['int8']))} frames/s in int8 against "
+            f"{', '.join(map(str, e2e['fps']['default']))} (medians {e2e['ratio']:.2f}x)")
+
+
+def render_table() -> str:
+    run, hour = load("render")["run_vs_render"], load("render")["hour_plan"]
+    return f"\n\n{source('render')}:" + table(["measure", "figure"], [
+        [f"`redact run` against `redact render` (no decisions), demo street clip, {run['clip'].split(', ')[-1]}, "
+         f"{run['frames']} frames, each a process", f"{run['run_s']} s against {run['render_s']} s: render "
+                                                   f"**{run['render_speedup']}x** faster"],
+        [f"plan of one hour ({hour['frames']:,} frames), {hour['tracks']:,} tracks, {hour['boxes']:,} boxes",
+         f"{hour['plan_mb']} MB, written in {hour['write_s']} s"],
+        [f"boxes for a 10 s window of that hour ({hour['windows']} random windows)",
+         f"p50 {hour['p50_ms']} ms, p95 {hour['p95_ms']} ms"],
+        [f"review page ready on it in chromium ({hour['rows_shown']:,} rows listed, first frame shown), fresh server",
+         f"{hour['page_ready_s']} s"],
+    ])
+
+
+REID = [("**default blur** (8x8 cell means, Gaussian of box/3)", "redact default (blur: 8x8 low-pass, sigma box/3)"),
+        ("blur before issue 14 (6-cell mosaic, quarter-box Gaussian)", "old default: mosaic 6 + quarter-box Gaussian"),
+        ("deface 1.5.0 blur", "deface 1.5.0 blur"),
+        ("fill (black)", "fill (black)"),
+        ("control: another person's original face", "impostor control (another person's original face, nearest size)")]
+
+
+def reid_table() -> str:
+    rows = []
+    for label, key in REID:
+        m = load("reid")["methods"][key]
+        own = m.get("nearer_own_than_impostor", {}).get(">=40 px", {}).get("rate")
+        ssim = m.get("ssim_resemblance", {}).get(">=20 px", {}).get("rate")
+        change = m.get("mean_abs_diff", {}).get("smeared 21-30 px faces")
+        rows.append([label, pct(m["reid"][">=40 px"]["rate"], 1), pct(own, 1) if own is not None else "-",
+                     pct(ssim, 1) if ssim is not None else "-", f"{change:.1f}" if change is not None else "-"])
+    return f"\n\n{source('reid')}:" + table(
+        ["redaction", "matched (distance < 0.6), faces >= 40 px", "nearer its own face than an impostor's (chance 50%)",
+         "looks like the original at 32x32 (SSIM >= 0.5), faces >= 20 px",
+         "change on smeared 21-30 px faces (grey levels)"], rows)
+
+
+def diarization_table() -> str:
+    rows = []
+    for name in ("diarization", "diarization_heldout"):
+        summary = load(name)["summary"]
+        for voices in range(1, 5):
+            cells = [summary[f"{voices} speaker{'s' if voices > 1 else ''}, {band}"] for band in ("wideband", "phone")]
+            rows.append([source(name), str(voices), str(cells[0]["conversations"]),
+                         " / ".join(pct(c["words_right"], 1) for c in cells),
+                         " / ".join(f"{c['right_count']} of {c['conversations']}" for c in cells)])
+    return table(["result file", "voices", "recordings", "words given the right speaker, wideband / 8 kHz phone",
+                  "speaker count right, wideband / phone"], rows)
+
+
+def diarization_cost() -> str:
+    return f"{pct(load('diarization')['diarize_over_transcribe'], 0)}"
+
+
+def batch_jobs() -> str:
+    runs = {r["jobs"]: r for r in load("batch")["runs"]}
+    return (f"{runs[2]['frames_per_s'] / runs[1]['frames_per_s']:.2f}x the frames/s of `--jobs 1`, "
+            f"`batch.json`; each worker peaked at {runs[1]['worker_peak_rss_mb'] / 1024:.1f} GB with the speech model")
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "settings": lambda: runs_table([
+        ("defaults", "leak"),
+        ("`--face-scale 1 --plate-imgsz 640 --detect-every 3 --plate-model plate-mahdi`", "leak_fast")]),
+    "leak": lambda: leak_table("leak"),
+    "leak_heldout": lambda: leak_table("leak_heldout"),
+    "leak_1080p": lambda: leak_table("leak_1080p") + runs_table(LEVERS_1080P),
+    "levers": lambda: runs_table(LEVERS),
+    "runtime": runtime_table,
+    "runtime_clips": runtime_clips,
+    "render": render_table,
+    "reid": reid_table,
+    "diarization": diarization_table,
+    "diarization_cost": diarization_cost,
+    "batch_jobs": batch_jobs,
+}
+
+
+def made(name: str) -> str:
+    """Block `name`'s text, at most one blank line in a row (tables are set apart by blank lines, and the markdown
+    of a table right after an HTML comment line is not a table everywhere)."""
+    if name not in BLOCKS:
+        raise KeyError(f"README block '{name}' is not one of benchmarks/readme_figures.py's BLOCKS")
+    return re.sub(r"\n{3,}", "\n\n", BLOCKS[name]())
+
+
+def regenerate(readme: str) -> str:
+    """`readme` with every generated block made again from the result files; an unknown block name is an error."""
+    return BLOCK.sub(lambda m: f"<!-- figures: {m.group(1)} -->{made(m.group(1))}<!-- /figures -->", readme)
+
+
+def stale(readme: str) -> list[str]:
+    """Names of the blocks whose text differs from what the result files give."""
+    return [m.group(1) for m in BLOCK.finditer(readme) if m.group(2) != made(m.group(1))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="only say which blocks differ (exit 1 if any)")
+    args = ap.parse_args(argv)
+    text = README.read_text(encoding="utf-8")
+    if args.check:
+        differ = stale(text)
+        for name in differ:
+            print(f"README.md: block '{name}' differs from the result files", file=sys.stderr)
+        return 1 if differ else 0
+    new = regenerate(text)
+    if new != text:
+        README.write_text(new, encoding="utf-8")
+    print(f"README.md: {len(BLOCK.findall(new))} generated blocks, {'rewritten' if new != text else 'unchanged'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
