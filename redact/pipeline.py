@@ -569,10 +569,11 @@ class Redactor:
 
         path = decisions_path(outdir, stem)
         try:
-            filled = json.loads(path.read_text(encoding="utf-8")) != Decisions(path).as_json()
+            written = json.loads(path.read_text(encoding="utf-8"))
+            filled = {**written, "version": None} != {**Decisions(path).as_json(), "version": None}  # either version
         except FileNotFoundError:
             filled = False
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError):
             filled = True  # unreadable: kept for a person to look at, never overwritten
         if filled:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(path.stat().st_mtime))

@@ -225,10 +225,8 @@ class Video:
             frames: dict[int, list] = {}
             for f, box, cls, tid in zip(fb.frame.tolist(), fb.dets.xyxy.tolist(), fb.dets.cls.tolist(),
                                         fb.dets.track_id.tolist(), strict=True):
-                hidden = spec.hidden.get(tid, ())
-                redacted = not (tid in spec.hidden and (hidden is None or hidden[0] <= f <= hidden[1]))
                 frames.setdefault(f, []).append({"t": tid, "g": self.group_of.get(tid, tid), "c": CLASS_NAMES[cls],
-                                                 "b": [round(v, 1) for v in box], "r": redacted})
+                                                 "b": [round(v, 1) for v in box], "r": not spec.released(tid, f)})
             for r in state["regions"]:
                 a, b = max(r["frames"][0], first), min(r["frames"][1], last)
                 if a > b:

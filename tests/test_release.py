@@ -50,7 +50,7 @@ def reviewed(run_outdir: Path, tmp_path: Path, approve: bool = True) -> tuple[Pa
         bounds = bounds_of(plan)
         track = plan.tracks()[0].id
     decisions, _ = load(decisions_path(outdir, STEM), reasons, bounds)
-    decisions.apply({"op": "tracks", "ids": [track], "value": {"redact": False, "reason": "not-exempt", "frames": [20, 40]}},
+    decisions.apply({"op": "tracks", "ids": [track], "value": {"redact": False, "reason": "not-exempt", "frames": [[20, 40]]}},
                     "Alice Ünver", reasons, bounds)
     decisions.apply({"op": "add", "list": "regions", "value": {"frames": [10, 50], "box": [10, 10, 120, 90], "follow": False,
                                                                "mode": "fill", "reason": "home-interior"}},

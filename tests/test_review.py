@@ -449,3 +449,81 @@ def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -
     assert rows == {("video", "face", "auto", "unredacted", "not-exempt", "Alice Ünver"),
                     ("video", "region", "manual", "redacted", "home-interior", "Alice Ünver"),
                     ("audio", "b6", "manual", "redacted", "b6", "Alice Ünver")}, rows
+
+
+# ------------------------------------------------------------------------------------------------ issue 27's defects
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def fresh(run_outdir: Path, tmp_path: Path) -> Iterator[Server]:
+    """The review app on a copy of the run of its own."""
+    shutil.copytree(run_outdir, tmp_path / "out")
+    with serving(tmp_path / "out") as running:
+        yield running
+
+
+@contextmanager
+def opened(chromium, server: Server, reviewer: str = "Alice", fragment: str = "") -> Iterator:
+    """A page of the review app at 1366x768, its reviewer named; fails on any script error."""
+    from playwright.sync_api import expect
+
+    context = chromium.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + fragment)
+    expect(page.locator(".group")).to_have_count(1)
+    page.fill("#reviewer", reviewer)
+    try:
+        yield page
+        assert not errors, errors
+    finally:
+        context.close()
+
+
+def shoot(page, name: str) -> None:
+    """A screenshot to look at, kept in /tmp/redact-review-27/."""
+    folder = Path("/tmp/redact-review-27")
+    folder.mkdir(exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def release_row(page, first: int, last: int, reason: str = "not-exempt") -> None:
+    """Un-redact the row over frames first..last through the dialog."""
+    from playwright.sync_api import expect
+
+    page.locator(".group .unredact").click()
+    page.locator("#action-whole").uncheck()
+    page.fill("#action-first", str(first))
+    page.fill("#action-last", str(last))
+    page.select_option("#action-reason", reason)
+    page.locator("#action-ok").click()
+    expect(page.locator("#action")).to_be_hidden()
+
+
+def test_a_row_released_in_two_pieces_keeps_both(fresh: Server, chromium) -> None:
+    """Defect 1: released 10-20, then 40-50: only 40-50 was kept, and the page said "Saved"."""
+    from playwright.sync_api import expect
+
+    track = track_id(fresh)
+    with opened(chromium, fresh) as page:
+        release_row(page, 10, 20)
+        release_row(page, 40, 50)
+        assert decisions(fresh)["tracks"] == {str(track): {"redact": False, "reason": "not-exempt",
+                                                           "frames": [[10, 20], [40, 50]]}}
+        expect(page.locator(".group .state")).to_have_text("partly released")
+        expect(page.locator(".decisions li").first).to_contain_text("frames 10–20, 40–50")
+        shoot(page, "two-pieces")
+    status, body, _ = request(fresh, "GET", f"/api/v/{STEM}/boxes?first=0&last=74")
+    redacted = {int(f): boxes[0]["r"] for f, boxes in json.loads(body)["frames"].items()}
+    assert [f for f, r in sorted(redacted.items()) if not r] == [*range(10, 21), *range(40, 51)]
+

@@ -459,7 +459,7 @@ function drawDecisions() {
   };
   const button = (label, fn) => { const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.onclick = fn; return b; };
   for (const [id, t] of Object.entries(d.tracks)) {
-    const frames = t.frames ? `frames ${t.frames[0]}–${t.frames[1]}` : "all frames";
+    const frames = t.frames ? `frames ${t.frames.map(([a, b]) => `${a}–${b}`).join(", ")}` : "all frames";
     add(`Track ${id} ${t.redact ? "redacted" : "released"}, ${frames}`, t.reason,
       [button("Undo", () => openAction("untrack-undo", { id }))]);
   }
@@ -499,7 +499,7 @@ function openAction(kind, ctx) {
   if (kind === "untrack") {
     const g = ctx.group;
     title = `Un-redact ${g.cls} row ${g.id}`;
-    text = `Release ${g.tracks.length === 1 ? "track" : `its ${g.tracks.length} tracks`} ${g.tracks.map((t) => t.id).join(", ")} unredacted: the whole row, or from the current frame to a frame you choose.`;
+    text = `Release ${g.tracks.length === 1 ? "track" : `its ${g.tracks.length} tracks`} ${g.tracks.map((t) => t.id).join(", ")} unredacted: the whole row, or from the current frame to a frame you choose (frames released before stay released).`;
     frames = [Math.max(g.first, Math.min(S.frame, g.last)), g.last]; whole = true;
   } else if (kind === "retrack") {
     title = `Redact ${ctx.group.cls} row ${ctx.group.id} again`;
@@ -568,8 +568,9 @@ function operation() {
   switch (kind) {
     case "untrack": {
       const value = { redact: false, reason };
-      if (!$("action-whole").checked) value.frames = frames;
-      return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value };
+      if (!$("action-whole").checked) value.frames = [frames];
+      // merge: frames released before stay released (a row is often released in several pieces)
+      return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value, merge: true };
     }
     case "retrack": return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value: { redact: true, reason } };
     case "untrack-undo": return { op: "tracks", ids: [Number(ctx.id)], value: null };
