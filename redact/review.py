@@ -30,7 +30,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from redact.decisions import Conflict, Decisions, Reasons, decisions_path, load, load_reasons
+from redact.decisions import Conflict, Decisions, Reasons, decisions_path, digest, load, load_reasons
 from redact.detect import CLASS_NAMES
 from redact.errors import UserError
 from redact.plan import Plan, plan_path
@@ -85,6 +85,7 @@ class Video:
     _original: Path | None = None
     _thumbs: dict[int, bytes] = field(default_factory=dict)
     _audio: Path | None = None
+    _rendered: tuple[tuple[int, int] | None, dict] = (None, {})  # the audit log's stat and review section
 
     def __post_init__(self) -> None:
         from redact.render import bounds_of
@@ -129,6 +130,28 @@ class Video:
                 raise
             self._seen = self._stat()
             return decisions
+
+    def rendered(self, decisions: Decisions) -> dict:
+        """Whether the release files are of the decisions as they are now: the last render recorded the hash of the
+        decisions it rendered in the audit log, which `redact release` compares with the decisions on disk."""
+        from redact.render import read_log
+
+        log = self.outdir / f"{self.stem}.redaction.json"
+        try:
+            st = log.stat()
+            seen = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            seen = None
+        if seen is None or seen != self._rendered[0]:
+            review = {}
+            if seen is not None:
+                try:
+                    review = read_log(self.outdir, self.stem).get("review") or {}
+                except UserError:
+                    pass  # no render to speak of: a render is needed
+            self._rendered = (seen, {"sha256": review.get("decisions_sha256"), "at": review.get("rendered")})
+        recorded = self._rendered[1]
+        return {"current": recorded["sha256"] == digest(decisions.state), "at": recorded["at"]}
 
     def original(self) -> Path:
         """The original video, checked once against the SHA-256 the plan recorded."""
@@ -272,7 +295,7 @@ class Video:
                 "outside_edits": self._outside,
                 "reasons": [{"code": r.code, "label": r.label, "statute": r.statute} for r in self.reasons.codes.values()],
                 "auto_reason": self.reasons.auto,
-                "render": self.render_status.as_json(),
+                "render": self.render_status.as_json(), "rendered": self.rendered(decisions),
             }
 
     def start_render(self) -> bool:

@@ -527,3 +527,30 @@ def test_a_row_released_in_two_pieces_keeps_both(fresh: Server, chromium) -> Non
     redacted = {int(f): boxes[0]["r"] for f, boxes in json.loads(body)["frames"].items()}
     assert [f for f, r in sorted(redacted.items()) if not r] == [*range(10, 21), *range(40, 51)]
 
+
+def test_the_page_says_when_a_render_is_needed(fresh: Server, chromium) -> None:
+    """Defect 2: after a change since the last render the header still said "the release files are up to date"
+    (and `redact release` then refused)."""
+    from playwright.sync_api import expect
+
+    from redact.errors import UserError
+    from redact.release import check_releasable, read_log
+
+    state = "#render-state"
+    with opened(chromium, fresh) as page:
+        expect(page.locator(state)).to_have_text("rendered: the release files are up to date")  # the run's own render
+        release_row(page, 5, 9)
+        expect(page.locator(state)).to_have_attribute("data-state", "needed")
+        expect(page.locator(state)).to_contain_text("render needed")
+        shoot(page, "render-needed")
+        with pytest.raises(UserError, match="render first"):  # what the page says is what release finds
+            check_releasable(fresh.outdir, STEM, read_log(fresh.outdir, STEM), True, None)
+        page.locator("#render").click()
+        expect(page.locator(state)).to_have_text("rendered: the release files are up to date", timeout=120_000)
+        check_releasable(fresh.outdir, STEM, read_log(fresh.outdir, STEM), True, None)
+        page.locator("#approve").click()
+        page.locator("#action-ok").click()
+        expect(page.locator("#approval")).to_contain_text("approved by Alice")
+        expect(page.locator(state)).to_contain_text("render needed")
+        page.reload()  # what the page says comes from the files, not from what this page did
+        expect(page.locator(state)).to_contain_text("render needed")

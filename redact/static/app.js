@@ -74,8 +74,6 @@ async function openVideo(stem) {
   $("stage").style.setProperty("--ar", String(v.width / v.height));
   $("frame-no").max = v.frames - 1;
   $("frame-last").textContent = v.frames - 1;
-  const r = S.info.render;
-  if (r.state !== "idle") showRender(r);
   seek(0);
 }
 
@@ -84,6 +82,7 @@ async function reload() {
   S.head = S.info.head;
   S.boxes.clear();
   drawAll();
+  showRender(S.info.render);
   if (S.info.outside_edits.length) say(`The decisions file was edited outside this page; recorded in its history: ${S.info.outside_edits.join("; ")}`);
 }
 
@@ -621,13 +620,18 @@ async function startRender() {
   pollRender();
 }
 
+// whether the release files are up to date is the server's to say (the render's log against the decisions now)
 function showRender(st) {
   const bar = $("render-progress");
   bar.max = Math.max(1, st.total); bar.value = st.done;
-  const text = { idle: "not rendered in this session", running: `rendering ${st.done} / ${st.total} frames`,
-    done: "rendered: the release files are up to date", failed: `render failed: ${st.error}` }[st.state];
+  const busy = st.state === "running" || st.state === "failed";
+  const state = busy ? st.state : S.info.rendered.current ? "done" : "needed";
+  const text = { running: `rendering ${st.done} / ${st.total} frames`, failed: `render failed: ${st.error}`,
+    done: "rendered: the release files are up to date",
+    needed: "render needed: the decisions changed since the last render" }[state];
   $("render-state").textContent = text;
-  $("render-state").dataset.state = st.state;
+  $("render-state").dataset.state = state;
+  $("render-state").title = S.info.rendered.at ? `last render ${S.info.rendered.at.replace("T", " ").replace("+00:00", " UTC")}` : "";
   $("render").disabled = st.state === "running";
 }
 
@@ -635,9 +639,9 @@ function pollRender() {
   clearTimeout(S.renderTimer);
   S.renderTimer = setTimeout(async () => {
     const st = await api(vpath("/render"));
-    showRender(st);
-    if (st.state === "running") pollRender();
-    else if (st.state === "done") say(`Rendered ${S.stem}.redacted.mp4 from the plan and the decisions.`);
+    if (st.state === "running") { showRender(st); pollRender(); return; }
+    await reload(); // the log the render wrote says what it rendered
+    if (st.state === "done") say(`Rendered ${S.stem}.redacted.mp4 from the plan and the decisions.`);
     else if (st.state === "failed") say(`Render failed: ${st.error}`, true);
   }, 400);
 }
