@@ -248,7 +248,9 @@ def review_section(plan_name: str, plan_sha256: str, decisions: Decisions, outsi
 
 
 def exemptions(plan: Plan, decisions: Decisions, reasons: Reasons, spans: list[dict]) -> list[dict]:
-    """One row per redaction (and per un-redaction) for the exemption log: what, where in time, why, by whom."""
+    """One row per redaction (and per un-redaction) for the exemption log: what, where in time, why, by whom.
+    "source" says who decided: "auto" for the run's redactions, "manual" for what a reviewer added or released;
+    "class" what it is (face, plate, region, frame; a PII category the run found in speech, or "speech")."""
     times = plan.times()
     fps = plan.video.get("fps") or 30.0
     state = decisions.state
@@ -272,7 +274,8 @@ def exemptions(plan: Plan, decisions: Decisions, reasons: Reasons, spans: list[d
         reason = d["reason"] if d and d["redact"] else reasons.auto
         if d and not d["redact"]:
             for a, b in d.get("frames", [[track.first, track.last]]):
-                rows.append(row("video", target, track.class_name, "auto", "unredacted", a, b, t(a), t(b, True), d["reason"]))
+                rows.append(row("video", target, track.class_name, "manual", "unredacted", a, b, t(a), t(b, True),
+                                d["reason"]))
             if "frames" not in d:
                 continue
         rows.append(row("video", target, track.class_name, "auto", "redacted", track.first, track.last, t(track.first),
@@ -288,8 +291,12 @@ def exemptions(plan: Plan, decisions: Decisions, reasons: Reasons, spans: list[d
         target = (f"words {s['id']}" if s["id"] else f"speech {n + 1}") + \
             (f" on audio track {s['track']}" if s.get("track", 1) > 1 else "")
         reason = s["reason"] or reasons.auto
-        rows.append(row("audio", target, s["category"], s["source"], "redacted" if s["redact"] else "unredacted",
-                        None, None, s["start"], s["end"], reason))
+        # the class of what was found (a PII category), or "speech" where a reviewer marked it; a reviewer's release
+        # of an automatic span is the reviewer's (manual) act
+        cls = s["category"] if s["source"] == "auto" else "speech"
+        source = s["source"] if s["redact"] else "manual"
+        rows.append(row("audio", target, cls, source, "redacted" if s["redact"] else "unredacted", None, None,
+                        s["start"], s["end"], reason))
     rows.sort(key=lambda r: (r["start"], r["kind"], r["target"]))
     return rows
 

@@ -141,9 +141,12 @@ def test_decisions_are_rendered_into_pixels_audio_and_log(outdir, clip):
     log = result.audit
     assert log["review"]["approved"]["by"] == "R. Officer" and log["review"]["history_entries"] == 6
     rows = {(e["target"].split()[0], e["action"], e["reason"], e["source"]) for e in log["exemptions"]}
-    assert rows == {("track", "unredacted", "not-exempt", "auto"), ("track", "redacted", "b7c", "auto"),
+    assert rows == {("track", "unredacted", "not-exempt", "manual"), ("track", "redacted", "b7c", "auto"),
                     ("regions", "redacted", "home-interior", "manual"), ("frame_ranges", "redacted", "officer-safety", "manual"),
-                    ("words", "redacted", "b6", "manual"), ("words", "unredacted", "not-exempt", "auto")}
+                    ("words", "redacted", "b6", "manual"), ("words", "unredacted", "not-exempt", "manual")}
+    # the class is what was redacted or released, never a reason code (issue 27, defect 6: "b6" in the class column)
+    assert {(e["class"], e["action"]) for e in log["exemptions"] if e["kind"] == "audio"} == {
+        ("speech", "redacted"), ("NAME", "unredacted")}
     assert all(e["reviewer"] == "R. Officer" for e in log["exemptions"])
     region_row = next(e for e in log["exemptions"] if e["class"] == "region")
     assert (region_row["first_frame"], region_row["last_frame"], region_row["statute"]) == (40, 60, "5 U.S.C. 552(b)(7)(C)")

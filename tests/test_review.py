@@ -446,9 +446,9 @@ def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -
     assert check.returncode == 0 and check.stdout.count(": OK") == len(package.files) - 1, check.stdout
     with open(package.folder / "exemptions.csv", encoding="utf-8") as f:
         rows = {(r["media"], r["class"], r["source"], r["action"], r["reason_code"], r["reviewer"]) for r in csv.DictReader(f)}
-    assert rows == {("video", "face", "auto", "unredacted", "not-exempt", "Alice Ünver"),
+    assert rows == {("video", "face", "manual", "unredacted", "not-exempt", "Alice Ünver"),
                     ("video", "region", "manual", "redacted", "home-interior", "Alice Ünver"),
-                    ("audio", "b6", "manual", "redacted", "b6", "Alice Ünver")}, rows
+                    ("audio", "speech", "manual", "redacted", "b6", "Alice Ünver")}, rows
 
 
 # ------------------------------------------------------------------------------------------------ issue 27's defects
