@@ -119,6 +119,8 @@ def _frames(value: object, bounds: Bounds, where: str) -> list[int]:
                                                                    for v in value)):
         raise UserError(f"{where}: frames must be [first, last] (whole frame numbers)")
     a, b = value
+    if a > b:
+        raise UserError(f"{where}: frames [{a}, {b}] are reversed: the first frame comes after the last")
     if not 0 <= a <= b < bounds.frames:
         raise UserError(f"{where}: frames [{a}, {b}] outside the video's 0..{bounds.frames - 1}")
     return [a, b]

@@ -554,3 +554,54 @@ def test_the_page_says_when_a_render_is_needed(fresh: Server, chromium) -> None:
         expect(page.locator(state)).to_contain_text("render needed")
         page.reload()  # what the page says comes from the files, not from what this page did
         expect(page.locator(state)).to_contain_text("render needed")
+
+
+def test_a_reversed_range_is_called_reversed(server: Server) -> None:
+    """Defect 5: frames 60-20 were reported as "outside the video's 0..74"."""
+    body = json.dumps({"op": "add", "list": "frame_ranges", "value": {"frames": [60, 20], "mode": "fill", "reason": "b6"},
+                       "base": head(server), "by": "Bob"}).encode()
+    status, text, _ = request(server, "POST", f"/api/v/{STEM}/decisions", headers=JSON, body=body)
+    assert status == 400 and b"are reversed: the first frame comes after the last" in text and b"outside" not in text
+
+
+def test_the_reason_prompt_goes_once_a_reason_is_chosen(fresh: Server, chromium) -> None:
+    """Defect 5: "Choose the reason code" stayed in the dialog after a reason was chosen."""
+    from playwright.sync_api import expect
+
+    with opened(chromium, fresh) as page:
+        page.locator(".group .unredact").click()
+        page.locator("#action-ok").click()
+        expect(page.locator("#action-error")).to_have_text("Choose the reason code for this decision.")
+        page.select_option("#action-reason", "not-exempt")
+        expect(page.locator("#action-error")).to_be_hidden()
+
+
+def test_a_reload_reopens_the_video_named_in_the_address(fresh: Server, chromium) -> None:
+    """Defect 5: a reload always opened the first video (#v=street was ignored)."""
+    from playwright.sync_api import expect
+
+    shutil.copy(plan_path(fresh.outdir, STEM), plan_path(fresh.outdir, "street"))  # a second video: its plan
+    with opened(chromium, fresh, fragment="#v=street") as page:
+        expect(page.locator("#video")).to_have_value("street")
+        page.select_option("#video", STEM)
+        expect(page.locator("#video")).to_have_value(STEM)
+        assert page.url.endswith(f"/#v={STEM}") and "token" not in page.url
+        page.select_option("#video", "street")
+        page.wait_for_function("location.hash === '#v=street'")
+        page.reload()
+        expect(page.locator(".group")).to_have_count(1)
+        expect(page.locator("#video")).to_have_value("street")
+
+
+def test_a_message_does_not_move_the_page(fresh: Server, chromium) -> None:
+    """Defect 5: the message banner pushed everything under it down when it appeared."""
+    from playwright.sync_api import expect
+
+    with opened(chromium, fresh, reviewer="") as page:
+        before = page.locator("main").bounding_box()
+        page.locator(".group .unredact").click()  # no reviewer's name: a message says so
+        expect(page.locator("#message")).to_contain_text("Enter your name")
+        shoot(page, "message")
+        assert page.locator("main").bounding_box() == before
+        page.locator("#message").click()
+        expect(page.locator("#message")).to_be_hidden()

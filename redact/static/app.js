@@ -5,7 +5,8 @@
 
 const TOKEN = document.querySelector('meta[name="redact-token"]').content;
 const DEFAULT_REVIEWER = document.querySelector('meta[name="redact-reviewer"]').content;
-history.replaceState(null, "", location.pathname); // the token leaves the address bar; the cookie carries it now
+// the token leaves the address bar (the cookie carries it now); the fragment (#v=<video>) stays: a reload reopens it
+history.replaceState(null, "", location.pathname + location.hash);
 
 const $ = (id) => document.getElementById(id);
 const BOX_CHUNK = 250; // frames of boxes fetched at once for the outlines
@@ -64,6 +65,7 @@ async function loadVideos() {
 
 async function openVideo(stem) {
   pause();
+  history.replaceState(null, "", `#v=${encodeURIComponent(stem)}`);
   S.stem = stem; S.frame = 0; S.shown = -1; S.selected = null; S.boxes.clear();
   await reload();
   const v = S.info.video;
@@ -684,6 +686,8 @@ function init() {
   $("action-cancel").onclick = () => { $("action").close(); };
   $("action").addEventListener("close", () => { S.pending = null; drawOverlay(); });
   $("action-whole").onchange = syncWhole;
+  $("action-form").addEventListener("input", () => { $("action-error").hidden = true; }); // it spoke of what was there
+  $("message").onclick = () => say("");
   $("timeline").addEventListener("click", (ev) => {
     const lanes = $("lanes").getBoundingClientRect();
     const x = (ev.clientX - lanes.left) / lanes.width;
