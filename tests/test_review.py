@@ -605,3 +605,54 @@ def test_a_message_does_not_move_the_page(fresh: Server, chromium) -> None:
         assert page.locator("main").bounding_box() == before
         page.locator("#message").click()
         expect(page.locator("#message")).to_be_hidden()
+
+
+def split_track(outdir: Path, parts: int) -> list[int]:
+    """The plan's one face track cut into `parts` tracks of consecutive frames, one review row (as the tracker
+    leaves a face it loses and finds again); returns their ids."""
+    import sqlite3
+
+    db = sqlite3.connect(plan_path(outdir, STEM))
+    with db:
+        (track, cls, first, last, group), = db.execute("SELECT id, cls, first, last, grp FROM tracks")
+        cuts = np.linspace(first, last + 1, parts + 1).astype(int)
+        db.execute("DELETE FROM tracks")
+        ids = []
+        for n, (a, b) in enumerate(zip(cuts[:-1], cuts[1:] - 1, strict=True)):
+            tid = track + 100 + n
+            db.execute("UPDATE boxes SET track = ? WHERE frame BETWEEN ? AND ?", (tid, int(a), int(b)))
+            detections, best, mean, at = db.execute(
+                "SELECT count(*), max(score), avg(score), (SELECT frame FROM boxes WHERE track = ? ORDER BY score DESC "
+                "LIMIT 1) FROM boxes WHERE track = ?", (tid, tid)).fetchone()
+            db.execute("INSERT INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (tid, cls, int(a), int(b), detections, best, mean, at, group))
+            ids.append(tid)
+    db.close()
+    return ids
+
+
+def test_a_row_is_one_decision_with_one_undo(fresh: Server, chromium) -> None:
+    """Defect 4: un-redacting a row of 13 tracks listed 13 "Track N released" decisions, each with an Undo."""
+    from playwright.sync_api import expect
+
+    ids = split_track(fresh.outdir, 13)
+    with opened(chromium, fresh) as page:
+        expect(page.locator("#group-count")).to_have_text("1 row, 13 tracks")
+        page.locator(".group .unredact").click()
+        page.select_option("#action-reason", "not-exempt")
+        page.locator("#action-ok").click()
+        expect(page.locator(".group .state")).to_have_text("released")
+        lines = page.locator(".decisions li")
+        expect(lines).to_have_count(1)
+        expect(lines).to_contain_text("Face row")
+        expect(lines).to_contain_text("(13 tracks) released, all frames")
+        assert "Track" not in lines.inner_text()
+        expect(page.locator("#history")).to_have_text("1 change in the history")
+        shoot(page, "row-of-13")
+        lines.locator("button", has_text="Undo").click()
+        expect(page.locator("#action-text")).to_have_text("Back to the automatic redaction for its 13 tracks.")
+        page.locator("#action-ok").click()
+        expect(page.locator(".group .state")).to_have_text("redacted")
+        expect(page.locator("#history")).to_have_text("2 changes in the history")
+    history = decisions(fresh)["history"]
+    assert [sorted(e["op"]["ids"]) for e in history] == [ids, ids] and decisions(fresh)["tracks"] == {}

@@ -291,7 +291,8 @@ function drawApproval() {
 function drawGroups() {
   const list = $("groups");
   const groups = S.info.groups;
-  $("group-count").textContent = `${groups.length} row${groups.length === 1 ? "" : "s"}, ${groups.reduce((n, g) => n + g.tracks.length, 0)} tracks`;
+  const tracks = groups.reduce((n, g) => n + g.tracks.length, 0);
+  $("group-count").textContent = `${groups.length} row${groups.length === 1 ? "" : "s"}, ${tracks} track${tracks === 1 ? "" : "s"}`;
   list.replaceChildren(...groups.map((g, i) => {
     const li = document.createElement("li");
     li.className = "group" + (S.selected === g.id ? " sel" : "");
@@ -301,7 +302,7 @@ function drawGroups() {
     img.src = vpath(`/thumb/${g.best_track}.jpg`);
     const text = document.createElement("div");
     text.innerHTML = `<div class="title"></div><div class="meta"></div><span class="state"></span>`;
-    text.querySelector(".title").textContent = `${i + 1}. ${g.cls[0].toUpperCase() + g.cls.slice(1)} · row ${g.id}`;
+    text.querySelector(".title").textContent = `${i + 1}. ${rowName(g, true)}`;
     text.querySelector(".meta").textContent = `frames ${g.first}–${g.last} · ${clock(timeOf(g.first))} · ${g.tracks.length} track${g.tracks.length === 1 ? "" : "s"} · ${g.detections} detections · score ${g.max_score.toFixed(2)}`;
     const badge = text.querySelector(".state");
     badge.textContent = state;
@@ -447,6 +448,29 @@ function wordClicked(i, shift) {
   openAction("bleep", { i: a, j: b });
 }
 
+// a decision is made on a row (one operation on all its tracks): it is shown as one line per row (and per decision,
+// where a row's tracks differ, as after an edit by hand)
+function rowDecisions(tracks) {
+  const rowOf = new Map(S.info.groups.flatMap((g) => g.tracks.map((t) => [String(t.id), g])));
+  const lines = new Map();
+  for (const [id, t] of Object.entries(tracks)) {
+    const g = rowOf.get(id);
+    const key = `${g.id} ${JSON.stringify(t)}`;
+    if (!lines.has(key)) lines.set(key, { g, t, ids: [] });
+    lines.get(key).ids.push(Number(id));
+  }
+  return [...lines.values()];
+}
+
+function rowName(g, capital = false) {
+  return `${capital ? g.cls[0].toUpperCase() + g.cls.slice(1) : g.cls} row ${g.id}`;
+}
+
+function trackCount(g, ids) {
+  if (g.tracks.length === 1) return "";
+  return ids.length === g.tracks.length ? ` (${ids.length} tracks)` : ` (${ids.length} of its ${g.tracks.length} tracks)`;
+}
+
 function drawDecisions() {
   const d = S.info.decisions;
   $("history").textContent = `${S.info.history} change${S.info.history === 1 ? "" : "s"} in the history`;
@@ -459,10 +483,10 @@ function drawDecisions() {
     items.push(li);
   };
   const button = (label, fn) => { const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.onclick = fn; return b; };
-  for (const [id, t] of Object.entries(d.tracks)) {
+  for (const { g, t, ids } of rowDecisions(d.tracks)) {
     const frames = t.frames ? `frames ${t.frames.map(([a, b]) => `${a}–${b}`).join(", ")}` : "all frames";
-    add(`Track ${id} ${t.redact ? "redacted" : "released"}, ${frames}`, t.reason,
-      [button("Undo", () => openAction("untrack-undo", { id }))]);
+    add(`${rowName(g, true)}${trackCount(g, ids)} ${t.redact ? "redacted" : "released"}, ${frames}`, t.reason,
+      [button("Go", () => selectGroup(g.id, true)), button("Undo", () => openAction("untrack-undo", { g, ids }))]);
   }
   for (const r of d.regions) {
     add(`Region ${r.id}: ${r.mode}, ${r.follow ? "followed" : "static"}, frames ${r.frames[0]}–${r.frames[1]}`, r.reason,
@@ -499,14 +523,15 @@ function openAction(kind, ctx) {
   let title = "", text = "", frames = null, whole = false, mode = null, reason = true, follow = false;
   if (kind === "untrack") {
     const g = ctx.group;
-    title = `Un-redact ${g.cls} row ${g.id}`;
+    title = `Un-redact ${rowName(g)}`;
     text = `Release ${g.tracks.length === 1 ? "track" : `its ${g.tracks.length} tracks`} ${g.tracks.map((t) => t.id).join(", ")} unredacted: the whole row, or from the current frame to a frame you choose (frames released before stay released).`;
     frames = [Math.max(g.first, Math.min(S.frame, g.last)), g.last]; whole = true;
   } else if (kind === "retrack") {
-    title = `Redact ${ctx.group.cls} row ${ctx.group.id} again`;
+    title = `Redact ${rowName(ctx.group)} again`;
     text = "Redact every frame of the row again, with this reason.";
   } else if (kind === "untrack-undo") {
-    title = `Undo the decision on track ${ctx.id}`; text = "Back to the automatic redaction."; reason = false;
+    title = `Undo the decision on ${rowName(ctx.g)}`;
+    text = `Back to the automatic redaction${ctx.ids.length > 1 ? ` for its ${ctx.ids.length} tracks` : ""}.`; reason = false;
   } else if (kind === "region") {
     title = "Redact a drawn region";
     text = `Box ${ctx.box.join(", ")} (pixels), from the current frame to the frame you choose.`;
@@ -574,7 +599,7 @@ function operation() {
       return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value, merge: true };
     }
     case "retrack": return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value: { redact: true, reason } };
-    case "untrack-undo": return { op: "tracks", ids: [Number(ctx.id)], value: null };
+    case "untrack-undo": return { op: "tracks", ids: ctx.ids, value: null };
     case "region": return { op: "add", list: "regions", value: { frames, box: ctx.box, follow: $("action-follow").checked, mode: $("action-mode").value, reason } };
     case "blackout": return { op: "add", list: "frame_ranges", value: { frames, mode: $("action-mode").value, reason } };
     case "bleep": {
@@ -633,6 +658,7 @@ function showRender(st) {
     needed: "render needed: the decisions changed since the last render" }[state];
   $("render-state").textContent = text;
   $("render-state").dataset.state = state;
+  bar.hidden = st.state !== "running"; // room for what the state says: the header stays one line at 1366 px
   $("render-state").title = S.info.rendered.at ? `last render ${S.info.rendered.at.replace("T", " ").replace("+00:00", " UTC")}` : "";
   $("render").disabled = st.state === "running";
 }
