@@ -354,7 +354,11 @@ class Decisions:
         read: if the decisions changed since, nothing is applied (Conflict), so two browsers never silently
         overwrite each other. Returns the history entry. Save with `save`."""
         if base is not None and base != self.head:
-            raise Conflict("the decisions changed since this page read them (another reviewer?); reloaded")
+            changes = self.changes_since(base)
+            if not changes:
+                raise Conflict("The decisions changed after this page read them (what it read is not in their history).")
+            said = "; ".join(changes)
+            raise Conflict(f"{said[0].upper()}{said[1:]}, after this page read the decisions.")
         if not isinstance(by, str) or not by.strip():
             raise UserError("every change needs the reviewer's name")
         op = {k: v for k, v in op.items() if k != "base"}
@@ -364,6 +368,15 @@ class Decisions:
         if op.get("op") == "add":
             op["id"] = state[op["list"]][-1]["id"]  # recorded, so the exemption log can say who added which item
         return self._append(op, by.strip(), previous, state)
+
+    def changes_since(self, head: str | None, most: int = 5) -> list[str]:
+        """What the entries after `head` did, one `summary` each (the last `most`); none when `head` is not in the
+        history (nothing can be said of what was read then)."""
+        at = next((n for n, e in enumerate(self.history) if e["hash"] == head), None if head != "0" * 64 else -1)
+        if at is None:
+            return []
+        later = [summary(e) for e in self.history[at + 1:]]
+        return later if len(later) <= most else [f"{len(later) - most} earlier changes", *later[-most:]]
 
     def changed_by(self) -> dict[str, str]:
         """Who last changed each decision, keyed "track 12", "regions r1", ...: the exemption log's reviewer."""
@@ -377,6 +390,45 @@ class Decisions:
             elif op.get("op") == "outside_edit":
                 out.update({target: entry["by"] for target in op["targets"]})
         return out
+
+
+NOUNS = {"regions": "region", "frame_ranges": "frame range", "words": "audio span"}
+
+
+def _ids(ids: list) -> str:
+    if len(ids) == 1:
+        return f"track {ids[0]}"
+    return f"{len(ids)} tracks ({', '.join(map(str, ids[:3]))}{', ...' if len(ids) > 3 else ''})"
+
+
+def summary(entry: dict) -> str:
+    """What one history entry did, said as a clause naming who: "Bob added frame range f1"."""
+    op, by = entry.get("op") or {}, entry.get("by", "someone")
+    kind = op.get("op")
+    if kind == "approve":
+        what = "approved the decisions"
+    elif kind == "unapprove":
+        what = "withdrew the approval"
+    elif kind == "tracks":
+        value = op.get("value")
+        if value is None:
+            what = f"undid the decision on {_ids(op.get('ids', []))}"
+        else:
+            ranges = value.get("frames")
+            frames = f", frames {', '.join(f'{a}-{b}' for a, b in ranges)}" if ranges else ""
+            what = f"{'redacted' if value.get('redact') else 'released'} {_ids(op.get('ids', []))}{frames}"
+    elif kind == "speakers":
+        what = f"named speaker {op.get('label')} {op['name']!r}" if op.get("name") else f"unnamed speaker {op.get('label')}"
+    elif kind in ("add", "remove", "replace"):
+        verb = {"add": "added", "remove": "removed", "replace": "changed"}[kind]
+        what = f"{verb} {NOUNS.get(op.get('list'), 'item')} {op.get('id', '')}"
+    elif kind == "outside_edit":
+        return f"the file was edited outside the page ({'; '.join(op.get('changes', []))})"
+    elif kind == "migrate":
+        return f"the file was migrated to schema version {op.get('to')}"
+    else:
+        what = f"made a change ({kind})"
+    return f"{by} {what.strip()}"
 
 
 def load(path: str | Path, reasons: Reasons, bounds: Bounds) -> tuple[Decisions, list[str]]:

@@ -485,6 +485,12 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
             return PlainTextResponse(str(e), 409)
         return JSONResponse({"decisions": decisions.state, "head": decisions.head, "history": len(decisions.history)})
 
+    def head(request: Request) -> Response:
+        """The decisions' head, for pages to learn of others' changes (polled): with what changed after `since`."""
+        decisions = video(request).decisions()
+        return JSONResponse({"head": decisions.head, "history": len(decisions.history),
+                             "changes": decisions.changes_since(request.query_params.get("since"))})
+
     def render_get(request: Request) -> Response:
         return JSONResponse(video(request).render_status.as_json())
 
@@ -510,6 +516,7 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
         Route("/api/v/{stem}/thumb/{track:int}.jpg", thumb),
         Route("/api/v/{stem}/audio.wav", audio),
         Route("/api/v/{stem}/decisions", change, methods=["POST"]),
+        Route("/api/v/{stem}/head", head),
         Route("/api/v/{stem}/render", render_get, methods=["GET"]),
         Route("/api/v/{stem}/render", render_post, methods=["POST"]),
     ]

@@ -371,14 +371,15 @@ def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -
             assert state["approved"]["by"] == "Alice Ünver"
             assert [e["by"] for e in state["history"]] == ["Alice Ünver"] * 4
 
-            # a change from elsewhere, then one from the page: refused (409), the page reloads and says so
+            # a change from elsewhere while the page's dialog is open, then the page's: refused (409), the page
+            # reloads and says who changed what
+            page.locator("#approve").click()  # the page thinks it is approved: "withdraw"
             status, _, _ = request(server, "POST", f"/api/v/{STEM}/decisions", headers=JSON, body=json.dumps(
                 {"op": "add", "list": "frame_ranges", "value": {"frames": [70, 74], "mode": "blur", "reason": "b7c"},
                  "base": head(server), "by": "Bob"}).encode())
             assert status == 200
-            page.locator("#approve").click()  # the page still thinks it is approved: "withdraw"
             page.locator("#action-ok").click()
-            expect(page.locator("#message")).to_contain_text("Not saved")
+            expect(page.locator("#message")).to_contain_text("Not saved: Bob added frame range f1, after this page read")
             expect(page.locator("#approval")).to_have_text("not approved")
             assert len(decisions(server)["history"]) == 5
             page.locator('.decisions li:has-text("f1") button:has-text("Remove")').click()
@@ -656,3 +657,30 @@ def test_a_row_is_one_decision_with_one_undo(fresh: Server, chromium) -> None:
         expect(page.locator("#history")).to_have_text("2 changes in the history")
     history = decisions(fresh)["history"]
     assert [sorted(e["op"]["ids"]) for e in history] == [ids, ids] and decisions(fresh)["tracks"] == {}
+
+
+def test_a_page_learns_of_another_reviewers_change(fresh: Server, chromium) -> None:
+    """Defect 3: a second browser kept showing "approved by ..." after another reviewer's change withdrew the
+    approval; it learnt of it only on its own write's 409, whose message said neither who nor what."""
+    from playwright.sync_api import expect
+
+    with opened(chromium, fresh, "Alice") as alice, opened(chromium, fresh, "Carol") as carol:
+        alice.locator("#approve").click()
+        alice.locator("#action-ok").click()
+        expect(alice.locator("#approval")).to_contain_text("approved by Alice")
+        expect(carol.locator("#approval")).to_contain_text("approved by Alice", timeout=6000)  # without a reload
+        read = head(fresh)
+        status, _, _ = request(fresh, "POST", f"/api/v/{STEM}/decisions", headers=JSON, body=json.dumps(
+            {"op": "add", "list": "frame_ranges", "value": {"frames": [70, 74], "mode": "blur", "reason": "b7c"},
+             "base": read, "by": "Bob"}).encode())
+        assert status == 200
+        for page in (alice, carol):
+            expect(page.locator("#approval")).to_have_text("not approved", timeout=6000)
+            expect(page.locator("#message")).to_have_text(
+                "Bob added frame range f1. Alice's approval is withdrawn.")
+            expect(page.locator(".decisions li")).to_have_count(1)
+        shoot(carol, "learnt-of-bob")
+        # a write based on what was read before: refused, and the refusal says who changed what, as a sentence
+        status, body, _ = request(fresh, "POST", f"/api/v/{STEM}/decisions", headers=JSON, body=json.dumps(
+            {"op": "unapprove", "base": read, "by": "Carol"}).encode())
+        assert status == 409 and body.decode() == "Bob added frame range f1, after this page read the decisions."

@@ -626,6 +626,11 @@ async function submitAction(ev) {
     $("action-error").textContent = "Choose the reason code for this decision."; $("action-error").hidden = false; return;
   }
   const op = operation();
+  S.busy = true; // the watch must not take this page's own change for another's
+  try { await send(op, by); } finally { S.busy = false; }
+}
+
+async function send(op, by) {
   const r = await post(vpath("/decisions"), { ...op, base: S.head, by });
   if (r.status === 409) {
     $("action").close();
@@ -637,6 +642,31 @@ async function submitAction(ev) {
   $("action").close();
   await reload();
   say(`Saved (${op.op}${op.list ? ` ${op.list}` : ""}) by ${by}.`);
+}
+
+// ------------------------------------------------------------------------------------------------ other reviewers
+// every couple of seconds the page asks for the decisions' head; when someone else changed them it shows the new
+// state and says who changed what (while a dialog is open it waits: a save from it is refused and says so)
+const WATCH_MS = 2000;
+
+function watch() {
+  clearTimeout(S.watchTimer);
+  S.watchTimer = setTimeout(async () => {
+    try {
+      if (S.info && !S.busy && !$("action").open) {
+        const seen = S.head;
+        const r = await api(vpath(`/head?since=${seen}`));
+        if (r.head !== seen && S.head === seen && !S.busy && !$("action").open) {
+          const approved = S.info.decisions.approved;
+          await reload();
+          const lost = approved && !S.info.decisions.approved ? ` ${approved.by}'s approval is withdrawn.` : "";
+          const what = r.changes.length ? r.changes.join("; ") : "the decisions were changed elsewhere";
+          say(`${what[0].toUpperCase()}${what.slice(1)}.${lost}`);
+        }
+      }
+    } catch (e) { /* the server restarting, or the network: the next look tries again */ }
+    watch();
+  }, WATCH_MS);
 }
 
 // ------------------------------------------------------------------------------------------------ render
@@ -734,7 +764,7 @@ function init() {
     else if (ev.key === "p") stepGroup(-1);
     else if (ev.key === "o") setView(S.view === "preview" ? "original" : "preview");
   });
-  loadVideos().catch((e) => say(`Could not load: ${e.message}`, true));
+  loadVideos().then(watch).catch((e) => say(`Could not load: ${e.message}`, true));
 }
 
 init();
