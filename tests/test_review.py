@@ -523,6 +523,10 @@ def test_a_row_released_in_two_pieces_keeps_both(fresh: Server, chromium) -> Non
                                                            "frames": [[10, 20], [40, 50]]}}
         expect(page.locator(".group .state")).to_have_text("partly released")
         expect(page.locator(".decisions li").first).to_contain_text("frames 10–20, 40–50")
+        released = page.locator(".lane .seg.released")  # the timeline shows both pieces, where they are
+        expect(released).to_have_count(2)
+        assert [released.nth(i).get_attribute("title") for i in range(2)] == [
+            f"track {track} released, frames 10–20 (not-exempt)", f"track {track} released, frames 40–50 (not-exempt)"]
         shoot(page, "two-pieces")
     status, body, _ = request(fresh, "GET", f"/api/v/{STEM}/boxes?first=0&last=74")
     redacted = {int(f): boxes[0]["r"] for f, boxes in json.loads(body)["frames"].items()}

@@ -363,8 +363,10 @@ function drawTimeline() {
       lane.append(seg(t.first, t.last, g.cls === "plate" ? "plate" : "", `${g.cls} track ${t.id}: frames ${t.first}–${t.last}`));
       const d = trackDecision(t.id);
       if (d && !d.redact) {
-        const [a, b] = d.frames || [t.first, t.last];
-        lane.append(seg(a, b, "released", `track ${t.id} released, frames ${a}–${b} (${d.reason})`));
+        for (const [a, b] of d.frames || [[t.first, t.last]]) {
+          const [x, y] = [Math.max(a, t.first), Math.min(b, t.last)];
+          if (x <= y) lane.append(seg(x, y, "released", `track ${t.id} released, frames ${x}–${y} (${d.reason})`));
+        }
       }
     }
     const label = document.createElement("span"); label.className = "label"; label.textContent = `${g.cls} ${g.id}`;
