@@ -412,8 +412,11 @@ def job_options(func: Callable) -> Callable:
 @job_options
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Files redacted at once, sharing one set of models and their detector batches (a GPU node).")
+@click.option("--progress-every", type=click.FloatRange(0), default=10.0, show_default=True, metavar="SECONDS",
+              help="Where stderr is not a terminal (a log file, a batch job): a progress line this often "
+                   "(file, frames done of all, frames/s, time left). A terminal gets a progress bar.")
 @guarded
-def run(inputs: tuple[Path, ...], jobs: int, **kwargs) -> None:
+def run(inputs: tuple[Path, ...], jobs: int, progress_every: float, **kwargs) -> None:
     """Redact each INPUT into OUTDIR/<stem>.redacted.mp4 with an audit log OUTDIR/<stem>.redaction.json.
 
     Inputs that share a stem keep their extension in the output names (cam.mp4.redacted.mp4, cam.mov.redacted.mp4).
@@ -424,7 +427,7 @@ def run(inputs: tuple[Path, ...], jobs: int, **kwargs) -> None:
     output_stems(list(inputs))  # a clash of names fails before the models load
     redactor = Redactor(options_from(kwargs))
     failed = 0
-    for path, result in redactor.run_many(list(inputs), outdir, jobs, progress=sys.stderr.isatty()):
+    for path, result in redactor.run_many(list(inputs), outdir, jobs, progress=progress_every):
         if isinstance(result, UserError):
             fail_file(path, str(result))
             failed = EXIT_USER
@@ -451,9 +454,8 @@ def reasons_option(func: Callable) -> Callable:
 def render_cmd(outdir: Path, stems: tuple[str, ...], reasons_file: Path | None) -> None:
     """Re-render videos in OUTDIR from their plan and decisions (no detector runs), replacing the redacted video,
     transcripts and audit log. Refuses an original whose SHA-256 no longer matches the audit log."""
-    from tqdm import tqdm
-
     from redact.decisions import load_reasons
+    from redact.progress import frame_progress
     from redact.render import render
     from redact.render import stems as plan_stems
 
@@ -465,7 +467,7 @@ def render_cmd(outdir: Path, stems: tuple[str, ...], reasons_file: Path | None) 
     for stem in todo:
         start = time.perf_counter()
         try:
-            with tqdm(unit="frame", desc=stem, leave=False, disable=not sys.stderr.isatty()) as bar:
+            with frame_progress(None, stem, 10.0) as bar:
 
                 def progress(done: int, total: int) -> None:
                     bar.total = total

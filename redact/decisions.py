@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from redact.errors import UserError, write_text_atomic
 
-VERSION = 1
+VERSION = 2  # 1: a track's "frames" was one [first, last]; such files are read and migrated (`migrate`)
 SUFFIX = ".decisions.json"
 MODES = ("blur", "pixelate", "fill")
 FRAME_MODES = ("fill", "blur")
@@ -74,8 +74,14 @@ def load_reasons(path: str | Path | None = None) -> Reasons:
     return Reasons(codes, auto, str(source))
 
 
-def empty_state() -> dict:
-    return {"version": VERSION, "tracks": {}, "regions": [], "frame_ranges": [], "words": [], "approved": None}
+def empty_state(version: int = VERSION) -> dict:
+    return {"version": version, "tracks": {}, "regions": [], "frame_ranges": [], "words": [], "approved": None}
+
+
+def migrate(state: dict) -> dict:
+    """A version 1 state as version 2: a track's one range [a, b] becomes the list [[a, b]]. Nothing else differs."""
+    tracks = {k: {**d, "frames": [d["frames"]]} if "frames" in d else d for k, d in state["tracks"].items()}
+    return {**state, "version": VERSION, "tracks": tracks}
 
 
 def canonical(obj: object) -> bytes:
@@ -113,9 +119,25 @@ def _frames(value: object, bounds: Bounds, where: str) -> list[int]:
                                                                    for v in value)):
         raise UserError(f"{where}: frames must be [first, last] (whole frame numbers)")
     a, b = value
+    if a > b:
+        raise UserError(f"{where}: frames [{a}, {b}] are reversed: the first frame comes after the last")
     if not 0 <= a <= b < bounds.frames:
         raise UserError(f"{where}: frames [{a}, {b}] outside the video's 0..{bounds.frames - 1}")
     return [a, b]
+
+
+def _ranges(value: object, bounds: Bounds, where: str) -> list[list[int]]:
+    """Frame ranges in their one written form: sorted, with overlapping or touching ranges joined, so that one
+    meaning has one hash."""
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{where}: frames must be a list of [first, last] ranges (leave it out for every frame)")
+    merged: list[list[int]] = []
+    for a, b in sorted(_frames(r, bounds, where) for r in value):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return merged
 
 
 def _number(value: object, where: str) -> float:
@@ -142,11 +164,13 @@ def _bool(item: dict, key: str, where: str) -> None:
 
 def validate(state: object, reasons: Reasons, bounds: Bounds) -> dict:
     """`state` checked against the schema, the reason codes and the plan; list items get ids where they have
-    none (r1, f1, w1...). Raises UserError naming the first problem."""
+    none (r1, f1, w1...). A version 1 state stays version 1 (its history's hashes are of that form). Raises
+    UserError naming the first problem."""
     state = _fields(state, {"version"}, set(STATE_KEYS) - {"version"} | {"history"}, "decisions")
-    if state["version"] != VERSION:
-        raise UserError(f"decisions: version {state['version']!r} is not {VERSION}")
-    out = empty_state()
+    version = state["version"]
+    if version not in (1, VERSION) or isinstance(version, bool):
+        raise UserError(f"decisions: version {version!r} is not 1 or {VERSION}")
+    out = empty_state(version)
     tracks = state.get("tracks", {})
     if not isinstance(tracks, dict):
         raise UserError("decisions: tracks must be an object keyed by track id")
@@ -158,7 +182,7 @@ def validate(state: object, reasons: Reasons, bounds: Bounds) -> dict:
         _bool(d, "redact", where)
         entry = {"redact": d["redact"], "reason": reasons.check(d["reason"], where)}
         if "frames" in d:
-            entry["frames"] = _frames(d["frames"], bounds, where)
+            entry["frames"] = _ranges(d["frames"], bounds, where) if version > 1 else _frames(d["frames"], bounds, where)
         out["tracks"][str(int(key))] = entry
     for key, prefix in LIST_KEYS.items():
         items = state.get(key, [])
@@ -250,16 +274,19 @@ def _apply(state: dict, op: dict, by: str, reasons: Reasons, bounds: Bounds) -> 
         new["approved"] = {"by": by, "at": op.get("at") or now()}
     elif kind == "unapprove":
         previous, new["approved"] = state["approved"], None
-    elif kind == "tracks":
+    elif kind == "tracks":  # "merge": frames released in addition to those a release of the track holds already
         ids = [str(int(i)) for i in op.get("ids", [])]
         if not ids:
             raise UserError("tracks: no track ids")
         previous = {i: state["tracks"].get(i) for i in ids}
         for i in ids:
-            if op.get("value") is None:
+            value, old = op.get("value"), state["tracks"].get(i)
+            if value is None:
                 new["tracks"].pop(i, None)
+            elif op.get("merge") and old and not old["redact"] and not value.get("redact", True) and "frames" in value:
+                new["tracks"][i] = {**value, "frames": old["frames"] + value["frames"]} if "frames" in old else old
             else:
-                new["tracks"][i] = op["value"]
+                new["tracks"][i] = value
         new["approved"] = None
     elif kind == "speakers":  # {"label": "S1", "name": "Officer Diaz"}; no name: back to the label
         label, name = op.get("label"), op.get("name")
@@ -327,7 +354,11 @@ class Decisions:
         read: if the decisions changed since, nothing is applied (Conflict), so two browsers never silently
         overwrite each other. Returns the history entry. Save with `save`."""
         if base is not None and base != self.head:
-            raise Conflict("the decisions changed since this page read them (another reviewer?); reloaded")
+            changes = self.changes_since(base)
+            if not changes:
+                raise Conflict("The decisions changed after this page read them (what it read is not in their history).")
+            said = "; ".join(changes)
+            raise Conflict(f"{said[0].upper()}{said[1:]}, after this page read the decisions.")
         if not isinstance(by, str) or not by.strip():
             raise UserError("every change needs the reviewer's name")
         op = {k: v for k, v in op.items() if k != "base"}
@@ -337,6 +368,15 @@ class Decisions:
         if op.get("op") == "add":
             op["id"] = state[op["list"]][-1]["id"]  # recorded, so the exemption log can say who added which item
         return self._append(op, by.strip(), previous, state)
+
+    def changes_since(self, head: str | None, most: int = 5) -> list[str]:
+        """What the entries after `head` did, one `summary` each (the last `most`); none when `head` is not in the
+        history (nothing can be said of what was read then)."""
+        at = next((n for n, e in enumerate(self.history) if e["hash"] == head), None if head != "0" * 64 else -1)
+        if at is None:
+            return []
+        later = [summary(e) for e in self.history[at + 1:]]
+        return later if len(later) <= most else [f"{len(later) - most} earlier changes", *later[-most:]]
 
     def changed_by(self) -> dict[str, str]:
         """Who last changed each decision, keyed "track 12", "regions r1", ...: the exemption log's reviewer."""
@@ -352,13 +392,53 @@ class Decisions:
         return out
 
 
+NOUNS = {"regions": "region", "frame_ranges": "frame range", "words": "audio span"}
+
+
+def _ids(ids: list) -> str:
+    if len(ids) == 1:
+        return f"track {ids[0]}"
+    return f"{len(ids)} tracks ({', '.join(map(str, ids[:3]))}{', ...' if len(ids) > 3 else ''})"
+
+
+def summary(entry: dict) -> str:
+    """What one history entry did, said as a clause naming who: "Bob added frame range f1"."""
+    op, by = entry.get("op") or {}, entry.get("by", "someone")
+    kind = op.get("op")
+    if kind == "approve":
+        what = "approved the decisions"
+    elif kind == "unapprove":
+        what = "withdrew the approval"
+    elif kind == "tracks":
+        value = op.get("value")
+        if value is None:
+            what = f"undid the decision on {_ids(op.get('ids', []))}"
+        else:
+            ranges = value.get("frames")
+            frames = f", frames {', '.join(f'{a}-{b}' for a, b in ranges)}" if ranges else ""
+            what = f"{'redacted' if value.get('redact') else 'released'} {_ids(op.get('ids', []))}{frames}"
+    elif kind == "speakers":
+        what = f"named speaker {op.get('label')} {op['name']!r}" if op.get("name") else f"unnamed speaker {op.get('label')}"
+    elif kind in ("add", "remove", "replace"):
+        verb = {"add": "added", "remove": "removed", "replace": "changed"}[kind]
+        what = f"{verb} {NOUNS.get(op.get('list'), 'item')} {op.get('id', '')}"
+    elif kind == "outside_edit":
+        return f"the file was edited outside the page ({'; '.join(op.get('changes', []))})"
+    elif kind == "migrate":
+        return f"the file was migrated to schema version {op.get('to')}"
+    else:
+        what = f"made a change ({kind})"
+    return f"{by} {what.strip()}"
+
+
 def load(path: str | Path, reasons: Reasons, bounds: Bounds) -> tuple[Decisions, list[str]]:
     """The decisions at `path` (an empty set where the file does not exist), checked against the schema, the
     codes and the plan, and their history against its chain. Returns them with the outside edits found: a
     state that is not what its history replays to gets an "outside edit" entry appended (not saved: the caller
     saves), and the list says what differs; an outside edit withdraws any approval (approving is a reviewer's act,
     recorded with a name in the history, never an edit of the file). A broken chain (an entry changed, inserted
-    or removed) is refused."""
+    or removed) is refused. A version 1 file is migrated to the current version: its history is replayed as
+    written, then a "migrate" entry records the change of form (made the same way at every load until saved)."""
     path = Path(path)
     if not path.exists():
         return Decisions(path), []
@@ -373,7 +453,8 @@ def load(path: str | Path, reasons: Reasons, bounds: Bounds) -> tuple[Decisions,
     history = raw.get("history", [])
     if not isinstance(history, list):
         raise UserError(f"{path}: history must be a list")
-    replayed = Decisions(path)
+    migrated = any(isinstance(e, dict) and (e.get("op") or {}).get("op") == "migrate" for e in history)
+    replayed = Decisions(path, empty_state(1 if migrated else state["version"]))
     for n, entry in enumerate(history):
         if not isinstance(entry, dict) or entry.get("hash") != digest({k: v for k, v in entry.items() if k != "hash"}):
             raise UserError(f"{path}: history entry {n + 1} was altered (its hash does not match)")
@@ -381,21 +462,29 @@ def load(path: str | Path, reasons: Reasons, bounds: Bounds) -> tuple[Decisions,
             raise UserError(f"{path}: history entry {n + 1} does not follow entry {n} (entries removed or reordered)")
         op = entry.get("op", {})
         if op.get("op") == "outside_edit":
-            new = validate({**op["state"], "version": VERSION}, reasons, bounds)
+            new = validate({**op["state"], "version": replayed.state["version"]}, reasons, bounds)
+        elif op.get("op") == "migrate":
+            new = migrate(replayed.state)
         else:
             new, _ = _apply(replayed.state, op, entry["by"], reasons, bounds)
         if digest(new) != entry.get("state"):
             raise UserError(f"{path}: history entry {n + 1} does not give the state it records")
         replayed.history.append(entry)
         replayed.state = new
-    if digest(state) == digest(replayed.state):
-        return replayed, []
-    changed = describe_changes(replayed.state, state)
-    changes = list(changed.values())
-    edited = copy.deepcopy(state)
-    edited["approved"] = None  # an approval is given through the history only, and covers the state it approved
-    replayed._append({"op": "outside_edit", "state": {k: v for k, v in edited.items() if k != "version"},
-                      "changes": changes, "targets": list(changed)}, "outside edit", replayed.state, edited)
+    changes: list[str] = []
+    if digest(state) != digest(replayed.state):
+        changed = describe_changes(replayed.state, state)
+        changes = list(changed.values())
+        edited = copy.deepcopy(state)
+        edited["approved"] = None  # an approval is given through the history only, and covers the state it approved
+        replayed._append({"op": "outside_edit", "state": {k: v for k, v in edited.items() if k != "version"},
+                          "changes": changes, "targets": list(changed)}, "outside edit", replayed.state, edited)
+    if replayed.state["version"] == 1:
+        if replayed.history:
+            replayed._append({"op": "migrate", "from": 1, "to": VERSION}, "redact", None, migrate(replayed.state),
+                             at=replayed.history[-1]["at"])
+        else:
+            replayed.state = migrate(replayed.state)
     return replayed, changes
 
 

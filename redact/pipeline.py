@@ -12,6 +12,7 @@ import math
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -21,8 +22,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
-
-from tqdm import tqdm
 
 from redact.anonymize import MODES, RedactionPolicy, anonymize
 from redact.audio import (
@@ -55,6 +54,7 @@ from redact.errors import UserError, writing_to
 from redact.gpu import TorchStage
 from redact.models import resolve
 from redact.plan import PlanWriter, plan_path
+from redact.progress import frame_progress
 from redact.track import CameraPath, Smoother, Tracker, TrackPolicy
 from redact.transcribe import load_asr
 from redact.video import Frame, VideoInfo, VideoWriter, nvenc_available, probe, read_frames
@@ -414,11 +414,12 @@ class Redactor:
             yield done, smoother.final(done.index)
 
     def run_many(self, inputs: list[Path], outdir: Path, jobs: int = 1,
-                 progress: bool = False) -> Iterator[tuple[Path, RunResult | UserError]]:
+                 progress: float | None = None) -> Iterator[tuple[Path, RunResult | UserError]]:
         """Redact `inputs` into `outdir`, `jobs` at a time in threads that share these models: their detector
         requests meet in one queue and run as common batches (`DetectionQueue`), which is what fills a GPU.
         Yields each input with its result, or the UserError that failed it alone, as files finish. Outputs are
-        named by `output_stems`, so inputs sharing a stem do not overwrite each other.
+        named by `output_stems`, so inputs sharing a stem do not overwrite each other. `progress`: as `run`'s
+        (several files at once report in lines, which say their file, never in bars, which would overwrite each other).
         """
         stems = output_stems(inputs)
         if self.options.audio is not None:  # loaded once here, not raced for by the threads
@@ -426,7 +427,8 @@ class Redactor:
 
         def one(path: Path, stem: str) -> RunResult | UserError:
             try:
-                return self.run(path, outdir, progress=progress and jobs == 1, stem=stem)
+                shown = progress if jobs == 1 or not sys.stderr.isatty() else None
+                return self.run(path, outdir, progress=shown, stem=stem)
             except UserError as e:
                 return e
 
@@ -437,16 +439,16 @@ class Redactor:
         for (path, _), result in as_finished(lambda pair: one(*pair), zip(inputs, stems, strict=True), jobs):
             yield path, result
 
-    def run(self, input_path: str | os.PathLike[str], outdir: str | os.PathLike[str], progress: bool = False,
+    def run(self, input_path: str | os.PathLike[str], outdir: str | os.PathLike[str], progress: float | None = None,
             stem: str | None = None) -> RunResult:
         """Redact one file into `outdir` as `<stem>.*` (default: the input's stem); raise UserError/MediaError for
         bad input and OutputError when OUTDIR cannot take the outputs (full disk, no permission), leaving nothing
-        behind.
+        behind. `progress` (seconds; None: quiet): a bar on stderr where it is a terminal, else a line that often.
         """
         with writing_to(outdir):
             return self._run(Path(input_path), Path(outdir), progress, stem)
 
-    def _run(self, input_path: Path, outdir: Path, progress: bool, stem: str | None) -> RunResult:
+    def _run(self, input_path: Path, outdir: Path, progress: float | None, stem: str | None) -> RunResult:
         """`run`, with OS errors as they come.
 
         Audio runs first, track by track (transcript, spoken-PII spans, a bleeped WAV), then the video pass muxes
@@ -476,9 +478,7 @@ class Redactor:
                                  audio=[(a.audio_path, 0) if a.audio_path else (input_path, k)
                                         for k, a in enumerate(audio)] if audio else None)
             redacted = 0
-            with ThreadPoolExecutor(1) as encode, tqdm(
-                total=info.frames or None, unit="frame", disable=not progress, desc=input_path.name, leave=False
-            ) as bar:
+            with ThreadPoolExecutor(1) as encode, frame_progress(info.frames or None, input_path.name, progress) as bar:
                 pending: deque[Future] = deque()
                 frames = read_frames(input_path, hwaccel="cuda" if self.options.decoder == "nvdec" else None)
                 for frame, boxes in self.frames_with_boxes(threaded(frames), smoother):
@@ -569,10 +569,11 @@ class Redactor:
 
         path = decisions_path(outdir, stem)
         try:
-            filled = json.loads(path.read_text(encoding="utf-8")) != Decisions(path).as_json()
+            written = json.loads(path.read_text(encoding="utf-8"))
+            filled = {**written, "version": None} != {**Decisions(path).as_json(), "version": None}  # either version
         except FileNotFoundError:
             filled = False
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError):
             filled = True  # unreadable: kept for a person to look at, never overwritten
         if filled:
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(path.stat().st_mtime))

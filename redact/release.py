@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from importlib.resources import files as package_files
 from pathlib import Path
 
+import numpy as np
+
 from redact.audio import TRANSCRIPT_SUFFIXES
 from redact.errors import UserError, partial_path, writing_to
 from redact.models import sha256_file
@@ -52,6 +54,7 @@ CSV_COLUMNS = ("start_time", "end_time", "first_frame", "last_frame", "media", "
                "reason_code", "statute", "reviewer", "target")
 MAX_THUMBNAILS = 200
 THUMB_WIDTH = 320
+MARK_BGR = (0, 215, 255)  # the outline of what a thumbnail shows: yellow
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
 
 
@@ -180,19 +183,45 @@ def wants_thumbnail(e: dict) -> bool:
         e.get("action") == "unredacted" or e.get("source") == "manual")
 
 
-def thumbnails(video: Path, exemptions: list[dict]) -> dict[int, bytes]:
-    """JPEG of the middle frame of each exemption that `wants_thumbnail`, keyed by its index, decoded from the
-    (redacted) `video` given."""
+def thumbnail_spots(outdir: Path, stem: str, log: dict) -> dict[int, tuple[int, list[float] | None]]:
+    """Where each exemption that `wants_thumbnail` is shown, keyed by its index: a frame and the box to mark there
+    (None: the whole frame). A track's is its box in the frame of its range nearest the middle; a region's is its
+    drawn box, in its middle frame (a followed region's on its first frame, where it was drawn)."""
+    from redact.plan import Plan, plan_path
+
+    regions = {f"regions {r['id']}": r for r in (log["review"].get("decisions") or {}).get("regions", [])}
+    wanted = [(i, e) for i, e in enumerate(log["exemptions"]) if wants_thumbnail(e)][:MAX_THUMBNAILS]
+    spots: dict[int, tuple[int, list[float] | None]] = {}
+    plan_file = outdir / log["review"]["plan"] if log["review"].get("plan") else plan_path(outdir, stem)
+    with Plan(plan_file) as plan:
+        for i, e in wanted:
+            a, b = int(e["first_frame"]), int(e["last_frame"] if e.get("last_frame") is not None else e["first_frame"])
+            spot: tuple[int, list[float] | None] = ((a + b) // 2, None)
+            target = str(e.get("target", ""))
+            if target.startswith("track ") and target[6:].isdigit():
+                boxes = plan.track_boxes(int(target[6:]))
+                inside = (boxes.frame >= a) & (boxes.frame <= b)
+                if inside.any():
+                    k = int(np.argmin(np.where(inside, np.abs(boxes.frame - (a + b) / 2), np.inf)))
+                    spot = (int(boxes.frame[k]), [float(v) for v in boxes.dets.xyxy[k]])
+            elif target in regions:
+                region = regions[target]
+                spot = (a if region["follow"] else spot[0], [float(v) for v in region["box"]])
+            spots[i] = spot
+    return spots
+
+
+def thumbnails(video: Path, spots: dict[int, tuple[int, list[float] | None]]) -> dict[int, tuple[int, bytes]]:
+    """The frame and a JPEG of each spot (`thumbnail_spots`), keyed as they are, decoded from the (redacted) `video`
+    given: around the box, marked, where there is one."""
     import cv2
 
     from redact.video import read_frames
 
     wanted: dict[int, list[int]] = {}
-    for i, e in enumerate(exemptions):
-        if wants_thumbnail(e) and len(wanted) < MAX_THUMBNAILS:
-            last = e["last_frame"] if e.get("last_frame") is not None else e["first_frame"]
-            wanted.setdefault((int(e["first_frame"]) + int(last)) // 2, []).append(i)
-    out: dict[int, bytes] = {}
+    for i, (frame, _) in spots.items():
+        wanted.setdefault(frame, []).append(i)
+    out: dict[int, tuple[int, bytes]] = {}
     if not wanted:
         return out
     end = max(wanted)
@@ -203,7 +232,7 @@ def thumbnails(video: Path, exemptions: list[dict]) -> dict[int, bytes]:
             last_image = frame.image
             if frame.index in wanted:
                 for i in wanted.pop(frame.index):
-                    out[i] = _jpeg(cv2, frame.image)
+                    out[i] = frame.index, _jpeg(cv2, _marked(cv2, frame.image, spots[i][1]))
             if frame.index >= end:
                 break
     finally:
@@ -211,8 +240,26 @@ def thumbnails(video: Path, exemptions: list[dict]) -> dict[int, bytes]:
     for indices in wanted.values():  # past the video's end (a log of a longer video?): its last frame
         for i in indices:
             if last_image is not None:
-                out[i] = _jpeg(cv2, last_image)
+                out[i] = spots[i][0], _jpeg(cv2, _marked(cv2, last_image, spots[i][1]))
     return out
+
+
+def _marked(cv2, image: np.ndarray, box: list[float] | None) -> np.ndarray:
+    """`image` around `box` (the box and as much again on each side, at least 120 px each way), with the box
+    outlined in yellow: a released face must be seen for what it is, not looked for in a whole frame."""
+    if box is None:
+        return image
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = box
+    half_w, half_h = max((x2 - x1) * 1.5, 60), max((y2 - y1) * 1.5, 60)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    left, top = int(max(0, cx - half_w)), int(max(0, cy - half_h))
+    right, bottom = int(min(w, cx + half_w)), int(min(h, cy + half_h))
+    crop = image[top:bottom, left:right].copy()
+    thick = max(2, round(max(crop.shape[:2]) / 160))
+    cv2.rectangle(crop, (int(x1) - left - thick, int(y1) - top - thick), (int(x2) - left + thick, int(y2) - top + thick),
+                  MARK_BGR, thick)
+    return crop
 
 
 def _jpeg(cv2, image) -> bytes:
@@ -226,7 +273,7 @@ def _jpeg(cv2, image) -> bytes:
 
 
 def report_context(log: dict, *, case: str, requester: str, released: str, rows: list[dict],
-                   thumbs: dict[int, bytes], files: list[tuple[str, int, str]], label_codes: bool) -> dict:
+                   thumbs: dict[int, tuple[int, bytes]], files: list[tuple[str, int, str]], label_codes: bool) -> dict:
     review = log["review"]
     approved = review.get("approved")
     exemptions = log["exemptions"]
@@ -250,9 +297,9 @@ def report_context(log: dict, *, case: str, requester: str, released: str, rows:
         "summary": [{"media": k[0], "action": k[1], "source": k[2], "count": n} for k, n in sorted(summary.items())],
         "total": len(exemptions), "frames": stats.get("frames"), "frames_redacted": stats.get("frames_redacted"),
         "rows": rows, "legend": legend, "files": files,
-        "thumbs": [{"row": rows[i], "n": i + 1, "jpeg": data,
+        "thumbs": [{"row": rows[i], "n": i + 1, "frame": frame, "jpeg": data,
                     "uri": "data:image/jpeg;base64," + base64.b64encode(data).decode()}
-                   for i, data in sorted(thumbs.items())],
+                   for i, (frame, data) in sorted(thumbs.items())],
         "thumbs_capped": sum(map(wants_thumbnail, exemptions)) > len(thumbs),
     }
 
@@ -381,7 +428,8 @@ def report_pdf(ctx: dict) -> bytes:
     table(rows, (8, 22, 22, 17, 13, 16, 15, 20, 22, 40, 42, width - 237), size=7)
 
     if ctx["thumbs"]:
-        heading("Un-redactions and manual redactions (middle frame, from the released video)")
+        heading("Un-redactions and manual redactions (middle frame, from the released video; tracks and regions "
+                "outlined in yellow)")
         x0, y = pdf.l_margin, pdf.get_y() + 1
         cell_w, gap = 62.0, 5.0
         x = x0
@@ -402,8 +450,7 @@ def report_pdf(ctx: dict) -> bytes:
             pdf.set_xy(x, y + h + 0.5)
             pdf.set_font(family, "", 7)
             pdf.multi_cell(cell_w, 3.2, t(f"#{th['n']} {r['target']} - {r['action']} ({r['source']}) - {r['reason_code']}\n"
-                                           f"{r['start_time']}-{r['end_time']}, frame "
-                                           f"{(int(r['first_frame']) + int(r['last_frame'] or r['first_frame'])) // 2}"),
+                                           f"{r['start_time']}-{r['end_time']}, frame {th['frame']}"),
                            align="L")
             row_h = max(row_h, h + 8)
             x += cell_w + gap
@@ -506,7 +553,7 @@ def _fill(tmp: Path, outdir: Path, stem: str, log: dict, video: Path, *, case: s
     released = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     rows = exemption_rows(log["exemptions"], reviewed)
     _write(tmp / "exemptions.csv", exemptions_csv(rows))
-    thumbs = thumbnails(out_video, log["exemptions"])
+    thumbs = thumbnails(out_video, thumbnail_spots(outdir, stem, log))
     listed = [(f.name, f.stat().st_size, sha256_file(f)) for f in sorted(tmp.iterdir())]
     ctx = report_context(log, case=case, requester=requester, released=released, rows=rows, thumbs=thumbs,
                          files=listed, label_codes=label_codes)

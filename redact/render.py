@@ -50,7 +50,7 @@ ZERO = "0" * 64
 class RenderSpec:
     """Decisions in the form a frame needs: which tracks are un-redacted where, what regions and frame ranges add."""
 
-    hidden: dict[int, tuple[int, int] | None]  # track -> frames un-redacted (None: all of them)
+    hidden: dict[int, list[list[int]] | None]  # track -> the frame ranges un-redacted (None: all of its frames)
     reasons: dict[int, str]  # track -> reason code a reviewer gave its redaction (others carry the automatic one)
     regions: list[dict]
     frame_ranges: list[dict]
@@ -62,16 +62,21 @@ class RenderSpec:
             if d["redact"]:
                 reasons[int(key)] = d["reason"]
             else:
-                hidden[int(key)] = tuple(d["frames"]) if "frames" in d else None
+                hidden[int(key)] = d.get("frames")
         return cls(hidden, reasons, list(state["regions"]), list(state["frame_ranges"]))
+
+    def released(self, track: int, frame: int) -> bool:
+        """Whether a reviewer un-redacted `track` at `frame`."""
+        if track not in self.hidden:
+            return False
+        ranges = self.hidden[track]
+        return ranges is None or any(a <= frame <= b for a, b in ranges)
 
     def kept(self, frame: int, dets: Detections) -> Detections:
         """The plan's boxes of `frame` without those a reviewer un-redacted there."""
         if not self.hidden or not len(dets):
             return dets
-        drop = [tid in self.hidden and (self.hidden[tid] is None or self.hidden[tid][0] <= frame <= self.hidden[tid][1])
-                for tid in dets.track_id.tolist()]
-        return dets[~np.array(drop)]
+        return dets[~np.array([self.released(tid, frame) for tid in dets.track_id.tolist()])]
 
     def active(self, items: list[dict], frame: int) -> list[dict]:
         return [i for i in items if i["frames"][0] <= frame <= i["frames"][1]]
@@ -243,7 +248,9 @@ def review_section(plan_name: str, plan_sha256: str, decisions: Decisions, outsi
 
 
 def exemptions(plan: Plan, decisions: Decisions, reasons: Reasons, spans: list[dict]) -> list[dict]:
-    """One row per redaction (and per un-redaction) for the exemption log: what, where in time, why, by whom."""
+    """One row per redaction (and per un-redaction) for the exemption log: what, where in time, why, by whom.
+    "source" says who decided: "auto" for the run's redactions, "manual" for what a reviewer added or released;
+    "class" what it is (face, plate, region, frame; a PII category the run found in speech, or "speech")."""
     times = plan.times()
     fps = plan.video.get("fps") or 30.0
     state = decisions.state
@@ -266,8 +273,9 @@ def exemptions(plan: Plan, decisions: Decisions, reasons: Reasons, spans: list[d
         target = f"track {track.id}"
         reason = d["reason"] if d and d["redact"] else reasons.auto
         if d and not d["redact"]:
-            a, b = d.get("frames", [track.first, track.last])
-            rows.append(row("video", target, track.class_name, "auto", "unredacted", a, b, t(a), t(b, True), d["reason"]))
+            for a, b in d.get("frames", [[track.first, track.last]]):
+                rows.append(row("video", target, track.class_name, "manual", "unredacted", a, b, t(a), t(b, True),
+                                d["reason"]))
             if "frames" not in d:
                 continue
         rows.append(row("video", target, track.class_name, "auto", "redacted", track.first, track.last, t(track.first),
@@ -283,8 +291,12 @@ def exemptions(plan: Plan, decisions: Decisions, reasons: Reasons, spans: list[d
         target = (f"words {s['id']}" if s["id"] else f"speech {n + 1}") + \
             (f" on audio track {s['track']}" if s.get("track", 1) > 1 else "")
         reason = s["reason"] or reasons.auto
-        rows.append(row("audio", target, s["category"], s["source"], "redacted" if s["redact"] else "unredacted",
-                        None, None, s["start"], s["end"], reason))
+        # the class of what was found (a PII category), or "speech" where a reviewer marked it; a reviewer's release
+        # of an automatic span is the reviewer's (manual) act
+        cls = s["category"] if s["source"] == "auto" else "speech"
+        source = s["source"] if s["redact"] else "manual"
+        rows.append(row("audio", target, cls, source, "redacted" if s["redact"] else "unredacted", None, None,
+                        s["start"], s["end"], reason))
     rows.sort(key=lambda r: (r["start"], r["kind"], r["target"]))
     return rows
 

@@ -31,7 +31,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from redact.decisions import Conflict, Decisions, Reasons, decisions_path, load, load_reasons
+from redact.decisions import Conflict, Decisions, Reasons, decisions_path, digest, load, load_reasons
 from redact.detect import CLASS_NAMES
 from redact.errors import UserError
 from redact.plan import Plan, plan_path
@@ -88,6 +88,7 @@ class Video:
     _original: Path | None = None
     _thumbs: dict[int, bytes] = field(default_factory=dict)
     _audio: Path | None = None
+    _rendered: tuple[tuple[int, int] | None, dict] = (None, {})  # the audit log's stat and review section
 
     def __post_init__(self) -> None:
         from redact.render import bounds_of
@@ -132,6 +133,28 @@ class Video:
                 raise
             self._seen = self._stat()
             return decisions
+
+    def rendered(self, decisions: Decisions) -> dict:
+        """Whether the release files are of the decisions as they are now: the last render recorded the hash of the
+        decisions it rendered in the audit log, which `redact release` compares with the decisions on disk."""
+        from redact.render import read_log
+
+        log = self.outdir / f"{self.stem}.redaction.json"
+        try:
+            st = log.stat()
+            seen = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            seen = None
+        if seen is None or seen != self._rendered[0]:
+            review = {}
+            if seen is not None:
+                try:
+                    review = read_log(self.outdir, self.stem).get("review") or {}
+                except UserError:
+                    pass  # no render to speak of: a render is needed
+            self._rendered = (seen, {"sha256": review.get("decisions_sha256"), "at": review.get("rendered")})
+        recorded = self._rendered[1]
+        return {"current": recorded["sha256"] == digest(decisions.state), "at": recorded["at"]}
 
     def original(self) -> Path:
         """The original video, checked once against the SHA-256 the plan recorded."""
@@ -228,10 +251,8 @@ class Video:
             frames: dict[int, list] = {}
             for f, box, cls, tid in zip(fb.frame.tolist(), fb.dets.xyxy.tolist(), fb.dets.cls.tolist(),
                                         fb.dets.track_id.tolist(), strict=True):
-                hidden = spec.hidden.get(tid, ())
-                redacted = not (tid in spec.hidden and (hidden is None or hidden[0] <= f <= hidden[1]))
                 frames.setdefault(f, []).append({"t": tid, "g": self.group_of.get(tid, tid), "c": CLASS_NAMES[cls],
-                                                 "b": [round(v, 1) for v in box], "r": redacted})
+                                                 "b": [round(v, 1) for v in box], "r": not spec.released(tid, f)})
             for r in state["regions"]:
                 a, b = max(r["frames"][0], first), min(r["frames"][1], last)
                 if a > b:
@@ -277,7 +298,7 @@ class Video:
                 "outside_edits": self._outside,
                 "reasons": [{"code": r.code, "label": r.label, "statute": r.statute} for r in self.reasons.codes.values()],
                 "auto_reason": self.reasons.auto,
-                "render": self.render_status.as_json(),
+                "render": self.render_status.as_json(), "rendered": self.rendered(decisions),
             }
 
     def start_render(self) -> bool:
@@ -467,6 +488,12 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
             return PlainTextResponse(str(e), 409)
         return JSONResponse({"decisions": decisions.state, "head": decisions.head, "history": len(decisions.history)})
 
+    def head(request: Request) -> Response:
+        """The decisions' head, for pages to learn of others' changes (polled): with what changed after `since`."""
+        decisions = video(request).decisions()
+        return JSONResponse({"head": decisions.head, "history": len(decisions.history),
+                             "changes": decisions.changes_since(request.query_params.get("since"))})
+
     def render_get(request: Request) -> Response:
         return JSONResponse(video(request).render_status.as_json())
 
@@ -492,6 +519,7 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
         Route("/api/v/{stem}/thumb/{track:int}.jpg", thumb),
         Route("/api/v/{stem}/audio.wav", audio),
         Route("/api/v/{stem}/decisions", change, methods=["POST"]),
+        Route("/api/v/{stem}/head", head),
         Route("/api/v/{stem}/render", render_get, methods=["GET"]),
         Route("/api/v/{stem}/render", render_post, methods=["POST"]),
     ]

@@ -180,3 +180,21 @@ def test_full_disk_is_one_clear_line_and_nothing_published(tmp_path):
                            "--plate-imgsz", "320"], capture_output=True, text=True, preexec_fn=small_disk)
     assert_user_error(proc, outdir)
     assert "out of disk space" in proc.stderr
+
+
+def test_run_reports_progress_in_lines_where_stderr_is_not_a_terminal(tmp_path):
+    """Issue 27, defect 7: `redact run` printed nothing while it worked into a log file or a batch job's output."""
+    import re
+
+    outdir = tmp_path / "out"
+    proc = run_cli("run", EVALDATA / "video/grid/lbax4n.mpg", "-o", outdir, "--device", "cpu", "--no-plates",
+                   "--no-transcribe", "--progress-every", "0.05")
+    assert proc.returncode == 0, proc.stderr
+    pattern = r"redact: lbax4n\.mpg: (\d+)/(7[45]) frames \((\d+)%\), (\d+\.\d) frames/s, ETA \d+:\d\d"  # 74: the estimate
+    lines = [re.fullmatch(pattern, line) for line in proc.stderr.splitlines()]
+    assert len(lines) >= 3 and all(lines), proc.stderr  # every line is a progress line, and there are some
+    done = [int(m[1]) for m in lines]
+    assert done == sorted(done) and 0 < done[0] and done[-1] <= 75
+    assert all(int(m[3]) == round(100 * int(m[1]) / int(m[2])) and float(m[4]) > 0 for m in lines)
+    assert "\r" not in proc.stderr  # no bar
+    assert proc.stdout.startswith(f"{EVALDATA / 'video/grid/lbax4n.mpg'} -> ")

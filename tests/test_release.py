@@ -50,7 +50,7 @@ def reviewed(run_outdir: Path, tmp_path: Path, approve: bool = True) -> tuple[Pa
         bounds = bounds_of(plan)
         track = plan.tracks()[0].id
     decisions, _ = load(decisions_path(outdir, STEM), reasons, bounds)
-    decisions.apply({"op": "tracks", "ids": [track], "value": {"redact": False, "reason": "not-exempt", "frames": [20, 40]}},
+    decisions.apply({"op": "tracks", "ids": [track], "value": {"redact": False, "reason": "not-exempt", "frames": [[20, 40]]}},
                     "Alice Ünver", reasons, bounds)
     decisions.apply({"op": "add", "list": "regions", "value": {"frames": [10, 50], "box": [10, 10, 120, 90], "follow": False,
                                                                "mode": "fill", "reason": "home-interior"}},
@@ -128,8 +128,9 @@ def test_release_package(run_outdir: Path, tmp_path: Path) -> None:
     unredacted = [r for r in rows if r["action"] == "unredacted"]
     assert len(unredacted) == 1
     u = unredacted[0]
-    assert (u["target"], u["media"], u["class"], u["source"], u["reason_code"]) == (f"track {track}", "video", "face", "auto",
-                                                                                 "not-exempt")
+    # a reviewer's un-redaction is the reviewer's act: "manual" (issue 27, defect 6: it said "auto")
+    assert (u["target"], u["media"], u["class"], u["source"], u["reason_code"]) == (f"track {track}", "video", "face",
+                                                                                 "manual", "not-exempt")
     assert (u["first_frame"], u["last_frame"], u["start_time"], u["end_time"]) == ("20", "40", "00:00:00.800", "00:00:01.640")
     assert u["reviewer"] == "Alice Ünver"
     region = next(r for r in rows if r["class"] == "region")
@@ -153,7 +154,18 @@ def test_release_package(run_outdir: Path, tmp_path: Path) -> None:
     images = [cv2.imdecode(np.frombuffer(base64.b64decode(t), np.uint8), cv2.IMREAD_COLOR) for t in thumbs]
     # sorted by time: region (frame 30), un-redacted track (frame 30), blacked-out frames (62): the last is taken
     # from the released video (black), never the original (a face on blue)
-    assert images[2].mean() < 10 and images[0].mean() > 60
+    assert images[2].mean() < 10 and images[2].shape[:2] == (256, 320)  # the whole frame
+    # the region and the released face are shown around their box, outlined (issue 27, defect 6: a whole frame,
+    # the face unmarked); the region's box is filled (black) in the released video, the face is back
+    for image, inside in zip(images[:2], ("filled", "face"), strict=True):
+        outline = (image[..., 0] < 90) & (image[..., 1] > 170) & (image[..., 2] > 200)
+        ys, xs = np.nonzero(outline)
+        assert len(ys) > 100, inside
+        top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+        on_edge = (np.minimum(np.minimum(ys - top, bottom - ys), np.minimum(xs - left, right - xs)) < 8).mean()
+        assert on_edge > 0.95 and (bottom - top) * (right - left) > 0.05 * image.shape[0] * image.shape[1], inside
+        within = image[top + 8:bottom - 8, left + 8:right - 8]
+        assert (within.mean() < 25) if inside == "filled" else (within.std() > 20), inside
     assert (folder / "report.pdf").read_bytes().startswith(b"%PDF")
     pages = pdf_pages(folder / "report.pdf")
     if pages:

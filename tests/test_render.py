@@ -61,7 +61,7 @@ def test_run_writes_a_plan_and_empty_decisions(ran):
         span = plan.speech["redactions"][0]  # ...and the PII spans found in them, with the words they cover
         assert span["category"] == "NAME" and span["start"] <= name["start"] and name["end"] <= span["end"]
     decisions = json.loads(decisions_path(out, STEM).read_text())
-    assert decisions == {"version": 1, "tracks": {}, "regions": [], "frame_ranges": [], "words": [], "approved": None,
+    assert decisions == {"version": 2, "tracks": {}, "regions": [], "frame_ranges": [], "words": [], "approved": None,
                          "history": []}
     assert log["review"]["approved"] is None and log["review"]["history_entries"] == 0
     assert [(e["target"], e["class"], e["action"], e["reason"]) for e in log["exemptions"]] == [
@@ -105,7 +105,7 @@ def test_decisions_are_rendered_into_pixels_audio_and_log(outdir, clip):
         name = plan.speech["redactions"][0]
     decisions, _ = load(decisions_path(outdir, STEM), reasons, bounds)
     region = [10, 10, 90, 60]  # background, top left
-    decisions.apply({"op": "tracks", "ids": [face.id], "value": {"redact": False, "reason": "not-exempt", "frames": [0, 30]}},
+    decisions.apply({"op": "tracks", "ids": [face.id], "value": {"redact": False, "reason": "not-exempt", "frames": [[0, 30]]}},
                     "R. Officer", reasons, bounds, base=decisions.head)
     decisions.apply({"op": "add", "list": "regions", "value": {"frames": [40, 60], "box": region, "follow": False,
                                                                "reason": "home-interior", "mode": "fill"}},
@@ -141,12 +141,98 @@ def test_decisions_are_rendered_into_pixels_audio_and_log(outdir, clip):
     log = result.audit
     assert log["review"]["approved"]["by"] == "R. Officer" and log["review"]["history_entries"] == 6
     rows = {(e["target"].split()[0], e["action"], e["reason"], e["source"]) for e in log["exemptions"]}
-    assert rows == {("track", "unredacted", "not-exempt", "auto"), ("track", "redacted", "b7c", "auto"),
+    assert rows == {("track", "unredacted", "not-exempt", "manual"), ("track", "redacted", "b7c", "auto"),
                     ("regions", "redacted", "home-interior", "manual"), ("frame_ranges", "redacted", "officer-safety", "manual"),
-                    ("words", "redacted", "b6", "manual"), ("words", "unredacted", "not-exempt", "auto")}
+                    ("words", "redacted", "b6", "manual"), ("words", "unredacted", "not-exempt", "manual")}
+    # the class is what was redacted or released, never a reason code (issue 27, defect 6: "b6" in the class column)
+    assert {(e["class"], e["action"]) for e in log["exemptions"] if e["kind"] == "audio"} == {
+        ("speech", "redacted"), ("NAME", "unredacted")}
     assert all(e["reviewer"] == "R. Officer" for e in log["exemptions"])
     region_row = next(e for e in log["exemptions"] if e["class"] == "region")
     assert (region_row["first_frame"], region_row["last_frame"], region_row["statute"]) == (40, 60, "5 U.S.C. 552(b)(7)(C)")
+
+
+def release_frames(face: int, a: int, b: int, merge: bool = True) -> dict:
+    return {"op": "tracks", "ids": [face], "value": {"redact": False, "reason": "not-exempt", "frames": [[a, b]]},
+            "merge": merge}
+
+
+def test_a_track_released_in_two_pieces_keeps_both(outdir, clip):
+    """Issue 27, defect 1: a second partial un-redaction used to replace the first (a track held one range)."""
+    from redact.render import Previewer, RenderSpec, exemptions
+
+    reasons = load_reasons()
+    with Plan(plan_path(outdir, STEM)) as plan:
+        bounds = bounds_of(plan)
+        face = plan.tracks()[0].id
+        decisions, _ = load(decisions_path(outdir, STEM), reasons, bounds)
+        decisions.apply(release_frames(face, 10, 20), "A", reasons, bounds)
+        decisions.apply(release_frames(face, 40, 50), "B", reasons, bounds)
+        assert decisions.state["tracks"][str(face)]["frames"] == [[10, 20], [40, 50]]
+        assert len(decisions.history) == 2
+        spec = RenderSpec.of(decisions.state)
+        assert [f for f in range(plan.frame_count) if spec.released(face, f)] == [*range(10, 21), *range(40, 51)]
+        previewer = Previewer(plan, clip)
+        box = plan.boxes(15, 15).dets.xyxy[0]
+        original = decoded(clip)
+        shown = {f: box_difference(previewer.frame(f, decisions.state), original[f], box) for f in (15, 30, 45)}
+        assert shown[15] < 3 and shown[45] < 3 and shown[30] > 12, shown  # released, redacted, released
+        rows = [(e["action"], e["first_frame"], e["last_frame"]) for e in exemptions(plan, decisions, reasons, [])
+                if e["target"] == f"track {face}"]
+        assert sorted(rows) == [("redacted", 0, plan.frame_count - 1), ("unredacted", 10, 20), ("unredacted", 40, 50)]
+        decisions.apply(release_frames(face, 18, 42), "A", reasons, bounds)  # overlapping ranges are one
+        assert decisions.state["tracks"][str(face)]["frames"] == [[10, 50]]
+        decisions.apply(release_frames(face, 60, 61, merge=False), "A", reasons, bounds)  # without merge: replaced
+        assert decisions.state["tracks"][str(face)]["frames"] == [[60, 61]]
+
+
+def version_1_file(path, face: int) -> dict:
+    """A decisions file as version 1 wrote it (a track's frames one [first, last]), with its hash-chained history:
+    a partial release of `face`, then an approval."""
+    from redact.decisions import digest
+
+    state = {"version": 1, "tracks": {}, "regions": [], "frame_ranges": [], "words": [], "approved": None}
+    history: list[dict] = []
+
+    def append(op: dict, previous: object) -> None:
+        entry = {"n": len(history) + 1, "at": "2026-12-01T10:00:00+00:00", "by": "Old Reviewer", "op": op,
+                 "previous": previous, "state": digest(state), "prev": history[-1]["hash"] if history else "0" * 64}
+        entry["hash"] = digest(entry)
+        history.append(entry)
+
+    value = {"redact": False, "reason": "not-exempt", "frames": [10, 20]}
+    state["tracks"][str(face)] = value
+    append({"op": "tracks", "ids": [face], "value": value}, {str(face): None})
+    state["approved"] = {"by": "Old Reviewer", "at": "2026-12-01T10:05:00+00:00"}
+    append({"op": "approve", "at": state["approved"]["at"]}, None)
+    data = {**state, "history": history}
+    path.write_text(json.dumps(data))
+    return data
+
+
+def test_a_version_1_file_is_read_and_migrated(outdir):
+    """Issue 27, defect 1: the schema's version 2 holds frame ranges; a file version 1 wrote still loads, its
+    history verified as written, and the migration is an entry of its own (the same at every load until saved)."""
+    reasons = load_reasons()
+    with Plan(plan_path(outdir, STEM)) as plan:
+        bounds = bounds_of(plan)
+        face = plan.tracks()[0].id
+    path = decisions_path(outdir, STEM)
+    version_1_file(path, face)
+    decisions, outside = load(path, reasons, bounds)
+    assert outside == []
+    assert decisions.state["version"] == 2 and decisions.state["tracks"][str(face)]["frames"] == [[10, 20]]
+    assert decisions.state["approved"]["by"] == "Old Reviewer"  # the same decisions: the approval stands
+    assert [e["op"]["op"] for e in decisions.history] == ["tracks", "approve", "migrate"]
+    assert load(path, reasons, bounds)[0].head == decisions.head
+    result = render(outdir, STEM, reasons=reasons)
+    assert result.audit["review"]["history_head"] == decisions.head
+    assert result.audit["review"]["decisions"]["tracks"][str(face)]["frames"] == [[10, 20]]
+    decisions.apply(release_frames(face, 30, 31), "New Reviewer", reasons, bounds)
+    decisions.save()
+    again, outside = load(path, reasons, bounds)
+    assert outside == [] and again.state["tracks"][str(face)]["frames"] == [[10, 20], [30, 31]]
+    assert json.loads(path.read_text())["version"] == 2
 
 
 def test_an_edit_by_hand_is_recorded_as_an_outside_edit(outdir, clip):

@@ -391,14 +391,15 @@ def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -
             assert state["approved"]["by"] == "Alice Ünver"
             assert [e["by"] for e in state["history"]] == ["Alice Ünver"] * 4
 
-            # a change from elsewhere, then one from the page: refused (409), the page reloads and says so
+            # a change from elsewhere while the page's dialog is open, then the page's: refused (409), the page
+            # reloads and says who changed what
+            page.locator("#approve").click()  # the page thinks it is approved: "withdraw"
             status, _, _ = request(server, "POST", f"/api/v/{STEM}/decisions", headers=JSON, body=json.dumps(
                 {"op": "add", "list": "frame_ranges", "value": {"frames": [70, 74], "mode": "blur", "reason": "b7c"},
                  "base": head(server), "by": "Bob"}).encode())
             assert status == 200
-            page.locator("#approve").click()  # the page still thinks it is approved: "withdraw"
             page.locator("#action-ok").click()
-            expect(page.locator("#message")).to_contain_text("Not saved")
+            expect(page.locator("#message")).to_contain_text("Not saved: Bob added frame range f1, after this page read")
             expect(page.locator("#approval")).to_have_text("not approved")
             assert len(decisions(server)["history"]) == 5
             page.locator('.decisions li:has-text("f1") button:has-text("Remove")').click()
@@ -465,6 +466,244 @@ def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -
     assert check.returncode == 0 and check.stdout.count(": OK") == len(package.files) - 1, check.stdout
     with open(package.folder / "exemptions.csv", encoding="utf-8") as f:
         rows = {(r["media"], r["class"], r["source"], r["action"], r["reason_code"], r["reviewer"]) for r in csv.DictReader(f)}
-    assert rows == {("video", "face", "auto", "unredacted", "not-exempt", "Alice Ünver"),
+    assert rows == {("video", "face", "manual", "unredacted", "not-exempt", "Alice Ünver"),
                     ("video", "region", "manual", "redacted", "home-interior", "Alice Ünver"),
-                    ("audio", "b6", "manual", "redacted", "b6", "Alice Ünver")}, rows
+                    ("audio", "speech", "manual", "redacted", "b6", "Alice Ünver")}, rows
+
+
+# ------------------------------------------------------------------------------------------------ issue 27's defects
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def fresh(run_outdir: Path, tmp_path: Path) -> Iterator[Server]:
+    """The review app on a copy of the run of its own."""
+    shutil.copytree(run_outdir, tmp_path / "out")
+    with serving(tmp_path / "out") as running:
+        yield running
+
+
+@contextmanager
+def opened(chromium, server: Server, reviewer: str = "Alice", fragment: str = "") -> Iterator:
+    """A page of the review app at 1366x768, its reviewer named; fails on any script error."""
+    from playwright.sync_api import expect
+
+    context = chromium.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + fragment)
+    expect(page.locator(".group")).to_have_count(1)
+    page.fill("#reviewer", reviewer)
+    try:
+        yield page
+        assert not errors, errors
+    finally:
+        context.close()
+
+
+def shoot(page, name: str) -> None:
+    """A screenshot to look at, kept in /tmp/redact-review-27/."""
+    folder = Path("/tmp/redact-review-27")
+    folder.mkdir(exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def release_row(page, first: int, last: int, reason: str = "not-exempt") -> None:
+    """Un-redact the row over frames first..last through the dialog."""
+    from playwright.sync_api import expect
+
+    page.locator(".group .unredact").click()
+    page.locator("#action-whole").uncheck()
+    page.fill("#action-first", str(first))
+    page.fill("#action-last", str(last))
+    page.select_option("#action-reason", reason)
+    page.locator("#action-ok").click()
+    expect(page.locator("#action")).to_be_hidden()
+
+
+def test_a_row_released_in_two_pieces_keeps_both(fresh: Server, chromium) -> None:
+    """Defect 1: released 10-20, then 40-50: only 40-50 was kept, and the page said "Saved"."""
+    from playwright.sync_api import expect
+
+    track = track_id(fresh)
+    with opened(chromium, fresh) as page:
+        release_row(page, 10, 20)
+        release_row(page, 40, 50)
+        assert decisions(fresh)["tracks"] == {str(track): {"redact": False, "reason": "not-exempt",
+                                                           "frames": [[10, 20], [40, 50]]}}
+        expect(page.locator(".group .state")).to_have_text("partly released")
+        expect(page.locator(".decisions li").first).to_contain_text("frames 10–20, 40–50")
+        released = page.locator(".lane .seg.released")  # the timeline shows both pieces, where they are
+        expect(released).to_have_count(2)
+        assert [released.nth(i).get_attribute("title") for i in range(2)] == [
+            f"track {track} released, frames 10–20 (not-exempt)", f"track {track} released, frames 40–50 (not-exempt)"]
+        shoot(page, "two-pieces")
+    status, body, _ = request(fresh, "GET", f"/api/v/{STEM}/boxes?first=0&last=74")
+    redacted = {int(f): boxes[0]["r"] for f, boxes in json.loads(body)["frames"].items()}
+    assert [f for f, r in sorted(redacted.items()) if not r] == [*range(10, 21), *range(40, 51)]
+
+
+def test_the_page_says_when_a_render_is_needed(fresh: Server, chromium) -> None:
+    """Defect 2: after a change since the last render the header still said "the release files are up to date"
+    (and `redact release` then refused)."""
+    from playwright.sync_api import expect
+
+    from redact.errors import UserError
+    from redact.release import check_releasable, read_log
+
+    state = "#render-state"
+    with opened(chromium, fresh) as page:
+        expect(page.locator(state)).to_have_text("rendered: the release files are up to date")  # the run's own render
+        release_row(page, 5, 9)
+        expect(page.locator(state)).to_have_attribute("data-state", "needed")
+        expect(page.locator(state)).to_contain_text("render needed")
+        shoot(page, "render-needed")
+        with pytest.raises(UserError, match="render first"):  # what the page says is what release finds
+            check_releasable(fresh.outdir, STEM, read_log(fresh.outdir, STEM), True, None)
+        page.locator("#render").click()
+        expect(page.locator(state)).to_have_text("rendered: the release files are up to date", timeout=120_000)
+        check_releasable(fresh.outdir, STEM, read_log(fresh.outdir, STEM), True, None)
+        page.locator("#approve").click()
+        page.locator("#action-ok").click()
+        expect(page.locator("#approval")).to_contain_text("approved by Alice")
+        expect(page.locator(state)).to_contain_text("render needed")
+        page.reload()  # what the page says comes from the files, not from what this page did
+        expect(page.locator(state)).to_contain_text("render needed")
+
+
+def test_a_reversed_range_is_called_reversed(server: Server) -> None:
+    """Defect 5: frames 60-20 were reported as "outside the video's 0..74"."""
+    body = json.dumps({"op": "add", "list": "frame_ranges", "value": {"frames": [60, 20], "mode": "fill", "reason": "b6"},
+                       "base": head(server), "by": "Bob"}).encode()
+    status, text, _ = request(server, "POST", f"/api/v/{STEM}/decisions", headers=JSON, body=body)
+    assert status == 400 and b"are reversed: the first frame comes after the last" in text and b"outside" not in text
+
+
+def test_the_reason_prompt_goes_once_a_reason_is_chosen(fresh: Server, chromium) -> None:
+    """Defect 5: "Choose the reason code" stayed in the dialog after a reason was chosen."""
+    from playwright.sync_api import expect
+
+    with opened(chromium, fresh) as page:
+        page.locator(".group .unredact").click()
+        page.locator("#action-ok").click()
+        expect(page.locator("#action-error")).to_have_text("Choose the reason code for this decision.")
+        page.select_option("#action-reason", "not-exempt")
+        expect(page.locator("#action-error")).to_be_hidden()
+
+
+def test_a_reload_reopens_the_video_named_in_the_address(fresh: Server, chromium) -> None:
+    """Defect 5: a reload always opened the first video (#v=street was ignored)."""
+    from playwright.sync_api import expect
+
+    shutil.copy(plan_path(fresh.outdir, STEM), plan_path(fresh.outdir, "street"))  # a second video: its plan
+    with opened(chromium, fresh, fragment="#v=street") as page:
+        expect(page.locator("#video")).to_have_value("street")
+        page.select_option("#video", STEM)
+        expect(page.locator("#video")).to_have_value(STEM)
+        assert page.url.endswith(f"/#v={STEM}") and "token" not in page.url
+        page.select_option("#video", "street")
+        page.wait_for_function("location.hash === '#v=street'")
+        page.reload()
+        expect(page.locator(".group")).to_have_count(1)
+        expect(page.locator("#video")).to_have_value("street")
+
+
+def test_a_message_does_not_move_the_page(fresh: Server, chromium) -> None:
+    """Defect 5: the message banner pushed everything under it down when it appeared."""
+    from playwright.sync_api import expect
+
+    with opened(chromium, fresh, reviewer="") as page:
+        before = page.locator("main").bounding_box()
+        page.locator(".group .unredact").click()  # no reviewer's name: a message says so
+        expect(page.locator("#message")).to_contain_text("Enter your name")
+        shoot(page, "message")
+        assert page.locator("main").bounding_box() == before
+        page.locator("#message").click()
+        expect(page.locator("#message")).to_be_hidden()
+
+
+def split_track(outdir: Path, parts: int) -> list[int]:
+    """The plan's one face track cut into `parts` tracks of consecutive frames, one review row (as the tracker
+    leaves a face it loses and finds again); returns their ids."""
+    import sqlite3
+
+    db = sqlite3.connect(plan_path(outdir, STEM))
+    with db:
+        (track, cls, first, last, group), = db.execute("SELECT id, cls, first, last, grp FROM tracks")
+        cuts = np.linspace(first, last + 1, parts + 1).astype(int)
+        db.execute("DELETE FROM tracks")
+        ids = []
+        for n, (a, b) in enumerate(zip(cuts[:-1], cuts[1:] - 1, strict=True)):
+            tid = track + 100 + n
+            db.execute("UPDATE boxes SET track = ? WHERE frame BETWEEN ? AND ?", (tid, int(a), int(b)))
+            detections, best, mean, at = db.execute(
+                "SELECT count(*), max(score), avg(score), (SELECT frame FROM boxes WHERE track = ? ORDER BY score DESC "
+                "LIMIT 1) FROM boxes WHERE track = ?", (tid, tid)).fetchone()
+            db.execute("INSERT INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (tid, cls, int(a), int(b), detections, best, mean, at, group))
+            ids.append(tid)
+    db.close()
+    return ids
+
+
+def test_a_row_is_one_decision_with_one_undo(fresh: Server, chromium) -> None:
+    """Defect 4: un-redacting a row of 13 tracks listed 13 "Track N released" decisions, each with an Undo."""
+    from playwright.sync_api import expect
+
+    ids = split_track(fresh.outdir, 13)
+    with opened(chromium, fresh) as page:
+        expect(page.locator("#group-count")).to_have_text("1 row, 13 tracks")
+        page.locator(".group .unredact").click()
+        page.select_option("#action-reason", "not-exempt")
+        page.locator("#action-ok").click()
+        expect(page.locator(".group .state")).to_have_text("released")
+        lines = page.locator(".decisions li")
+        expect(lines).to_have_count(1)
+        expect(lines).to_contain_text("Face row")
+        expect(lines).to_contain_text("(13 tracks) released, all frames")
+        assert "Track" not in lines.inner_text()
+        expect(page.locator("#history")).to_have_text("1 change in the history")
+        shoot(page, "row-of-13")
+        lines.locator("button", has_text="Undo").click()
+        expect(page.locator("#action-text")).to_have_text("Back to the automatic redaction for its 13 tracks.")
+        page.locator("#action-ok").click()
+        expect(page.locator(".group .state")).to_have_text("redacted")
+        expect(page.locator("#history")).to_have_text("2 changes in the history")
+    history = decisions(fresh)["history"]
+    assert [sorted(e["op"]["ids"]) for e in history] == [ids, ids] and decisions(fresh)["tracks"] == {}
+
+
+def test_a_page_learns_of_another_reviewers_change(fresh: Server, chromium) -> None:
+    """Defect 3: a second browser kept showing "approved by ..." after another reviewer's change withdrew the
+    approval; it learnt of it only on its own write's 409, whose message said neither who nor what."""
+    from playwright.sync_api import expect
+
+    with opened(chromium, fresh, "Alice") as alice, opened(chromium, fresh, "Carol") as carol:
+        alice.locator("#approve").click()
+        alice.locator("#action-ok").click()
+        expect(alice.locator("#approval")).to_contain_text("approved by Alice")
+        expect(carol.locator("#approval")).to_contain_text("approved by Alice", timeout=6000)  # without a reload
+        read = head(fresh)
+        status, _, _ = request(fresh, "POST", f"/api/v/{STEM}/decisions", headers=JSON, body=json.dumps(
+            {"op": "add", "list": "frame_ranges", "value": {"frames": [70, 74], "mode": "blur", "reason": "b7c"},
+             "base": read, "by": "Bob"}).encode())
+        assert status == 200
+        for page in (alice, carol):
+            expect(page.locator("#approval")).to_have_text("not approved", timeout=6000)
+            expect(page.locator("#message")).to_have_text(
+                "Bob added frame range f1. Alice's approval is withdrawn.")
+            expect(page.locator(".decisions li")).to_have_count(1)
+        shoot(carol, "learnt-of-bob")
+        # a write based on what was read before: refused, and the refusal says who changed what, as a sentence
+        status, body, _ = request(fresh, "POST", f"/api/v/{STEM}/decisions", headers=JSON, body=json.dumps(
+            {"op": "unapprove", "base": read, "by": "Carol"}).encode())
+        assert status == 409 and body.decode() == "Bob added frame range f1, after this page read the decisions."

@@ -5,7 +5,8 @@
 
 const TOKEN = document.querySelector('meta[name="redact-token"]').content;
 const DEFAULT_REVIEWER = document.querySelector('meta[name="redact-reviewer"]').content;
-history.replaceState(null, "", location.pathname); // the token leaves the address bar; the cookie carries it now
+// the token leaves the address bar (the cookie carries it now); the fragment (#v=<video>) stays: a reload reopens it
+history.replaceState(null, "", location.pathname + location.hash);
 
 const $ = (id) => document.getElementById(id);
 const BOX_CHUNK = 250; // frames of boxes fetched at once for the outlines
@@ -64,6 +65,7 @@ async function loadVideos() {
 
 async function openVideo(stem) {
   pause();
+  history.replaceState(null, "", `#v=${encodeURIComponent(stem)}`);
   S.stem = stem; S.frame = 0; S.shown = -1; S.selected = null; S.boxes.clear();
   await reload();
   const v = S.info.video;
@@ -74,8 +76,6 @@ async function openVideo(stem) {
   $("stage").style.setProperty("--ar", String(v.width / v.height));
   $("frame-no").max = v.frames - 1;
   $("frame-last").textContent = v.frames - 1;
-  const r = S.info.render;
-  if (r.state !== "idle") showRender(r);
   seek(0);
 }
 
@@ -84,6 +84,7 @@ async function reload() {
   S.head = S.info.head;
   S.boxes.clear();
   drawAll();
+  showRender(S.info.render);
   if (S.info.outside_edits.length) say(`The decisions file was edited outside this page; recorded in its history: ${S.info.outside_edits.join("; ")}`);
 }
 
@@ -290,7 +291,8 @@ function drawApproval() {
 function drawGroups() {
   const list = $("groups");
   const groups = S.info.groups;
-  $("group-count").textContent = `${groups.length} row${groups.length === 1 ? "" : "s"}, ${groups.reduce((n, g) => n + g.tracks.length, 0)} tracks`;
+  const tracks = groups.reduce((n, g) => n + g.tracks.length, 0);
+  $("group-count").textContent = `${groups.length} row${groups.length === 1 ? "" : "s"}, ${tracks} track${tracks === 1 ? "" : "s"}`;
   list.replaceChildren(...groups.map((g, i) => {
     const li = document.createElement("li");
     li.className = "group" + (S.selected === g.id ? " sel" : "");
@@ -300,7 +302,7 @@ function drawGroups() {
     img.src = vpath(`/thumb/${g.best_track}.jpg`);
     const text = document.createElement("div");
     text.innerHTML = `<div class="title"></div><div class="meta"></div><span class="state"></span>`;
-    text.querySelector(".title").textContent = `${i + 1}. ${g.cls[0].toUpperCase() + g.cls.slice(1)} · row ${g.id}`;
+    text.querySelector(".title").textContent = `${i + 1}. ${rowName(g, true)}`;
     text.querySelector(".meta").textContent = `frames ${g.first}–${g.last} · ${clock(timeOf(g.first))} · ${g.tracks.length} track${g.tracks.length === 1 ? "" : "s"} · ${g.detections} detections · score ${g.max_score.toFixed(2)}`;
     const badge = text.querySelector(".state");
     badge.textContent = state;
@@ -361,8 +363,10 @@ function drawTimeline() {
       lane.append(seg(t.first, t.last, g.cls === "plate" ? "plate" : "", `${g.cls} track ${t.id}: frames ${t.first}–${t.last}`));
       const d = trackDecision(t.id);
       if (d && !d.redact) {
-        const [a, b] = d.frames || [t.first, t.last];
-        lane.append(seg(a, b, "released", `track ${t.id} released, frames ${a}–${b} (${d.reason})`));
+        for (const [a, b] of d.frames || [[t.first, t.last]]) {
+          const [x, y] = [Math.max(a, t.first), Math.min(b, t.last)];
+          if (x <= y) lane.append(seg(x, y, "released", `track ${t.id} released, frames ${x}–${y} (${d.reason})`));
+        }
       }
     }
     const label = document.createElement("span"); label.className = "label"; label.textContent = `${g.cls} ${g.id}`;
@@ -446,6 +450,29 @@ function wordClicked(i, shift) {
   openAction("bleep", { i: a, j: b });
 }
 
+// a decision is made on a row (one operation on all its tracks): it is shown as one line per row (and per decision,
+// where a row's tracks differ, as after an edit by hand)
+function rowDecisions(tracks) {
+  const rowOf = new Map(S.info.groups.flatMap((g) => g.tracks.map((t) => [String(t.id), g])));
+  const lines = new Map();
+  for (const [id, t] of Object.entries(tracks)) {
+    const g = rowOf.get(id);
+    const key = `${g.id} ${JSON.stringify(t)}`;
+    if (!lines.has(key)) lines.set(key, { g, t, ids: [] });
+    lines.get(key).ids.push(Number(id));
+  }
+  return [...lines.values()];
+}
+
+function rowName(g, capital = false) {
+  return `${capital ? g.cls[0].toUpperCase() + g.cls.slice(1) : g.cls} row ${g.id}`;
+}
+
+function trackCount(g, ids) {
+  if (g.tracks.length === 1) return "";
+  return ids.length === g.tracks.length ? ` (${ids.length} tracks)` : ` (${ids.length} of its ${g.tracks.length} tracks)`;
+}
+
 function drawDecisions() {
   const d = S.info.decisions;
   $("history").textContent = `${S.info.history} change${S.info.history === 1 ? "" : "s"} in the history`;
@@ -458,10 +485,10 @@ function drawDecisions() {
     items.push(li);
   };
   const button = (label, fn) => { const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.onclick = fn; return b; };
-  for (const [id, t] of Object.entries(d.tracks)) {
-    const frames = t.frames ? `frames ${t.frames[0]}–${t.frames[1]}` : "all frames";
-    add(`Track ${id} ${t.redact ? "redacted" : "released"}, ${frames}`, t.reason,
-      [button("Undo", () => openAction("untrack-undo", { id }))]);
+  for (const { g, t, ids } of rowDecisions(d.tracks)) {
+    const frames = t.frames ? `frames ${t.frames.map(([a, b]) => `${a}–${b}`).join(", ")}` : "all frames";
+    add(`${rowName(g, true)}${trackCount(g, ids)} ${t.redact ? "redacted" : "released"}, ${frames}`, t.reason,
+      [button("Go", () => selectGroup(g.id, true)), button("Undo", () => openAction("untrack-undo", { g, ids }))]);
   }
   for (const r of d.regions) {
     add(`Region ${r.id}: ${r.mode}, ${r.follow ? "followed" : "static"}, frames ${r.frames[0]}–${r.frames[1]}`, r.reason,
@@ -498,14 +525,15 @@ function openAction(kind, ctx) {
   let title = "", text = "", frames = null, whole = false, mode = null, reason = true, follow = false;
   if (kind === "untrack") {
     const g = ctx.group;
-    title = `Un-redact ${g.cls} row ${g.id}`;
-    text = `Release ${g.tracks.length === 1 ? "track" : `its ${g.tracks.length} tracks`} ${g.tracks.map((t) => t.id).join(", ")} unredacted: the whole row, or from the current frame to a frame you choose.`;
+    title = `Un-redact ${rowName(g)}`;
+    text = `Release ${g.tracks.length === 1 ? "track" : `its ${g.tracks.length} tracks`} ${g.tracks.map((t) => t.id).join(", ")} unredacted: the whole row, or from the current frame to a frame you choose (frames released before stay released).`;
     frames = [Math.max(g.first, Math.min(S.frame, g.last)), g.last]; whole = true;
   } else if (kind === "retrack") {
-    title = `Redact ${ctx.group.cls} row ${ctx.group.id} again`;
+    title = `Redact ${rowName(ctx.group)} again`;
     text = "Redact every frame of the row again, with this reason.";
   } else if (kind === "untrack-undo") {
-    title = `Undo the decision on track ${ctx.id}`; text = "Back to the automatic redaction."; reason = false;
+    title = `Undo the decision on ${rowName(ctx.g)}`;
+    text = `Back to the automatic redaction${ctx.ids.length > 1 ? ` for its ${ctx.ids.length} tracks` : ""}.`; reason = false;
   } else if (kind === "region") {
     title = "Redact a drawn region";
     text = `Box ${ctx.box.join(", ")} (pixels), from the current frame to the frame you choose.`;
@@ -568,11 +596,12 @@ function operation() {
   switch (kind) {
     case "untrack": {
       const value = { redact: false, reason };
-      if (!$("action-whole").checked) value.frames = frames;
-      return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value };
+      if (!$("action-whole").checked) value.frames = [frames];
+      // merge: frames released before stay released (a row is often released in several pieces)
+      return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value, merge: true };
     }
     case "retrack": return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value: { redact: true, reason } };
-    case "untrack-undo": return { op: "tracks", ids: [Number(ctx.id)], value: null };
+    case "untrack-undo": return { op: "tracks", ids: ctx.ids, value: null };
     case "region": return { op: "add", list: "regions", value: { frames, box: ctx.box, follow: $("action-follow").checked, mode: $("action-mode").value, reason } };
     case "blackout": return { op: "add", list: "frame_ranges", value: { frames, mode: $("action-mode").value, reason } };
     case "bleep": {
@@ -599,6 +628,11 @@ async function submitAction(ev) {
     $("action-error").textContent = "Choose the reason code for this decision."; $("action-error").hidden = false; return;
   }
   const op = operation();
+  S.busy = true; // the watch must not take this page's own change for another's
+  try { await send(op, by); } finally { S.busy = false; }
+}
+
+async function send(op, by) {
   const r = await post(vpath("/decisions"), { ...op, base: S.head, by });
   if (r.status === 409) {
     $("action").close();
@@ -612,6 +646,31 @@ async function submitAction(ev) {
   say(`Saved (${op.op}${op.list ? ` ${op.list}` : ""}) by ${by}.`);
 }
 
+// ------------------------------------------------------------------------------------------------ other reviewers
+// every couple of seconds the page asks for the decisions' head; when someone else changed them it shows the new
+// state and says who changed what (while a dialog is open it waits: a save from it is refused and says so)
+const WATCH_MS = 2000;
+
+function watch() {
+  clearTimeout(S.watchTimer);
+  S.watchTimer = setTimeout(async () => {
+    try {
+      if (S.info && !S.busy && !$("action").open) {
+        const seen = S.head;
+        const r = await api(vpath(`/head?since=${seen}`));
+        if (r.head !== seen && S.head === seen && !S.busy && !$("action").open) {
+          const approved = S.info.decisions.approved;
+          await reload();
+          const lost = approved && !S.info.decisions.approved ? ` ${approved.by}'s approval is withdrawn.` : "";
+          const what = r.changes.length ? r.changes.join("; ") : "the decisions were changed elsewhere";
+          say(`${what[0].toUpperCase()}${what.slice(1)}.${lost}`);
+        }
+      }
+    } catch (e) { /* the server restarting, or the network: the next look tries again */ }
+    watch();
+  }, WATCH_MS);
+}
+
 // ------------------------------------------------------------------------------------------------ render
 async function startRender() {
   const r = await post(vpath("/render"), {});
@@ -620,13 +679,19 @@ async function startRender() {
   pollRender();
 }
 
+// whether the release files are up to date is the server's to say (the render's log against the decisions now)
 function showRender(st) {
   const bar = $("render-progress");
   bar.max = Math.max(1, st.total); bar.value = st.done;
-  const text = { idle: "not rendered in this session", running: `rendering ${st.done} / ${st.total} frames`,
-    done: "rendered: the release files are up to date", failed: `render failed: ${st.error}` }[st.state];
+  const busy = st.state === "running" || st.state === "failed";
+  const state = busy ? st.state : S.info.rendered.current ? "done" : "needed";
+  const text = { running: `rendering ${st.done} / ${st.total} frames`, failed: `render failed: ${st.error}`,
+    done: "rendered: the release files are up to date",
+    needed: "render needed: the decisions changed since the last render" }[state];
   $("render-state").textContent = text;
-  $("render-state").dataset.state = st.state;
+  $("render-state").dataset.state = state;
+  bar.hidden = st.state !== "running"; // room for what the state says: the header stays one line at 1366 px
+  $("render-state").title = S.info.rendered.at ? `last render ${S.info.rendered.at.replace("T", " ").replace("+00:00", " UTC")}` : "";
   $("render").disabled = st.state === "running";
 }
 
@@ -634,9 +699,9 @@ function pollRender() {
   clearTimeout(S.renderTimer);
   S.renderTimer = setTimeout(async () => {
     const st = await api(vpath("/render"));
-    showRender(st);
-    if (st.state === "running") pollRender();
-    else if (st.state === "done") say(`Rendered ${S.stem}.redacted.mp4 from the plan and the decisions.`);
+    if (st.state === "running") { showRender(st); pollRender(); return; }
+    await reload(); // the log the render wrote says what it rendered
+    if (st.state === "done") say(`Rendered ${S.stem}.redacted.mp4 from the plan and the decisions.`);
     else if (st.state === "failed") say(`Render failed: ${st.error}`, true);
   }, 400);
 }
@@ -679,6 +744,8 @@ function init() {
   $("action-cancel").onclick = () => { $("action").close(); };
   $("action").addEventListener("close", () => { S.pending = null; drawOverlay(); });
   $("action-whole").onchange = syncWhole;
+  $("action-form").addEventListener("input", () => { $("action-error").hidden = true; }); // it spoke of what was there
+  $("message").onclick = () => say("");
   $("timeline").addEventListener("click", (ev) => {
     const lanes = $("lanes").getBoundingClientRect();
     const x = (ev.clientX - lanes.left) / lanes.width;
@@ -699,7 +766,7 @@ function init() {
     else if (ev.key === "p") stepGroup(-1);
     else if (ev.key === "o") setView(S.view === "preview" ? "original" : "preview");
   });
-  loadVideos().catch((e) => say(`Could not load: ${e.message}`, true));
+  loadVideos().then(watch).catch((e) => say(`Could not load: ${e.message}`, true));
 }
 
 init();
