@@ -323,6 +323,33 @@ def test_file_and_tag_filters(index):
     assert index.search("white", tag="unit7")[0].tags == ("case-17", "unit7")
 
 
+def test_track_recording_date_and_paging(index):
+    """Two audio tracks merged as `redact run` indexes them (pipeline.indexed_transcript), recording dates on the
+    files, and pages of hits that together are the whole ranked list."""
+    from redact.pipeline import indexed_transcript
+
+    first = synthetic_transcript(tsv_sentences("grid"), "/cases/cam.mp4")
+    second = synthetic_transcript(["set white by the gate", "white car at the gate"], "/cases/cam.mp4")
+    merged = indexed_transcript([{**first, "track": 1}, {**second, "track": 2}])
+    add(index, merged, recorded="2024-06-03T10:00:00")
+    add(index, synthetic_transcript(tsv_sentences("grid"), "/cases/old.mp4"), recorded="2023-01-15")
+    add(index, synthetic_transcript(tsv_sentences("grid"), "/cases/undated.mp4"))
+    found = lambda **kw: sorted((h.file, h.track) for h in index.search("white", limit=100, **kw))  # noqa: E731
+    assert {t for _, t in found(file_glob="cam.mp4")} == {1, 2}
+    assert {h.text for h in index.search("white", track=2, limit=100)} == {"set white by the gate", "white car at the gate"}
+    assert {f for f, _ in found(since="2024-06-03")} == {"/cases/cam.mp4"}
+    assert {f for f, _ in found(until="2024-06-02")} == {"/cases/old.mp4"}
+    assert {f for f, _ in found(since="2023-01-15", until="2023-01-15")} == {"/cases/old.mp4"}
+    assert found(since="2024-06-04") == []
+    assert index.search("white", file_glob="cam.mp4", limit=1)[0].recorded == "2024-06-03T10:00:00"
+    every = index.search("white", limit=100)
+    pages = [h for k in range(0, len(every), 4) for h in index.search("white", limit=4, offset=k)]
+    assert [(h.file, h.start, h.text) for h in pages] == [(h.file, h.start, h.text) for h in every]
+    for bad in [{"since": "June"}, {"until": "2024-6-1"}, {"track": 0}, {"offset": -1}]:
+        with pytest.raises(UserError):
+            index.search("white", **bad)
+
+
 def test_file_glob_matching_many_files(index, spec):
     """More than 32 files: SQLite switches from an FTS5 OR of file tokens to a join; same answers."""
     for k in range(40):
