@@ -563,6 +563,10 @@ class Redactor:
             with open_index(self.options.index) as index:
                 index.add(transcript, media_path=str(video.resolve()), sha256=sha256, tags=self.options.tags,
                           recorded=recorded)
+                if index.vector_model() is not None:  # an index searched by meaning: its new segments too
+                    from redact.meaning import Embedder
+
+                    index.embed(Embedder.for_index(index))
         except Exception as e:  # noqa: BLE001 - say what failed, the outputs themselves are complete
             return [f"{video}: published, but the transcript was not indexed: {e}"]
         return []

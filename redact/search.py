@@ -46,9 +46,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
 
 from redact.errors import UserError
+
+if TYPE_CHECKING:
+    from redact.meaning import Embedder, Nearest
 
 __all__ = ["Hit", "Hits", "Index", "Query", "QUERY_SYNTAX", "QueryError", "RANK_WINDOW", "open_index", "parse_query"]
 
@@ -87,6 +92,7 @@ class Hit(NamedTuple):
     speaker: str | None = None  # who says it ("S1", or a reviewer's name for the voice), when the transcript says
     track: int | None = None  # the audio track (1, 2, ...) it was said on, when the transcript says
     recorded: str | None = None  # when the file was recorded (ISO 8601), when known
+    by: str = "words"  # "words" (the query's words match), or "meaning" (found by meaning alone: no highlight)
 
 
 class Hits(list):
@@ -547,12 +553,18 @@ class Index:
         since: str | None = None,
         until: str | None = None,
         offset: int = 0,
+        meaning: Embedder | None = None,
     ) -> Hits:
         """Best `limit` segments for `query` (QUERY_SYNTAX), best first, after the first `offset` (paging);
         `file_glob` matches the media path or its file name (shell glob, case-sensitive), `tag` keeps files indexed
         with that tag, `speaker` segments said by that speaker (the transcript's label, exactly: "S2", "Officer
         Diaz"), `track` those said on that audio track (1, 2, ...), `since`/`until` (YYYY-MM-DD, inclusive) files
         recorded in that range (a file with no recording date is left out when either is given).
+
+        With `meaning` (a redact.meaning.Embedder; the index must have been embedded with the same model, see
+        `embed`) the hits are the query's word matches, ranked by reciprocal rank fusion of their word rank and
+        their meaning rank, then the segments nearest in meaning that the words do not match (hit.by "meaning"),
+        so a hit the words find is never pushed off the list by one they do not.
 
         Ranking (BM25 / ts_rank) costs 2-5 µs per matching segment, so a query that matches a large share of a
         big index (a word like "the") would take seconds: only `rank_window` matches are ranked (hits.truncated
@@ -568,23 +580,117 @@ class Index:
             raise UserError("search: rank_window must be None or a positive integer")
         filters = Filters.of(file_glob=file_glob, tag=tag, speaker=speaker, track=track, since=since, until=until)
         window = None if rank_window is None else max(rank_window, limit + offset)
-        rows, truncated = self._search(q, limit + offset, filters, window)
-        return self._hits(rows[offset:], q, truncated)
+        if meaning is None:
+            rows, truncated = self._search(q, limit + offset, filters, window)
+            return self._hits(rows[offset:], q, truncated)
+        rows, truncated, by_meaning = self._hybrid(q, limit + offset, filters, window, meaning)
+        return self._hits(rows[offset:], q, truncated, by_meaning)
 
     @staticmethod
-    def _hits(rows: Iterable[tuple], q: Query | None, truncated: bool) -> Hits:
-        """Hits from back-end rows (file, sha, start, end, body, text, words, score, tags, speaker, track,
-        recorded); with no query (a match by meaning only) the hit is the whole segment."""
+    def _hits(rows: Iterable[tuple], q: Query, truncated: bool, by_meaning: frozenset[int] = frozenset()) -> Hits:
+        """Hits from back-end rows (segment id, file, sha, start, end, body, text, words, score, tags, speaker,
+        track, recorded); a segment found by meaning alone is a hit on the whole segment, nothing highlighted."""
         hits = Hits()
         hits.truncated = truncated
-        for file, sha, seg_start, seg_end, body, text, blob, score, tags, said_by, track, recorded in rows:
-            if q is None:
-                start, end, snippet = seg_start, seg_end, _window(body.split(" "), [], 0)
+        for seg_id, file, sha, seg_start, seg_end, body, text, blob, score, tags, said_by, track, recorded in rows:
+            if seg_id in by_meaning:
+                start, end, snippet = seg_start, seg_end, _window(body.split(" "), [])
             else:
                 start, end, snippet = _locate(body, blob, seg_start, seg_end, q)
             text = (text if text is not None else body).replace("\u00a0", " ")
-            hits.append(Hit(file, start, end, text, snippet, score, sha, tuple(tags), said_by, track, recorded))
+            hits.append(Hit(file, start, end, text, snippet, score, sha, tuple(tags), said_by, track, recorded,
+                            "meaning" if seg_id in by_meaning else "words"))
         return hits
+
+    # ------------------------------------------------------------------------------------------ meaning
+    MEANING_DEPTH = 100  # word and meaning ranks fused (at least; more when a page further down is asked for)
+
+    def _hybrid(self, q: Query, n: int, filters: Filters, window: int | None, embedder: Embedder
+                ) -> tuple[list[tuple], bool, frozenset[int]]:
+        """The first n rows of: word matches by RRF of word and meaning rank, then meaning-only segments."""
+        from redact.meaning import rrf
+
+        depth = max(n, self.MEANING_DEPTH)
+        word_rows, truncated = self._search(q, depth, filters, window)
+        nearest = self.nearest(embedder)
+        text = " ".join(" ".join(c.tokens) for c in q.clauses)
+        vector = embedder.encode([text])[0]
+        meaning_ids: list[int] = []
+        k = 4 * depth
+        while True:  # filters and exclusions are applied to the nearest candidates; look deeper until enough pass
+            candidates = [i for i, _ in nearest.top(vector, k)]
+            meaning_ids = self._passing(candidates, filters, q.exclude)
+            if len(meaning_ids) >= depth or k >= len(nearest):
+                break
+            k *= 8
+        meaning_ids = meaning_ids[:depth]
+        word_ids = [r[0] for r in word_rows]
+        fused = rrf(word_ids, meaning_ids)
+        words_found = set(word_ids)
+        order = sorted(word_ids, key=lambda i: -fused[i]) + [i for i in meaning_ids if i not in words_found]
+        order = order[:n]
+        by_id = {r[0]: r for r in word_rows}
+        extra = {r[0]: r for r in self._rows({i: fused[i] for i in order if i not in by_id})}
+        rows = []
+        for i in order:
+            row = by_id.get(i) or extra.get(i)
+            if row is not None:
+                rows.append((*row[:8], fused[i], *row[9:]))
+        return rows, truncated, frozenset(extra)
+
+    def _passing(self, ids: list[int], filters: Filters, exclude: tuple[Clause, ...]) -> list[int]:
+        """`ids`, in order, less those the filters leave out or an -exclusion matches."""
+        if not ids:
+            return []
+        kept = self._filter_ids(ids, filters)
+        if exclude and kept:
+            banned = Query(tuple((c,) for c in exclude))
+            bodies = self._bodies(kept)
+            kept = {i for i in kept if not _spans(bodies[i].split(" "), banned)}
+        return [i for i in ids if i in kept]
+
+    def embed(self, embedder: Embedder, *, batch: int = 4096, progress=None) -> int:
+        """Give every segment without a vector one (all of them the first time); returns how many. The index
+        records the model (id and weights' hash): embedding with another is a UserError (make a new index)."""
+        self._vector_model(embedder, set_if_none=True)
+        done, after = 0, 0
+        while True:
+            rows = self._unembedded(after, batch)
+            if not rows:
+                return done
+            from redact.meaning import to_blob
+
+            self._store_vectors([r[0] for r in rows], to_blob(embedder.encode([r[1] for r in rows])))
+            done, after = done + len(rows), rows[-1][0]
+            if progress is not None:
+                progress(done)
+
+    def vector_model(self) -> tuple[str, str] | None:
+        """(embedder id, weights' SHA-256) the index's vectors were made with, or None when it has none."""
+        raise NotImplementedError
+
+    def nearest(self, embedder: Embedder) -> Nearest:
+        """Every vector of the index in memory (loaded once, again when segments were added or removed)."""
+        from redact.meaning import Nearest, from_blobs
+
+        self._vector_model(embedder, set_if_none=False)
+        mark = self._vector_mark()
+        cached = getattr(self, "_nearest_cache", None)
+        if cached is None or cached[0] != mark:
+            ids, blobs = self._all_vectors()
+            self._nearest_cache = (mark, Nearest(np.asarray(ids, np.int64), from_blobs(blobs)))
+        return self._nearest_cache[1]
+
+    def _vector_model(self, embedder: Embedder, *, set_if_none: bool) -> None:
+        have = self.vector_model()
+        if have is None and set_if_none:
+            self._set_vector_model(embedder.id, embedder.sha256)
+            return
+        if have is None:
+            raise UserError("this index has no meaning vectors: run `redact index --meaning` (or `redact embed`) first")
+        if have != (embedder.id, embedder.sha256):
+            raise UserError(f"this index's vectors were made by {have[0]} ({have[1][:12]}…), not {embedder.id} "
+                            f"({embedder.sha256[:12]}…): index into a new index to change models")
 
     def media(self, sha256: str) -> str | None:
         """The media path indexed with this SHA-256, if any (the search page finds a hit's video by its hash, so
@@ -624,6 +730,30 @@ class Index:
         raise NotImplementedError
 
     def _search(self, q: Query, limit: int, filters: Filters, window: int | None) -> tuple[list[tuple], bool]:
+        raise NotImplementedError
+
+    def _rows(self, scores: dict[int, float]) -> list[tuple]:
+        raise NotImplementedError
+
+    def _filter_ids(self, ids: list[int], filters: Filters) -> set[int]:
+        raise NotImplementedError
+
+    def _bodies(self, ids: Iterable[int]) -> dict[int, str]:
+        raise NotImplementedError
+
+    def _set_vector_model(self, model: str, sha256: str) -> None:
+        raise NotImplementedError
+
+    def _unembedded(self, after: int, limit: int) -> list[tuple[int, str]]:
+        raise NotImplementedError
+
+    def _store_vectors(self, ids: list[int], blobs: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _vector_mark(self) -> tuple:
+        raise NotImplementedError
+
+    def _all_vectors(self) -> tuple[list[int], list[bytes]]:
         raise NotImplementedError
 
 
@@ -741,6 +871,8 @@ class _SqliteIndex(Index):
 
     def _delete_file(self, file_id: int) -> None:
         db = self._db
+        if self.vector_model() is not None:  # before the segments: a new segment may reuse a deleted rowid
+            db.execute("DELETE FROM vectors WHERE id IN (SELECT id FROM segments WHERE file_id = ?)", (file_id,))
         db.execute(
             "INSERT INTO segments_fts(segments_fts, rowid, body, meta) SELECT 'delete', id, body, meta FROM segments"
             " WHERE file_id = ?",
@@ -869,8 +1001,69 @@ class _SqliteIndex(Index):
             if seg_id not in info:  # deleted since it was ranked
                 continue
             file, sha, start, end, body, text, blob, said_by, track, recorded, fid = info[seg_id]
-            out.append((file, sha, start, end, body, text, blob, score, tags.get(fid, []), said_by, track, recorded))
+            out.append((seg_id, file, sha, start, end, body, text, blob, score, tags.get(fid, []), said_by, track,
+                        recorded))
         return out
+
+    def _filter_ids(self, ids: list[int], f: Filters) -> set[int]:
+        sql = ("SELECT s.id FROM segments s JOIN files fl ON fl.id = s.file_id"
+               " WHERE s.id IN (SELECT value FROM json_each(?))")
+        params: list = [json.dumps(ids)]
+        for cond, value in (("(fl.media_path GLOB ? OR fl.name GLOB ?)", f.file_glob), ("s.speaker = ?", f.speaker),
+                            ("s.track = ?", f.track), ("substr(fl.recorded, 1, 10) >= ?", f.since),
+                            ("substr(fl.recorded, 1, 10) <= ?", f.until),
+                            ("EXISTS (SELECT 1 FROM tags t WHERE t.file_id = fl.id AND t.tag = ?)", f.tag)):
+            if value is not None:
+                sql += " AND " + cond
+                params += [_sqlite_glob(value)] * 2 if "GLOB" in cond else [value]
+        return {r[0] for r in self._db.execute(sql, params)}
+
+    def _bodies(self, ids: Iterable[int]) -> dict[int, str]:
+        return dict(self._db.execute("SELECT id, body FROM segments WHERE id IN (SELECT value FROM json_each(?))",
+                                     (json.dumps(list(ids)),)))
+
+    def vector_model(self) -> tuple[str, str] | None:
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'vector_model'").fetchone():
+            return None
+        row = self._db.execute("SELECT model, sha256 FROM vector_model").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _set_vector_model(self, model: str, sha256: str) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS vectors(id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS vector_model(model TEXT NOT NULL, sha256 TEXT NOT NULL)")
+            if not db.execute("SELECT 1 FROM vector_model").fetchone():
+                db.execute("INSERT INTO vector_model VALUES(?, ?)", (model, sha256))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _unembedded(self, after: int, limit: int) -> list[tuple[int, str]]:
+        return self._db.execute(
+            "SELECT s.id, s.body FROM segments s WHERE s.id > ? AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.id = s.id)"
+            " ORDER BY s.id LIMIT ?", (after, limit)).fetchall()
+
+    def _store_vectors(self, ids: list[int], blobs: list[bytes]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:  # a segment deleted meanwhile gets no vector
+            db.executemany("INSERT OR REPLACE INTO vectors(id, v) SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM segments"
+                           " WHERE id = ?1)", zip(ids, blobs, strict=True))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _vector_mark(self) -> tuple:
+        return (self._db.execute("SELECT max(id) FROM vectors").fetchone()[0],
+                self._db.execute("SELECT count(*) FROM files").fetchone()[0])
+
+    def _all_vectors(self) -> tuple[list[int], list[bytes]]:
+        rows = self._db.execute("SELECT id, v FROM vectors ORDER BY id").fetchall()
+        return [r[0] for r in rows], [r[1] for r in rows]
 
     def media(self, sha256: str) -> str | None:
         row = self._db.execute("SELECT media_path FROM files WHERE sha256 = ?", (sha256.lower(),)).fetchone()
@@ -1058,7 +1251,53 @@ class _PostgresIndex(Index):
                 (list(scores),),
             )
         }
-        return [(*info[i][:7], score, *info[i][7:]) for i, score in scores.items() if i in info]
+        return [(i, *info[i][:7], score, *info[i][7:]) for i, score in scores.items() if i in info]
+
+    def _filter_ids(self, ids: list[int], f: Filters) -> set[int]:
+        params: dict = {"ids": ids}
+        where = self._where(f, params)
+        if where is None:
+            return set()
+        return {r[0] for r in self._db.execute(f"SELECT s.id FROM redact_segments s WHERE s.id = ANY(%(ids)s){where}",
+                                               params)}
+
+    def _bodies(self, ids: Iterable[int]) -> dict[int, str]:
+        return dict(self._db.execute("SELECT id, body FROM redact_segments WHERE id = ANY(%s)", (list(ids),)).fetchall())
+
+    def vector_model(self) -> tuple[str, str] | None:
+        if not self._db.execute("SELECT to_regclass('redact_vector_model') IS NOT NULL").fetchone()[0]:
+            return None
+        row = self._db.execute("SELECT model, sha256 FROM redact_vector_model").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _set_vector_model(self, model: str, sha256: str) -> None:
+        with self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS redact_vectors(id BIGINT PRIMARY KEY REFERENCES redact_segments(id)"
+                " ON DELETE CASCADE, v BYTEA NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS redact_vector_model(model TEXT NOT NULL, sha256 TEXT NOT NULL)")
+            if not self._db.execute("SELECT 1 FROM redact_vector_model").fetchone():
+                self._db.execute("INSERT INTO redact_vector_model VALUES(%s, %s)", (model, sha256))
+
+    def _unembedded(self, after: int, limit: int) -> list[tuple[int, str]]:
+        return self._db.execute(
+            "SELECT s.id, s.body FROM redact_segments s WHERE s.id > %s AND NOT EXISTS"
+            " (SELECT 1 FROM redact_vectors v WHERE v.id = s.id) ORDER BY s.id LIMIT %s", (after, limit)).fetchall()
+
+    def _store_vectors(self, ids: list[int], blobs: list[bytes]) -> None:
+        with self._db.transaction(), self._db.cursor() as cur:  # a segment deleted meanwhile gets no vector
+            cur.executemany("INSERT INTO redact_vectors(id, v) SELECT %s, %s WHERE EXISTS (SELECT 1 FROM redact_segments"
+                            " WHERE id = %s) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v",
+                            [(i, b, i) for i, b in zip(ids, blobs, strict=True)])
+
+    def _vector_mark(self) -> tuple:
+        return self._db.execute("SELECT (SELECT max(id) FROM redact_vectors), (SELECT count(*) FROM redact_files)"
+                                ).fetchone()
+
+    def _all_vectors(self) -> tuple[list[int], list[bytes]]:
+        rows = self._db.execute("SELECT id, v FROM redact_vectors ORDER BY id").fetchall()
+        return [r[0] for r in rows], [bytes(r[1]) for r in rows]
 
     def media(self, sha256: str) -> str | None:
         row = self._db.execute("SELECT media_path FROM redact_files WHERE sha256 = %s", (sha256.lower(),)).fetchone()

@@ -30,6 +30,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
@@ -40,6 +41,9 @@ from starlette.routing import Route
 from redact.errors import UserError
 from redact.review import COOKIE, Guard, _attr, _static
 from redact.search import QUERY_SYNTAX, RANK_WINDOW, Hit, Hits, Index, open_index
+
+if TYPE_CHECKING:
+    from redact.meaning import Embedder
 
 STATIC = {"search.js": "text/javascript; charset=utf-8", "search.css": "text/css; charset=utf-8"}  # the only files served
 PAGE_SIZE = 20
@@ -52,10 +56,11 @@ CSV_COLUMNS = ["file", "start", "end", "speaker", "text", "link"]
 
 
 # ------------------------------------------------------------------------------------------- the index
-def open_source(source: str | os.PathLike | list, *, workdir: Path | None = None) -> Index:
+def open_source(source: str | os.PathLike | list, *, workdir: Path | None = None, meaning: bool = False) -> Index:
     """The index to search: `source` is an index spec (a SQLite file, a postgresql:// URL), or one or more output
     folders whose transcripts (*.transcript.json) are indexed into `workdir`/index.sqlite (a private temporary
-    folder when None). A video's tracks are indexed together, as `redact run` does."""
+    folder when None), with meaning vectors when `meaning`. A video's tracks are indexed together, as `redact run`
+    does."""
     sources = [source] if isinstance(source, str | os.PathLike) else list(source)
     if not sources:
         raise UserError("serve: name an index or one or more output folders")
@@ -91,6 +96,10 @@ def open_source(source: str | os.PathLike | list, *, workdir: Path | None = None
     for media, transcripts in by_media.items():
         transcripts.sort(key=lambda t: t.get("track") or 1)
         index.add(indexed_transcript(transcripts), media_path=media, sha256=transcripts[0]["sha256"])
+    if meaning:
+        from redact.meaning import Embedder
+
+        index.embed(Embedder.load())
     return index
 
 
@@ -159,11 +168,13 @@ class SearchRequest:
                 raise UserError(f"the audio track must be a number, not {filters['track']!r}") from None
         return cls(params.get("q", ""), filters, params.get("meaning", "") in ("1", "true", "on"))
 
-    def run(self, index: Index, limit: int, offset: int = 0) -> Hits:
+    def run(self, index: Index, limit: int, offset: int = 0, embedder: Embedder | None = None) -> Hits:
         f = self.filters
         kwargs = {"file_glob": f.get("file"), "tag": f.get("tag"), "speaker": f.get("speaker"),
                   "track": f.get("track"), "since": f.get("since"), "until": f.get("until")}
-        return index.search(self.query, limit=limit, offset=offset, **kwargs)
+        if self.meaning and embedder is None:
+            raise UserError("this index has no meaning vectors (redact index --meaning)")
+        return index.search(self.query, limit=limit, offset=offset, meaning=embedder if self.meaning else None, **kwargs)
 
     def logged(self) -> dict:
         return {"query": self.query, "filters": self.filters, "meaning": self.meaning}
@@ -173,7 +184,7 @@ def hit_json(hit: Hit, playable: bool) -> dict:
     return {"file": hit.file, "name": Path(hit.file).name, "start": round(hit.start, 3), "end": round(hit.end, 3),
             "speaker": hit.speaker, "track": hit.track, "recorded": hit.recorded, "snippet": hit.snippet,
             "text": hit.text, "tags": list(hit.tags), "media": hit.sha256 if playable else None,
-            "score": round(hit.score, 4)}
+            "score": round(hit.score, 4), "by": hit.by}
 
 
 def moment_link(base: str, hit: Hit) -> str:
@@ -190,6 +201,12 @@ def create_app(index: Index, *, access_log: Path, token: str | None = None, host
     lock = threading.Lock()  # one connection per index: searches take turns
     local_user = getpass.getuser()
     speakers = index.speakers()
+    embedder = None
+    if index.vector_model() is not None:
+        from redact.meaning import Embedder
+
+        embedder = Embedder.for_index(index)
+        index.nearest(embedder)  # the vectors in memory before the first search
     playable: dict[str, Path | None] = {}  # sha256 -> the redacted output, checked once
 
     def user(request: Request) -> str:
@@ -219,7 +236,7 @@ def create_app(index: Index, *, access_log: Path, token: str | None = None, host
 
     def info(request: Request) -> Response:
         return JSONResponse({"user": user(request), "speakers": speakers, "page_size": PAGE_SIZE,
-                             "syntax": QUERY_SYNTAX, "meaning": False})
+                             "syntax": QUERY_SYNTAX, "meaning": embedder is not None})
 
     def search(request: Request) -> Response:
         asked = SearchRequest.of(request)
@@ -228,7 +245,7 @@ def create_app(index: Index, *, access_log: Path, token: str | None = None, host
         except ValueError:
             return PlainTextResponse("page must be a number", 400)
         with lock:
-            hits = asked.run(index, PAGE_SIZE + 1, page_no * PAGE_SIZE)
+            hits = asked.run(index, PAGE_SIZE + 1, page_no * PAGE_SIZE, embedder)
         more = len(hits) > PAGE_SIZE
         shown = hits[:PAGE_SIZE]
         log.write(user(request), "search", request, **asked.logged(), page=page_no, hits=len(shown), more=more)
@@ -238,7 +255,7 @@ def create_app(index: Index, *, access_log: Path, token: str | None = None, host
     def export(request: Request) -> Response:
         asked = SearchRequest.of(request)
         with lock:
-            hits = asked.run(index, EXPORT_LIMIT)
+            hits = asked.run(index, EXPORT_LIMIT, embedder=embedder)
         log.write(user(request), "export", request, **asked.logged(), hits=len(hits))
         base = f"{request.url.scheme}://{request.headers.get('host', '')}"
         out = io.StringIO()
@@ -292,11 +309,11 @@ def create_app(index: Index, *, access_log: Path, token: str | None = None, host
 
 
 def serve(source, *, host: str = "127.0.0.1", port: int = 0, user_header: str | None = None,
-          access_log: Path | None = None, announce=print) -> None:
+          access_log: Path | None = None, meaning: bool = False, announce=print) -> None:
     """Serve the search page until interrupted; `announce` gets the URL (with the token, unless user_header)."""
     from redact.review import serve_app
 
-    index = open_source(source)
+    index = open_source(source, meaning=meaning)
     log_path = access_log or default_log()
 
     def build(hosts: set[str]) -> Starlette:

@@ -350,6 +350,54 @@ def test_track_recording_date_and_paging(index):
             index.search("white", **bad)
 
 
+@pytest.fixture(scope="session")
+def embedder():
+    from redact.meaning import Embedder
+
+    return Embedder.load()
+
+
+PARAPHRASES = [  # (said in other words, a word of the segment meant)
+    ("the craft of producing books with metal type", "Printing"),
+    ("pictures cut into blocks of timber in the far east", "wood"),
+    ("put the colour azure", "blue"),
+]
+
+
+def test_search_by_meaning(index, embedder):
+    import numpy as np
+
+    add(index, synthetic_transcript(tsv_sentences("ljspeech"), "/c/lj.mp4", redact={"Chinese": "NORP"}))
+    add(index, synthetic_transcript(tsv_sentences("grid"), "/c/grid.mp4"), tags=["grid"])
+    assert index.embed(embedder) == index.count()[1] and index.embed(embedder) == 0
+    for query, word in PARAPHRASES:
+        assert index.search(query) == []  # the words alone find nothing
+        hits = index.search(query, meaning=embedder, limit=3)
+        assert hits and hits[0].by == "meaning" and any(word in h.text for h in hits), (query, hits)
+        assert "[" not in hits[0].snippet  # nothing highlighted: no word matched
+    # hybrid never loses a hit the words find: they come first, in the same set
+    for query in ['"set white"', "printing", "blue OR green", '"wood blocks"', "impress*"]:
+        words = index.search(query, limit=20)
+        hybrid = index.search(query, limit=20, meaning=embedder)
+        assert words and {(h.file, h.start) for h in hybrid[:len(words)]} == {(h.file, h.start) for h in words}
+        assert all(h.by == "words" for h in hybrid[:len(words)]) and all(h.by == "meaning" for h in hybrid[len(words):])
+    # filters and exclusions hold for hits by meaning too
+    assert {h.file for h in index.search("colour azure", meaning=embedder, tag="grid", limit=50)} == {"/c/grid.mp4"}
+    assert all("blue" not in h.text for h in index.search("colour azure -blue", meaning=embedder, limit=50))
+    # a bleeped word is not in the segment's vector: it is the vector of the text without it
+    nearest = index.nearest(embedder)
+    bleeped = next(h for h in index.search("impressions", limit=5) if "[REDACTED: NORP]" in h.text)
+    seg = next(i for i, body in index._bodies(nearest.ids.tolist()).items() if "impressions" in body and "█" in body)
+    row = nearest.matrix[nearest.ids.tolist().index(seg)]
+    body = index._bodies([seg])[seg]
+    assert np.allclose(row, embedder.encode([body.replace("█", " ")])[0], atol=2e-3)
+    assert not np.allclose(row, embedder.encode([body.replace("█", "Chinese")])[0], atol=2e-2)
+    assert bleeped.text.count("[REDACTED: NORP]") == 1
+    # re-indexing a file drops its old vectors; the new segments need embedding again
+    add(index, synthetic_transcript(tsv_sentences("grid")[:3], "/c/grid.mp4"))
+    assert index.embed(embedder) == 3 and len(index.nearest(embedder)) == index.count()[1]
+
+
 def test_file_glob_matching_many_files(index, spec):
     """More than 32 files: SQLite switches from an FTS5 OR of file tokens to a join; same answers."""
     for k in range(40):
@@ -509,6 +557,14 @@ def test_cli_index_and_search(spec: str, tmp_path: Path):
     assert r.exit_code == 0 and json.loads(r.stdout) == []
     r = runner.invoke(main, ["search", "nothingmatchesthis", "--index", spec])
     assert r.exit_code == 0 and r.stdout == "" and "no matches" in r.stderr
+    r = runner.invoke(main, ["search", "craft of producing books with metal type", "--index", spec, "--meaning"])
+    assert r.exit_code == 2 and "no meaning vectors" in r.stderr
+    r = runner.invoke(main, ["index", str(paths[0]), "--index", spec, "--meaning"])
+    assert r.exit_code == 0 and "33 segments given meaning vectors (minilm-l6/static)" in r.stdout, r.output
+    r = runner.invoke(main, ["search", "craft of producing books with metal type", "--index", spec, "--meaning",
+                             "--json", "--limit", "3"])
+    assert r.exit_code == 0 and [h["by"] for h in json.loads(r.stdout)] == ["meaning"] * 3
+    assert any("Printing" in h["text"] for h in json.loads(r.stdout))
 
 
 @pytest.mark.parametrize("query", ['"abc', "AND OR", "*", "a OR"])

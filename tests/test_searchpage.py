@@ -198,6 +198,20 @@ def test_outdirs_mode_and_postgres(outdir: Path, spoken: dict, pg_schema_url: st
             assert rows[0] == ["file", "start", "end", "speaker", "text", "link"] and len(rows) == 2
 
 
+def test_meaning_switch(outdir: Path, spoken: dict, tmp_path: Path) -> None:
+    """Output folders served with --meaning: the page offers the switch, and a paraphrase of what the GRID speaker
+    said finds it by meaning alone."""
+    said = " ".join(w["word"].strip() for s in spoken["grid"]["segments"] for w in s["words"])
+    with open_source([outdir], workdir=tmp_path, meaning=True) as index, serving(index, tmp_path / "a.jsonl") as server:
+        auth = {"X-Redact-Token": server.token}
+        assert json.loads(server.get("/api/info", auth)[1])["meaning"] is True
+        query = said.lower() + " zzqx"  # one word that occurs nowhere: the words alone find nothing
+        assert json.loads(server.get(f"/api/search?q={query}", auth)[1])["hits"] == []
+        hits = json.loads(server.get(f"/api/search?q={query}&meaning=1", auth)[1])["hits"]
+        assert [(h["name"], h["by"]) for h in hits] == [("bbaf2n.redacted.mp4", "meaning")]
+        assert server.entries()[-1]["meaning"] is True
+
+
 def test_cli_prints_url_first_and_refuses_bad_sources(outdir: Path, tmp_path: Path) -> None:
     proc = subprocess.Popen([*REDACT, "serve", str(outdir), "--access-log", str(tmp_path / "a.jsonl")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
