@@ -235,29 +235,68 @@ def from_blobs(blobs: list[bytes]) -> np.ndarray:
 
 
 class Nearest:
-    """Brute-force nearest segments over every vector of an index, held in memory as float32 (1.5 KB per segment:
-    1.5 GB for a million). One matrix-vector product (BLAS) per query, in blocks so that a query never allocates
-    a second copy of the matrix."""
+    """Nearest segments over every vector of an index, held in memory: the vectors as float16 (512 bytes a segment
+    at 256 dimensions) and their signs as bits (32 bytes). A query is matched against the bits first (Hamming
+    distance, a few instructions per segment), and the RERANK closest by bits are scored exactly: scoring a million
+    float32 vectors reads 1 GB per query (~150-200 ms measured here), the bits 32 MB. Below EXACT segments every
+    vector is scored exactly."""
 
-    BLOCK = 262_144
+    RERANK = 4096
+    EXACT = 50_000
 
     def __init__(self, ids: np.ndarray, matrix: np.ndarray):
-        self.ids, self.matrix = ids, matrix
+        self.ids = ids
+        self.matrix = matrix.astype(np.float16)
+        packed = np.packbits(matrix > 0, axis=1)
+        pad = (-packed.shape[1]) % 8
+        packed = np.pad(packed, ((0, 0), (0, pad)))
+        self.bits = np.ascontiguousarray(packed.view(np.uint64).T)  # (words, n): each word's row is contiguous
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def top(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """The k (segment id, cosine) with the highest cosine, best first."""
-        if not len(self.ids) or k < 1:
+    def _spans(self, ranges: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
+        if ranges is None:
+            return [(0, len(self.ids))]
+        spans = [(int(np.searchsorted(self.ids, lo, "left")), int(np.searchsorted(self.ids, hi, "right")))
+                 for lo, hi in sorted(ranges)]
+        return [(a, b) for a, b in spans if b > a]
+
+    def _hamming(self, query: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+        """The Hamming distance of each row's sign bits (the spans' rows, in order) to the query's."""
+        packed = np.packbits(query > 0)
+        q = np.pad(packed, (0, (-len(packed)) % 8)).view(np.uint64)
+        n = sum(b - a for a, b in spans)
+        dist = np.zeros(n, np.uint16)
+        word, count = np.empty(n, np.uint64), np.empty(n, np.uint8)
+        for w in range(len(q)):
+            at = 0
+            for a, b in spans:
+                np.bitwise_xor(self.bits[w, a:b], q[w], out=word[at:at + b - a])
+                at += b - a
+            np.bitwise_count(word, out=count)
+            np.add(dist, count, out=dist)
+        return dist
+
+    def top(self, query: np.ndarray, k: int, ranges: list[tuple[int, int]] | None = None) -> list[int]:
+        """The ids of the k segments with the highest cosine, best first; with `ranges` ((first, last) segment
+        ids, inclusive) only the segments in them are considered: a file filter looks at its files' rows alone."""
+        spans = self._spans(ranges)
+        n = sum(b - a for a, b in spans)
+        if not n or k < 1:
             return []
-        scores = np.empty(len(self.ids), np.float32)
-        for a in range(0, len(self.ids), self.BLOCK):
-            np.dot(self.matrix[a:a + self.BLOCK], query, out=scores[a:a + self.BLOCK])
-        k = min(k, len(scores))
+        if n <= max(self.EXACT, k, self.RERANK):
+            rows = np.concatenate([np.arange(a, b) for a, b in spans])
+        else:
+            picked = np.sort(np.argpartition(self._hamming(query, spans), self.RERANK - 1)[:self.RERANK])
+            starts = np.cumsum([0] + [b - a for a, b in spans])  # position in the spans -> row
+            span = np.searchsorted(starts, picked, "right") - 1
+            rows = np.asarray([a for a, _ in spans])[span] + picked - starts[span]
+        scores = self.matrix[rows].astype(np.float32) @ query.astype(np.float32)
+        k = min(k, len(rows))
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
-        return [(int(self.ids[i]), float(scores[i])) for i in best]
+        return self.ids[rows[best]].tolist()
 
 
 def rrf(*rankings: list[int], k: int = 60) -> dict[int, float]:

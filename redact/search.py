@@ -615,12 +615,12 @@ class Index:
         nearest = self.nearest(embedder)
         text = " ".join(" ".join(c.tokens) for c in q.clauses)
         vector = embedder.encode([text])[0]
-        meaning_ids: list[int] = []
+        ranges = self._file_ranges(filters) if filters.by_file or filters.tag is not None else None
         k = 4 * depth
-        while True:  # filters and exclusions are applied to the nearest candidates; look deeper until enough pass
-            candidates = [i for i, _ in nearest.top(vector, k)]
+        while True:  # the other filters and exclusions are checked on the nearest candidates: deeper until enough
+            candidates = nearest.top(vector, k, ranges)
             meaning_ids = self._passing(candidates, filters, q.exclude)
-            if len(meaning_ids) >= depth or k >= len(nearest):
+            if len(meaning_ids) >= depth or len(candidates) < k:
                 break
             k *= 8
         meaning_ids = meaning_ids[:depth]
@@ -642,7 +642,7 @@ class Index:
         """`ids`, in order, less those the filters leave out or an -exclusion matches."""
         if not ids:
             return []
-        kept = self._filter_ids(ids, filters)
+        kept = self._filter_ids(ids, filters) if filters != Filters() else set(ids)
         if exclude and kept:
             banned = Query(tuple((c,) for c in exclude))
             bodies = self._bodies(kept)
@@ -736,6 +736,10 @@ class Index:
         raise NotImplementedError
 
     def _filter_ids(self, ids: list[int], filters: Filters) -> set[int]:
+        raise NotImplementedError
+
+    def _file_ranges(self, filters: Filters) -> list[tuple[int, int]]:
+        """(first, last) segment ids of each file the file-level filters (glob, tag, dates) keep."""
         raise NotImplementedError
 
     def _bodies(self, ids: Iterable[int]) -> dict[int, str]:
@@ -1018,6 +1022,16 @@ class _SqliteIndex(Index):
                 params += [_sqlite_glob(value)] * 2 if "GLOB" in cond else [value]
         return {r[0] for r in self._db.execute(sql, params)}
 
+    def _file_ranges(self, f: Filters) -> list[tuple[int, int]]:
+        sql, params = "SELECT seg_lo, seg_hi FROM files fl WHERE seg_lo IS NOT NULL", []
+        for cond, value in (("(fl.media_path GLOB ? OR fl.name GLOB ?)", f.file_glob),
+                            ("substr(fl.recorded, 1, 10) >= ?", f.since), ("substr(fl.recorded, 1, 10) <= ?", f.until),
+                            ("EXISTS (SELECT 1 FROM tags t WHERE t.file_id = fl.id AND t.tag = ?)", f.tag)):
+            if value is not None:
+                sql += " AND " + cond
+                params += [_sqlite_glob(value)] * 2 if "GLOB" in cond else [value]
+        return self._db.execute(sql, params).fetchall()
+
     def _bodies(self, ids: Iterable[int]) -> dict[int, str]:
         return dict(self._db.execute("SELECT id, body FROM segments WHERE id IN (SELECT value FROM json_each(?))",
                                      (json.dumps(list(ids)),)))
@@ -1260,6 +1274,11 @@ class _PostgresIndex(Index):
             return set()
         return {r[0] for r in self._db.execute(f"SELECT s.id FROM redact_segments s WHERE s.id = ANY(%(ids)s){where}",
                                                params)}
+
+    def _file_ranges(self, f: Filters) -> list[tuple[int, int]]:
+        file_ids = self._file_ids(f) or []
+        return self._db.execute("SELECT min(id), max(id) FROM redact_segments WHERE file_id = ANY(%s) GROUP BY file_id",
+                                (file_ids,)).fetchall()
 
     def _bodies(self, ids: Iterable[int]) -> dict[int, str]:
         return dict(self._db.execute("SELECT id, body FROM redact_segments WHERE id = ANY(%s)", (list(ids),)).fetchall())

@@ -398,6 +398,24 @@ def test_search_by_meaning(index, embedder):
     assert index.embed(embedder) == 3 and len(index.nearest(embedder)) == index.count()[1]
 
 
+def test_nearest_by_sign_bits_then_exact(embedder):
+    """Past Nearest.EXACT vectors the candidates come from the sign bits, then are scored exactly: forced here on
+    real sentence vectors (EXACT 0, RERANK 8), each vector is still its own nearest, and ranges are respected."""
+    import numpy as np
+
+    from redact.meaning import Nearest
+
+    vectors = embedder.encode(tsv_sentences("ljspeech") + tsv_sentences("pocketsphinx"))
+    ids = np.arange(10, 10 + len(vectors))
+    near = Nearest(ids, vectors)
+    near.EXACT, near.RERANK = 0, 8
+    assert [near.top(v, 1)[0] for v in vectors] == ids.tolist()
+    assert set(near.top(vectors[0], 5, [(12, 14), (30, 31)])) == {12, 13, 14, 30, 31}
+    query = embedder.encode(["the craft of producing books with metal type"])[0]
+    exact = Nearest(ids, vectors).top(query, 3)
+    assert near.top(query, 3)[0] == exact[0]
+
+
 def test_file_glob_matching_many_files(index, spec):
     """More than 32 files: SQLite switches from an FTS5 OR of file tokens to a join; same answers."""
     for k in range(40):

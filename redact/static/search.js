@@ -108,6 +108,7 @@ async function search(page = 0) {
     $("summary").textContent = "";
     $("hits").replaceChildren();
     message(e.message, true);
+    document.body.dataset.searched = String(Date.now());
     return;
   }
   message("");
