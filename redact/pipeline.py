@@ -210,7 +210,8 @@ def indexed_transcript(transcripts: list[dict]) -> dict:
     tracks' segments go in together, in time order (their speaker labels never clash: `next_speaker`)."""
     if len(transcripts) == 1:
         return transcripts[0]
-    segments = sorted((s for t in transcripts for s in t["segments"]), key=lambda s: (s["start"], s["end"]))
+    segments = sorted(({**s, "track": s.get("track", t.get("track"))} for t in transcripts for s in t["segments"]),
+                      key=lambda s: (s["start"], s["end"]))
     return {**transcripts[0], "duration": max(t["duration"] for t in transcripts),
             "segments": [{**s, "id": n} for n, s in enumerate(segments)],
             "redactions": [r for t in transcripts for r in t["redactions"]]}
@@ -532,7 +533,8 @@ class Redactor:
             shutil.rmtree(workdir, ignore_errors=True)
         warnings = []
         if audio and self.options.index_transcripts:
-            warnings += self._index(indexed_transcript([a.transcript for a in audio]), video_out, output["sha256"])
+            warnings += self._index(indexed_transcript([a.transcript for a in audio]), video_out, output["sha256"],
+                                    info.recorded)
         transcripts = [p for p in published if p.name.endswith(TRANSCRIPT_SUFFIXES)]
         return RunResult(video_out, log_out, writer.frames, len(tracks), writer.frames / elapsed, transcripts, log,
                          warnings)
@@ -594,7 +596,7 @@ class Redactor:
                 "redactions": [{**r, "track": n} for n, a in enumerate(audio, start=1) for r in a.redactions],
                 "transcripts": [f.name for a in audio for f in a.files], "tracks": tracks}
 
-    def _index(self, transcript: dict, video: Path, sha256: str) -> list[str]:
+    def _index(self, transcript: dict, video: Path, sha256: str, recorded: str | None) -> list[str]:
         """Index a published transcript. The redaction has succeeded by then and stays published: a failure here
         (no writable state home, a database down) is returned as a warning, never as a failed file (a batch
         would redo it); `redact index` adds the transcript later."""
@@ -602,7 +604,12 @@ class Redactor:
 
         try:
             with open_index(self.options.index) as index:
-                index.add(transcript, media_path=str(video.resolve()), sha256=sha256, tags=self.options.tags)
+                index.add(transcript, media_path=str(video.resolve()), sha256=sha256, tags=self.options.tags,
+                          recorded=recorded)
+                if index.vector_model() is not None:  # an index searched by meaning: its new segments too
+                    from redact.meaning import Embedder
+
+                    index.embed(Embedder.for_index(index))
         except Exception as e:  # noqa: BLE001 - say what failed, the outputs themselves are complete
             return [f"{video}: published, but the transcript was not indexed: {e}"]
         return []

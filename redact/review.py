@@ -336,10 +336,15 @@ def jpeg(image: np.ndarray, quality: int = 88) -> bytes:
 # ------------------------------------------------------------------------------------------------ the guard
 class Guard:
     """ASGI middleware refusing, before any route runs, every request that is not from the page's own origin with
-    the token. Refusals write nothing: they never reach a handler."""
+    the token. Refusals write nothing: they never reach a handler.
 
-    def __init__(self, app: ASGIApp, token: str, hosts: set[str] | None):
+    With `user_header` (a server behind an agency's reverse proxy, which authenticates people and names them in
+    that header) the header replaces the token: a request without it is refused with 401; changes still need a
+    JSON body from our own origin."""
+
+    def __init__(self, app: ASGIApp, token: str, hosts: set[str] | None, user_header: str | None = None):
         self.app, self.token, self.hosts = app, token, hosts
+        self.user_header = user_header.lower() if user_header else None
 
     def _host_ok(self, host: str) -> bool:
         if self.hosts is not None:
@@ -355,13 +360,17 @@ class Guard:
         if not self._host_ok(host):
             return 403, "this server answers only to the address it listens on"
         header = request.headers.get(HEADER)
-        given = [t for t in (request.query_params.get("token"), request.cookies.get(COOKIE), header) if t is not None]
-        if not given:
-            return 401, "token required (open the URL `redact review` printed)"
-        if not all(self._same(t) for t in given):
-            return 403, "wrong token"
+        if self.user_header is not None:
+            if not request.headers.get(self.user_header, "").strip():
+                return 401, f"the {self.user_header} header naming the user is required"
+        else:
+            given = [t for t in (request.query_params.get("token"), request.cookies.get(COOKIE), header) if t is not None]
+            if not given:
+                return 401, "token required (open the URL the server printed)"
+            if not all(self._same(t) for t in given):
+                return 403, "wrong token"
         if request.method not in ("GET", "HEAD"):
-            if not self._same(header):
+            if self.user_header is None and not self._same(header):
                 return 403, f"changes need the {HEADER} header"
             origin = request.headers.get("origin")
             if origin is not None and origin != f"http://{host}":
@@ -549,6 +558,13 @@ def allowed_hosts(host: str, port: int) -> set[str]:
 def serve(outdir: str | Path, *, host: str = "127.0.0.1", port: int = 0, reasons: Reasons | None = None,
           reviewer: str | None = None, announce=print) -> None:
     """Serve the review page until interrupted; `announce` gets the URL (with the token) once the port is bound."""
+    serve_app(lambda hosts: create_app(outdir, reasons, hosts=hosts, reviewer=reviewer), host=host, port=port,
+              announce=lambda app, shown: announce(f"{shown}/?token={app.state.token}"))
+
+
+def serve_app(build, *, host: str, port: int, announce) -> None:
+    """Bind host:port, build the app with `build(allowed Host header values)`, call `announce(app, base URL)` and
+    serve until interrupted (the review page and the search page start the same way)."""
     import socket
 
     import uvicorn
@@ -563,8 +579,12 @@ def serve(outdir: str | Path, *, host: str = "127.0.0.1", port: int = 0, reasons
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
     sock.listen(128)  # connections from the moment the URL is printed wait in the backlog until uvicorn accepts
     port = sock.getsockname()[1]
-    app = create_app(outdir, reasons, hosts=allowed_hosts(host, port), reviewer=reviewer)
+    try:
+        app = build(allowed_hosts(host, port))
+    except BaseException:
+        sock.close()
+        raise
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)
-    announce(f"http://{shown}:{port}/?token={app.state.token}")
+    announce(app, f"http://{shown}:{port}")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     server.run(sockets=[sock])

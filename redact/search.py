@@ -46,9 +46,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
 
 from redact.errors import UserError
+
+if TYPE_CHECKING:
+    from redact.meaning import Embedder, Nearest
 
 __all__ = ["Hit", "Hits", "Index", "Query", "QUERY_SYNTAX", "QueryError", "RANK_WINDOW", "open_index", "parse_query"]
 
@@ -85,6 +90,9 @@ class Hit(NamedTuple):
     sha256: str  # of the media file
     tags: tuple[str, ...]
     speaker: str | None = None  # who says it ("S1", or a reviewer's name for the voice), when the transcript says
+    track: int | None = None  # the audio track (1, 2, ...) it was said on, when the transcript says
+    recorded: str | None = None  # when the file was recorded (ISO 8601), when known
+    by: str = "words"  # "words" (the query's words match), or "meaning" (found by meaning alone: no highlight)
 
 
 class Hits(list):
@@ -262,6 +270,7 @@ class _Segment:
     text: str | None  # display text when it differs from body (it does when something was redacted)
     words: bytes | None  # int32 start ms x n, then int32 end ms x n, one per word of body.split(" ")
     speaker: str | None = None
+    track: int | None = None
 
 
 def _pack_times(starts: Sequence[float], ends: Sequence[float]) -> bytes:
@@ -345,7 +354,9 @@ def _segments_from(transcript: dict) -> list[_Segment]:
         if not body:
             continue
         speaker = seg.get("speaker") if isinstance(seg.get("speaker"), str) and seg.get("speaker") else None
-        out.append(_Segment(start, end, body, None if text == body else text, blob, speaker))
+        track = next((t for t in (seg.get("track"), transcript.get("track")) if isinstance(t, int)
+                      and not isinstance(t, bool) and t > 0), None)
+        out.append(_Segment(start, end, body, None if text == body else text, blob, speaker, track))
     return out
 
 
@@ -380,6 +391,11 @@ def _locate(
     starts, ends = _unpack_times(blob)
     if spans and len(starts) == len(words):
         start, end = starts[spans[0][0]], ends[spans[0][1]]
+    return start, end, _window(words, spans, width)
+
+
+def _window(words: list[str], spans: list[tuple[int, int]], width: int = SNIPPET_WORDS) -> str:
+    """`width` words around the first span, the spans' words in HIGHLIGHT (the start of the segment if none)."""
     marked = [False] * len(words)
     for a, b in spans:
         for k in range(a, b + 1):
@@ -399,8 +415,7 @@ def _locate(
                 tail = HIGHLIGHT[1] + tail
             w = head + mid + tail
         parts.append(w)
-    snippet = (ELLIPSIS if lo > 0 else "") + " ".join(parts) + (ELLIPSIS if hi < len(words) else "")
-    return start, end, snippet
+    return (ELLIPSIS if lo > 0 else "") + " ".join(parts) + (ELLIPSIS if hi < len(words) else "")
 
 
 def _clean_tags(tags: Sequence[str]) -> list[str]:
@@ -449,6 +464,38 @@ def _glob_regex(glob: str) -> str:
 
 def _sqlite_glob(glob: str) -> str:
     return re.sub(r"\[!", "[^", glob)
+
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a search is narrowed to, checked once (`of`) for both back ends."""
+
+    file_glob: str | None = None
+    tag: str | None = None
+    speaker: str | None = None
+    track: int | None = None
+    since: str | None = None  # YYYY-MM-DD, inclusive, on the file's recording date
+    until: str | None = None
+
+    @classmethod
+    def of(cls, **given) -> Filters:
+        """Empty strings mean no filter; a malformed date or track is a UserError."""
+        values = {k: (v if v not in ("", None) else None) for k, v in given.items()}
+        track = values.get("track")
+        if track is not None and (isinstance(track, bool) or not isinstance(track, int) or track < 1):
+            raise UserError(f"search: the audio track must be a number from 1, not {track!r}")
+        for name in ("since", "until"):
+            if values.get(name) is not None and not _DATE.match(str(values[name])):
+                raise UserError(f"search: {name} must be a date as YYYY-MM-DD, not {values[name]!r}")
+        return cls(**values)
+
+    @property
+    def by_file(self) -> bool:
+        """Whether the filters narrow the files (resolved to file ids first: the files table is small)."""
+        return self.file_glob is not None or self.since is not None or self.until is not None
 
 
 # ------------------------------------------------------------------------------------------------- indexes
@@ -502,10 +549,22 @@ class Index:
         tag: str | None = None,
         rank_window: int | None = RANK_WINDOW,
         speaker: str | None = None,
+        track: int | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        offset: int = 0,
+        meaning: Embedder | None = None,
     ) -> Hits:
-        """Best `limit` segments for `query` (QUERY_SYNTAX), best first; `file_glob` matches the media path or its
-        file name (shell glob, case-sensitive), `tag` keeps files indexed with that tag, `speaker` segments said
-        by that speaker (the transcript's label, exactly: "S2", "Officer Diaz").
+        """Best `limit` segments for `query` (QUERY_SYNTAX), best first, after the first `offset` (paging);
+        `file_glob` matches the media path or its file name (shell glob, case-sensitive), `tag` keeps files indexed
+        with that tag, `speaker` segments said by that speaker (the transcript's label, exactly: "S2", "Officer
+        Diaz"), `track` those said on that audio track (1, 2, ...), `since`/`until` (YYYY-MM-DD, inclusive) files
+        recorded in that range (a file with no recording date is left out when either is given).
+
+        With `meaning` (a redact.meaning.Embedder; the index must have been embedded with the same model, see
+        `embed`) the hits are the query's word matches, ranked by reciprocal rank fusion of their word rank and
+        their meaning rank, then the segments nearest in meaning that the words do not match (hit.by "meaning"),
+        so a hit the words find is never pushed off the list by one they do not.
 
         Ranking (BM25 / ts_rank) costs 2-5 µs per matching segment, so a query that matches a large share of a
         big index (a word like "the") would take seconds: only `rank_window` matches are ranked (hits.truncated
@@ -513,20 +572,134 @@ class Index:
         statistics still come from the whole index. rank_window=None ranks every match.
         """
         q = parse_query(query)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise UserError("search: limit must be a positive integer")
+        for name, value in (("limit", limit), ("offset", offset + 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"search: {name} must be a {'positive' if name == 'limit' else 'non-negative'} integer")
         if rank_window is not None and (isinstance(rank_window, bool) or not isinstance(rank_window, int)
                                         or rank_window < 1):
             raise UserError("search: rank_window must be None or a positive integer")
-        window = None if rank_window is None else max(rank_window, limit)
-        rows, truncated = self._search(q, limit, file_glob or None, tag or None, speaker or None, window)
+        filters = Filters.of(file_glob=file_glob, tag=tag, speaker=speaker, track=track, since=since, until=until)
+        window = None if rank_window is None else max(rank_window, limit + offset)
+        if meaning is None:
+            rows, truncated = self._search(q, limit + offset, filters, window)
+            return self._hits(rows[offset:], q, truncated)
+        rows, truncated, by_meaning = self._hybrid(q, limit + offset, filters, window, meaning)
+        return self._hits(rows[offset:], q, truncated, by_meaning)
+
+    @staticmethod
+    def _hits(rows: Iterable[tuple], q: Query, truncated: bool, by_meaning: frozenset[int] = frozenset()) -> Hits:
+        """Hits from back-end rows (segment id, file, sha, start, end, body, text, words, score, tags, speaker,
+        track, recorded); a segment found by meaning alone is a hit on the whole segment, nothing highlighted."""
         hits = Hits()
         hits.truncated = truncated
-        for file, sha, seg_start, seg_end, body, text, blob, score, tags, said_by in rows:
-            start, end, snippet = _locate(body, blob, seg_start, seg_end, q)
+        for seg_id, file, sha, seg_start, seg_end, body, text, blob, score, tags, said_by, track, recorded in rows:
+            if seg_id in by_meaning:
+                start, end, snippet = seg_start, seg_end, _window(body.split(" "), [])
+            else:
+                start, end, snippet = _locate(body, blob, seg_start, seg_end, q)
             text = (text if text is not None else body).replace("\u00a0", " ")
-            hits.append(Hit(file, start, end, text, snippet, score, sha, tuple(tags), said_by))
+            hits.append(Hit(file, start, end, text, snippet, score, sha, tuple(tags), said_by, track, recorded,
+                            "meaning" if seg_id in by_meaning else "words"))
         return hits
+
+    # ------------------------------------------------------------------------------------------ meaning
+    MEANING_DEPTH = 100  # word and meaning ranks fused (at least; more when a page further down is asked for)
+
+    def _hybrid(self, q: Query, n: int, filters: Filters, window: int | None, embedder: Embedder
+                ) -> tuple[list[tuple], bool, frozenset[int]]:
+        """The first n rows of: word matches by RRF of word and meaning rank, then meaning-only segments."""
+        from redact.meaning import rrf
+
+        depth = max(n, self.MEANING_DEPTH)
+        word_rows, truncated = self._search(q, depth, filters, window)
+        nearest = self.nearest(embedder)
+        text = " ".join(" ".join(c.tokens) for c in q.clauses)
+        vector = embedder.encode([text])[0]
+        ranges = self._file_ranges(filters) if filters.by_file or filters.tag is not None else None
+        k = 4 * depth
+        while True:  # the other filters and exclusions are checked on the nearest candidates: deeper until enough
+            candidates = nearest.top(vector, k, ranges)
+            meaning_ids = self._passing(candidates, filters, q.exclude)
+            if len(meaning_ids) >= depth or len(candidates) < k:
+                break
+            k *= 8
+        meaning_ids = meaning_ids[:depth]
+        word_ids = [r[0] for r in word_rows]
+        fused = rrf(word_ids, meaning_ids)
+        words_found = set(word_ids)
+        order = sorted(word_ids, key=lambda i: -fused[i]) + [i for i in meaning_ids if i not in words_found]
+        order = order[:n]
+        by_id = {r[0]: r for r in word_rows}
+        extra = {r[0]: r for r in self._rows({i: fused[i] for i in order if i not in by_id})}
+        rows = []
+        for i in order:
+            row = by_id.get(i) or extra.get(i)
+            if row is not None:
+                rows.append((*row[:8], fused[i], *row[9:]))
+        return rows, truncated, frozenset(extra)
+
+    def _passing(self, ids: list[int], filters: Filters, exclude: tuple[Clause, ...]) -> list[int]:
+        """`ids`, in order, less those the filters leave out or an -exclusion matches."""
+        if not ids:
+            return []
+        kept = self._filter_ids(ids, filters) if filters != Filters() else set(ids)
+        if exclude and kept:
+            banned = Query(tuple((c,) for c in exclude))
+            bodies = self._bodies(kept)
+            kept = {i for i in kept if not _spans(bodies[i].split(" "), banned)}
+        return [i for i in ids if i in kept]
+
+    def embed(self, embedder: Embedder, *, batch: int = 4096, progress=None) -> int:
+        """Give every segment without a vector one (all of them the first time); returns how many. The index
+        records the model (id and weights' hash): embedding with another is a UserError (make a new index)."""
+        self._vector_model(embedder, set_if_none=True)
+        done, after = 0, 0
+        while True:
+            rows = self._unembedded(after, batch)
+            if not rows:
+                return done
+            from redact.meaning import to_blob
+
+            self._store_vectors([r[0] for r in rows], to_blob(embedder.encode([r[1] for r in rows])))
+            done, after = done + len(rows), rows[-1][0]
+            if progress is not None:
+                progress(done)
+
+    def vector_model(self) -> tuple[str, str] | None:
+        """(embedder id, weights' SHA-256) the index's vectors were made with, or None when it has none."""
+        raise NotImplementedError
+
+    def nearest(self, embedder: Embedder) -> Nearest:
+        """Every vector of the index in memory (loaded once, again when segments were added or removed)."""
+        from redact.meaning import Nearest, from_blobs
+
+        self._vector_model(embedder, set_if_none=False)
+        mark = self._vector_mark()
+        cached = getattr(self, "_nearest_cache", None)
+        if cached is None or cached[0] != mark:
+            ids, blobs = self._all_vectors()
+            self._nearest_cache = (mark, Nearest(np.asarray(ids, np.int64), from_blobs(blobs)))
+        return self._nearest_cache[1]
+
+    def _vector_model(self, embedder: Embedder, *, set_if_none: bool) -> None:
+        have = self.vector_model()
+        if have is None and set_if_none:
+            self._set_vector_model(embedder.id, embedder.sha256)
+            return
+        if have is None:
+            raise UserError("this index has no meaning vectors: run `redact index --meaning` (or `redact embed`) first")
+        if have != (embedder.id, embedder.sha256):
+            raise UserError(f"this index's vectors were made by {have[0]} ({have[1][:12]}…), not {embedder.id} "
+                            f"({embedder.sha256[:12]}…): index into a new index to change models")
+
+    def media(self, sha256: str) -> str | None:
+        """The media path indexed with this SHA-256, if any (the search page finds a hit's video by its hash, so
+        that no path from a request is ever opened)."""
+        raise NotImplementedError
+
+    def speakers(self) -> list[str]:
+        """Every speaker label in the index, sorted (for the search page's filter)."""
+        raise NotImplementedError
 
     def remove(self, media_path: str) -> bool:
         """Drop a file's rows; True if it was indexed."""
@@ -556,13 +729,40 @@ class Index:
     def _replace(self, meta: dict, tags: list[str], rows: list[_Segment]) -> None:
         raise NotImplementedError
 
-    def _search(
-        self, q: Query, limit: int, file_glob: str | None, tag: str | None, speaker: str | None, window: int | None
-    ) -> tuple[Iterable[tuple], bool]:
+    def _search(self, q: Query, limit: int, filters: Filters, window: int | None) -> tuple[list[tuple], bool]:
+        raise NotImplementedError
+
+    def _rows(self, scores: dict[int, float]) -> list[tuple]:
+        raise NotImplementedError
+
+    def _filter_ids(self, ids: list[int], filters: Filters) -> set[int]:
+        raise NotImplementedError
+
+    def _file_ranges(self, filters: Filters) -> list[tuple[int, int]]:
+        """(first, last) segment ids of each file the file-level filters (glob, tag, dates) keep."""
+        raise NotImplementedError
+
+    def _bodies(self, ids: Iterable[int]) -> dict[int, str]:
+        raise NotImplementedError
+
+    def _set_vector_model(self, model: str, sha256: str) -> None:
+        raise NotImplementedError
+
+    def _unembedded(self, after: int, limit: int) -> list[tuple[int, str]]:
+        raise NotImplementedError
+
+    def _store_vectors(self, ids: list[int], blobs: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _vector_mark(self) -> tuple:
+        raise NotImplementedError
+
+    def _all_vectors(self) -> tuple[list[int], list[bytes]]:
         raise NotImplementedError
 
 
-_SQLITE_VERSION = 2  # PRAGMA user_version of the schema below (1: no speakers; opened, it gains the column)
+_SQLITE_VERSION = 3  # PRAGMA user_version of the schema below (1: no speakers, 2: no tracks; opened, they gain them)
+_SQLITE_UPGRADES = {1: "ALTER TABLE segments ADD COLUMN speaker TEXT", 2: "ALTER TABLE segments ADD COLUMN track INTEGER"}
 _SQLITE_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS files(
     id INTEGER PRIMARY KEY, media_path TEXT NOT NULL UNIQUE, name TEXT NOT NULL, sha256 TEXT NOT NULL,
@@ -575,7 +775,7 @@ CREATE TABLE IF NOT EXISTS tags(
 CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag);
 CREATE TABLE IF NOT EXISTS segments(
     id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, start_s REAL NOT NULL, end_s REAL NOT NULL,
-    body TEXT NOT NULL, text TEXT, words BLOB, meta TEXT NOT NULL, speaker TEXT);
+    body TEXT NOT NULL, text TEXT, words BLOB, meta TEXT NOT NULL, speaker TEXT, track INTEGER);
 CREATE INDEX IF NOT EXISTS segments_file ON segments(file_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS segments_fts USING fts5(
     body, meta, content='segments', content_rowid='id',
@@ -583,6 +783,12 @@ CREATE VIRTUAL TABLE IF NOT EXISTS segments_fts USING fts5(
 PRAGMA user_version = {_SQLITE_VERSION};
 """
 _MAX_OR_FILES = 32
+
+
+def _meta(file_tokens: str, segment: _Segment) -> str:
+    """A segment's `meta` column: its file's tokens, then its speaker's (s<hash>) and its audio track's (a<n>)."""
+    return " ".join([file_tokens, *([_tag_token(segment.speaker, "s")] if segment.speaker else []),
+                     *([f"a{segment.track}"] if segment.track else [])])
 
 
 def _tag_token(tag: str, kind: str = "t") -> str:
@@ -618,11 +824,12 @@ class _SqliteIndex(Index):
                         self._db.execute(statement)
                 self._db.execute("COMMIT")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 1:  # made before speaker labels: its segments have none, later ones will
+            if version in _SQLITE_UPGRADES:  # made before speaker labels / tracks: its segments have none
                 self._db.execute("BEGIN IMMEDIATE")
-                if self._db.execute("PRAGMA user_version").fetchone()[0] == 1:
-                    self._db.execute("ALTER TABLE segments ADD COLUMN speaker TEXT")
-                    self._db.execute(f"PRAGMA user_version = {_SQLITE_VERSION}")
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                for step in range(version, _SQLITE_VERSION):
+                    self._db.execute(_SQLITE_UPGRADES[step])
+                self._db.execute(f"PRAGMA user_version = {_SQLITE_VERSION}")
                 self._db.execute("COMMIT")
                 version = _SQLITE_VERSION
             if version != _SQLITE_VERSION:
@@ -648,10 +855,9 @@ class _SqliteIndex(Index):
             db.executemany("INSERT INTO tags(file_id, tag) VALUES(?, ?)", [(file_id, t) for t in tags])
             tokens = " ".join([f"f{file_id}", *(_tag_token(t) for t in tags)])
             db.executemany(
-                "INSERT INTO segments(file_id, start_s, end_s, body, text, words, meta, speaker)"
-                " VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                [(file_id, r.start, r.end, r.body, r.text, r.words,
-                  tokens + (f" {_tag_token(r.speaker, 's')}" if r.speaker else ""), r.speaker) for r in rows],
+                "INSERT INTO segments(file_id, start_s, end_s, body, text, words, meta, speaker, track)"
+                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(file_id, r.start, r.end, r.body, r.text, r.words, _meta(tokens, r), r.speaker, r.track) for r in rows],
             )
             db.execute(
                 "INSERT INTO segments_fts(rowid, body, meta) SELECT id, body, meta FROM segments WHERE file_id = ?",
@@ -669,6 +875,8 @@ class _SqliteIndex(Index):
 
     def _delete_file(self, file_id: int) -> None:
         db = self._db
+        if self.vector_model() is not None:  # before the segments: a new segment may reuse a deleted rowid
+            db.execute("DELETE FROM vectors WHERE id IN (SELECT id FROM segments WHERE file_id = ?)", (file_id,))
         db.execute(
             "INSERT INTO segments_fts(segments_fts, rowid, body, meta) SELECT 'delete', id, body, meta FROM segments"
             " WHERE file_id = ?",
@@ -703,26 +911,33 @@ class _SqliteIndex(Index):
     def close(self) -> None:
         self._db.close()
 
-    def _filters(
-        self, file_glob: str | None, tag: str | None, speaker: str | None
-    ) -> tuple[str, list[int] | None, tuple[int, int] | None] | None:
+    def _filters(self, f: Filters) -> tuple[str, list[int] | None, tuple[int, int] | None] | None:
         """For the filters: (FTS5 terms on the meta column, file ids to join on or None, (lo, hi) bounds on the
         segment rowids or None); None when no file can match.
 
-        A glob matching up to _MAX_OR_FILES files becomes an OR of their f<id> tokens (FTS5 intersects doclists);
-        a broader one is checked per matching row by a join (an FTS5 OR of hundreds of terms is slower). Either
-        way the rowids are bounded by the matched files' segments, which FTS5 seeks to directly."""
+        Files narrowed by glob or recording date matching up to _MAX_OR_FILES files become an OR of their f<id>
+        tokens (FTS5 intersects doclists); more are checked per matching row by a join (an FTS5 OR of hundreds of
+        terms is slower). Either way the rowids are bounded by the matched files' segments, which FTS5 seeks to
+        directly."""
         parts, join_ids, bounds = [], None, None
-        if tag is not None:
-            parts.append(f'meta : "{_tag_token(tag)}"')
-        if speaker is not None:
-            parts.append(f'meta : "{_tag_token(speaker, "s")}"')
-        if file_glob is not None:
-            glob = _sqlite_glob(file_glob)
-            rows = self._db.execute(
-                "SELECT id, seg_lo, seg_hi FROM files WHERE media_path GLOB ? OR name GLOB ?", (glob, glob)
-            ).fetchall()
-            rows = [r for r in rows if r[1] is not None]
+        if f.tag is not None:
+            parts.append(f'meta : "{_tag_token(f.tag)}"')
+        if f.speaker is not None:
+            parts.append(f'meta : "{_tag_token(f.speaker, "s")}"')
+        if f.track is not None:
+            parts.append(f'meta : "a{f.track}"')
+        if f.by_file:
+            sql, params = "SELECT id, seg_lo, seg_hi FROM files WHERE seg_lo IS NOT NULL", []
+            if f.file_glob is not None:
+                sql += " AND (media_path GLOB ? OR name GLOB ?)"
+                params += [_sqlite_glob(f.file_glob)] * 2
+            if f.since is not None:
+                sql += " AND substr(recorded, 1, 10) >= ?"
+                params.append(f.since)
+            if f.until is not None:
+                sql += " AND substr(recorded, 1, 10) <= ?"
+                params.append(f.until)
+            rows = self._db.execute(sql, params).fetchall()
             if not rows:
                 return None
             if len(rows) <= _MAX_OR_FILES:
@@ -732,14 +947,12 @@ class _SqliteIndex(Index):
             bounds = (min(r[1] for r in rows), max(r[2] for r in rows))
         return " AND ".join(parts), join_ids, bounds
 
-    def _search(
-        self, q: Query, limit: int, file_glob: str | None, tag: str | None, speaker: str | None, window: int | None
-    ) -> tuple[list[tuple], bool]:
+    def _search(self, q: Query, limit: int, filters: Filters, window: int | None) -> tuple[list[tuple], bool]:
         db = self._db
-        filters = self._filters(file_glob, tag, speaker)
-        if filters is None:
+        found = self._filters(filters)
+        if found is None:
             return [], False
-        terms, join_ids, bounds = filters
+        terms, join_ids, bounds = found
         match = f"body : ({q.fts5()})" + (f" AND {terms}" if terms else "")
         # bm25 (weight 0 for meta) is computed only for the rows the inner query yields: with a window, the newest
         # `window` matches (FTS5 walks its doclists in descending rowid order and stops there).
@@ -767,12 +980,17 @@ class _SqliteIndex(Index):
             raise RuntimeError(f"FTS5 rejected {match!r}: {e}") from e
         if not ranked:
             return [], False
-        ids = [r[0] for r in ranked]
+        rows = self._rows({r[0]: -r[1] for r in ranked})
+        return rows, window is not None and ranked[0][2] > window
+
+    def _rows(self, scores: dict[int, float]) -> list[tuple]:
+        """The rows Index._hits takes, for segment ids -> score, in the dict's order."""
+        db, ids = self._db, list(scores)
         info = {
             r[0]: r[1:]
             for r in db.execute(
-                "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words, s.speaker, f.id"
-                f" FROM segments s JOIN files f ON f.id = s.file_id WHERE s.id IN ({','.join('?' * len(ids))})",
+                "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words, s.speaker, s.track,"
+                f" f.recorded, f.id FROM segments s JOIN files f ON f.id = s.file_id WHERE s.id IN ({','.join('?' * len(ids))})",
                 ids,
             )
         }
@@ -783,10 +1001,91 @@ class _SqliteIndex(Index):
         ):
             tags.setdefault(fid, []).append(t)
         out = []
-        for seg_id, rank_value, _ in ranked:
-            file, sha, start, end, body, text, blob, said_by, fid = info[seg_id]
-            out.append((file, sha, start, end, body, text, blob, -rank_value, tags.get(fid, []), said_by))
-        return out, window is not None and ranked[0][2] > window
+        for seg_id, score in scores.items():
+            if seg_id not in info:  # deleted since it was ranked
+                continue
+            file, sha, start, end, body, text, blob, said_by, track, recorded, fid = info[seg_id]
+            out.append((seg_id, file, sha, start, end, body, text, blob, score, tags.get(fid, []), said_by, track,
+                        recorded))
+        return out
+
+    def _filter_ids(self, ids: list[int], f: Filters) -> set[int]:
+        sql = ("SELECT s.id FROM segments s JOIN files fl ON fl.id = s.file_id"
+               " WHERE s.id IN (SELECT value FROM json_each(?))")
+        params: list = [json.dumps(ids)]
+        for cond, value in (("(fl.media_path GLOB ? OR fl.name GLOB ?)", f.file_glob), ("s.speaker = ?", f.speaker),
+                            ("s.track = ?", f.track), ("substr(fl.recorded, 1, 10) >= ?", f.since),
+                            ("substr(fl.recorded, 1, 10) <= ?", f.until),
+                            ("EXISTS (SELECT 1 FROM tags t WHERE t.file_id = fl.id AND t.tag = ?)", f.tag)):
+            if value is not None:
+                sql += " AND " + cond
+                params += [_sqlite_glob(value)] * 2 if "GLOB" in cond else [value]
+        return {r[0] for r in self._db.execute(sql, params)}
+
+    def _file_ranges(self, f: Filters) -> list[tuple[int, int]]:
+        sql, params = "SELECT seg_lo, seg_hi FROM files fl WHERE seg_lo IS NOT NULL", []
+        for cond, value in (("(fl.media_path GLOB ? OR fl.name GLOB ?)", f.file_glob),
+                            ("substr(fl.recorded, 1, 10) >= ?", f.since), ("substr(fl.recorded, 1, 10) <= ?", f.until),
+                            ("EXISTS (SELECT 1 FROM tags t WHERE t.file_id = fl.id AND t.tag = ?)", f.tag)):
+            if value is not None:
+                sql += " AND " + cond
+                params += [_sqlite_glob(value)] * 2 if "GLOB" in cond else [value]
+        return self._db.execute(sql, params).fetchall()
+
+    def _bodies(self, ids: Iterable[int]) -> dict[int, str]:
+        return dict(self._db.execute("SELECT id, body FROM segments WHERE id IN (SELECT value FROM json_each(?))",
+                                     (json.dumps(list(ids)),)))
+
+    def vector_model(self) -> tuple[str, str] | None:
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'vector_model'").fetchone():
+            return None
+        row = self._db.execute("SELECT model, sha256 FROM vector_model").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _set_vector_model(self, model: str, sha256: str) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS vectors(id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS vector_model(model TEXT NOT NULL, sha256 TEXT NOT NULL)")
+            if not db.execute("SELECT 1 FROM vector_model").fetchone():
+                db.execute("INSERT INTO vector_model VALUES(?, ?)", (model, sha256))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _unembedded(self, after: int, limit: int) -> list[tuple[int, str]]:
+        return self._db.execute(
+            "SELECT s.id, s.body FROM segments s WHERE s.id > ? AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.id = s.id)"
+            " ORDER BY s.id LIMIT ?", (after, limit)).fetchall()
+
+    def _store_vectors(self, ids: list[int], blobs: list[bytes]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:  # a segment deleted meanwhile gets no vector
+            db.executemany("INSERT OR REPLACE INTO vectors(id, v) SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM segments"
+                           " WHERE id = ?1)", zip(ids, blobs, strict=True))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _vector_mark(self) -> tuple:
+        return (self._db.execute("SELECT max(id) FROM vectors").fetchone()[0],
+                self._db.execute("SELECT count(*) FROM files").fetchone()[0])
+
+    def _all_vectors(self) -> tuple[list[int], list[bytes]]:
+        rows = self._db.execute("SELECT id, v FROM vectors ORDER BY id").fetchall()
+        return [r[0] for r in rows], [r[1] for r in rows]
+
+    def media(self, sha256: str) -> str | None:
+        row = self._db.execute("SELECT media_path FROM files WHERE sha256 = ?", (sha256.lower(),)).fetchone()
+        return row[0] if row else None
+
+    def speakers(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT DISTINCT speaker FROM segments WHERE speaker IS NOT NULL"
+                                               " ORDER BY speaker")]
 
 
 _PG_SCHEMA = """
@@ -801,8 +1100,9 @@ CREATE INDEX IF NOT EXISTS redact_tags_tag ON redact_tags(tag);
 CREATE TABLE IF NOT EXISTS redact_segments(
     id BIGSERIAL PRIMARY KEY, file_id BIGINT NOT NULL REFERENCES redact_files(id) ON DELETE CASCADE,
     start_s DOUBLE PRECISION NOT NULL, end_s DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, text TEXT,
-    words BYTEA, tsv TSVECTOR NOT NULL, speaker TEXT);
+    words BYTEA, tsv TSVECTOR NOT NULL, speaker TEXT, track INTEGER);
 ALTER TABLE redact_segments ADD COLUMN IF NOT EXISTS speaker TEXT;
+ALTER TABLE redact_segments ADD COLUMN IF NOT EXISTS track INTEGER;
 CREATE INDEX IF NOT EXISTS redact_segments_file ON redact_segments(file_id);
 CREATE INDEX IF NOT EXISTS redact_segments_tsv ON redact_segments USING GIN (tsv);
 """
@@ -862,10 +1162,11 @@ class _PostgresIndex(Index):
             with db.cursor() as cur:
                 cur.executemany("INSERT INTO redact_tags(file_id, tag) VALUES(%s, %s)", [(file_id, t) for t in tags])
                 with cur.copy(
-                    "COPY redact_segments(file_id, start_s, end_s, body, text, words, tsv, speaker) FROM STDIN"
+                    "COPY redact_segments(file_id, start_s, end_s, body, text, words, tsv, speaker, track) FROM STDIN"
                 ) as copy:
                     for r in rows:
-                        copy.write_row((file_id, r.start, r.end, r.body, r.text, r.words, _tsvector(r.body), r.speaker))
+                        copy.write_row((file_id, r.start, r.end, r.body, r.text, r.words, _tsvector(r.body), r.speaker,
+                                        r.track))
 
     def remove(self, media_path: str) -> bool:
         with self._db.transaction():
@@ -886,34 +1187,55 @@ class _PostgresIndex(Index):
     def close(self) -> None:
         self._db.close()
 
-    def _search(
-        self, q: Query, limit: int, file_glob: str | None, tag: str | None, speaker: str | None, window: int | None
-    ) -> tuple[list[tuple], bool]:
-        db, psycopg = self._db, self._psycopg
-        params: dict = {"q": q.tsquery(), "limit": limit, "window": None if window is None else window + 1}
-        sql = (
-            "SELECT s.id, ts_rank(s.tsv, q) AS score FROM redact_segments s, CAST(%(q)s AS tsquery) q"
-            " WHERE s.tsv @@ q"
-        )
-        if file_glob is not None or tag is not None:  # resolved to file ids first: the files table is small
-            fsql, fparams = "SELECT f.id FROM redact_files f WHERE TRUE", {}
-            if file_glob is not None:
-                fsql += " AND (f.media_path ~ %(re)s OR f.name ~ %(re)s)"
-                fparams["re"] = _glob_regex(file_glob)
-            if tag is not None:
-                fsql += " AND EXISTS (SELECT 1 FROM redact_tags t WHERE t.file_id = f.id AND t.tag = %(tag)s)"
-                fparams["tag"] = tag
-            try:
-                file_ids = [r[0] for r in db.execute(fsql, fparams)]
-            except psycopg.errors.InvalidRegularExpression:
-                raise UserError(f"--file: not a valid glob: {file_glob}") from None
+    def _file_ids(self, f: Filters) -> list[int] | None:
+        """The ids of the files the filters keep (None: no file-level filter)."""
+        if not f.by_file and f.tag is None:
+            return None
+        sql, params = "SELECT f.id FROM redact_files f WHERE TRUE", {}
+        if f.file_glob is not None:
+            sql += " AND (f.media_path ~ %(re)s OR f.name ~ %(re)s)"
+            params["re"] = _glob_regex(f.file_glob)
+        if f.tag is not None:
+            sql += " AND EXISTS (SELECT 1 FROM redact_tags t WHERE t.file_id = f.id AND t.tag = %(tag)s)"
+            params["tag"] = f.tag
+        if f.since is not None:
+            sql += " AND left(f.recorded, 10) >= %(since)s"
+            params["since"] = f.since
+        if f.until is not None:
+            sql += " AND left(f.recorded, 10) <= %(until)s"
+            params["until"] = f.until
+        try:
+            return [r[0] for r in self._db.execute(sql, params)]
+        except self._psycopg.errors.InvalidRegularExpression:
+            raise UserError(f"--file: not a valid glob: {f.file_glob}") from None
+
+    def _where(self, f: Filters, params: dict) -> str | None:
+        """SQL conditions on redact_segments s for the filters (params filled in); None when no file can match."""
+        sql = ""
+        file_ids = self._file_ids(f)
+        if file_ids is not None:
             if not file_ids:
-                return [], False
+                return None
             sql += " AND s.file_id = ANY(%(files)s)"
             params["files"] = file_ids
-        if speaker is not None:
+        if f.speaker is not None:
             sql += " AND s.speaker = %(speaker)s"
-            params["speaker"] = speaker
+            params["speaker"] = f.speaker
+        if f.track is not None:
+            sql += " AND s.track = %(track)s"
+            params["track"] = f.track
+        return sql
+
+    def _search(self, q: Query, limit: int, filters: Filters, window: int | None) -> tuple[list[tuple], bool]:
+        db, psycopg = self._db, self._psycopg
+        params: dict = {"q": q.tsquery(), "limit": limit, "window": None if window is None else window + 1}
+        where = self._where(filters, params)
+        if where is None:
+            return [], False
+        sql = (
+            "SELECT s.id, ts_rank(s.tsv, q) AS score FROM redact_segments s, CAST(%(q)s AS tsquery) q"
+            " WHERE s.tsv @@ q" + where
+        )
         if window is None:
             sql += " ORDER BY score DESC, s.id DESC LIMIT %(limit)s"
         else:
@@ -930,20 +1252,79 @@ class _PostgresIndex(Index):
             raise RuntimeError(f"PostgreSQL rejected tsquery {params['q']!r}: {e}") from e
         if not ranked:
             return [], False
+        return self._rows({r[0]: float(r[1]) for r in ranked}), window is not None and ranked[0][2] > window
+
+    def _rows(self, scores: dict[int, float]) -> list[tuple]:
+        """The rows Index._hits takes, for segment ids -> score, in the dict's order."""
         info = {
             r[0]: r[1:]
-            for r in db.execute(
+            for r in self._db.execute(
                 "SELECT s.id, f.media_path, f.sha256, s.start_s, s.end_s, s.body, s.text, s.words,"
-                " ARRAY(SELECT t.tag FROM redact_tags t WHERE t.file_id = f.id ORDER BY t.tag), s.speaker"
-                " FROM redact_segments s JOIN redact_files f ON f.id = s.file_id WHERE s.id = ANY(%s)",
-                ([r[0] for r in ranked],),
+                " ARRAY(SELECT t.tag FROM redact_tags t WHERE t.file_id = f.id ORDER BY t.tag), s.speaker, s.track,"
+                " f.recorded FROM redact_segments s JOIN redact_files f ON f.id = s.file_id WHERE s.id = ANY(%s)",
+                (list(scores),),
             )
         }
-        out = []
-        for seg_id, score, *_ in ranked:
-            file, sha, start, end, body, text, blob, tags, said_by = info[seg_id]
-            out.append((file, sha, start, end, body, text, blob, float(score), tags, said_by))
-        return out, window is not None and ranked[0][2] > window
+        return [(i, *info[i][:7], score, *info[i][7:]) for i, score in scores.items() if i in info]
+
+    def _filter_ids(self, ids: list[int], f: Filters) -> set[int]:
+        params: dict = {"ids": ids}
+        where = self._where(f, params)
+        if where is None:
+            return set()
+        return {r[0] for r in self._db.execute(f"SELECT s.id FROM redact_segments s WHERE s.id = ANY(%(ids)s){where}",
+                                               params)}
+
+    def _file_ranges(self, f: Filters) -> list[tuple[int, int]]:
+        file_ids = self._file_ids(f) or []
+        return self._db.execute("SELECT min(id), max(id) FROM redact_segments WHERE file_id = ANY(%s) GROUP BY file_id",
+                                (file_ids,)).fetchall()
+
+    def _bodies(self, ids: Iterable[int]) -> dict[int, str]:
+        return dict(self._db.execute("SELECT id, body FROM redact_segments WHERE id = ANY(%s)", (list(ids),)).fetchall())
+
+    def vector_model(self) -> tuple[str, str] | None:
+        if not self._db.execute("SELECT to_regclass('redact_vector_model') IS NOT NULL").fetchone()[0]:
+            return None
+        row = self._db.execute("SELECT model, sha256 FROM redact_vector_model").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _set_vector_model(self, model: str, sha256: str) -> None:
+        with self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS redact_vectors(id BIGINT PRIMARY KEY REFERENCES redact_segments(id)"
+                " ON DELETE CASCADE, v BYTEA NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS redact_vector_model(model TEXT NOT NULL, sha256 TEXT NOT NULL)")
+            if not self._db.execute("SELECT 1 FROM redact_vector_model").fetchone():
+                self._db.execute("INSERT INTO redact_vector_model VALUES(%s, %s)", (model, sha256))
+
+    def _unembedded(self, after: int, limit: int) -> list[tuple[int, str]]:
+        return self._db.execute(
+            "SELECT s.id, s.body FROM redact_segments s WHERE s.id > %s AND NOT EXISTS"
+            " (SELECT 1 FROM redact_vectors v WHERE v.id = s.id) ORDER BY s.id LIMIT %s", (after, limit)).fetchall()
+
+    def _store_vectors(self, ids: list[int], blobs: list[bytes]) -> None:
+        with self._db.transaction(), self._db.cursor() as cur:  # a segment deleted meanwhile gets no vector
+            cur.executemany("INSERT INTO redact_vectors(id, v) SELECT %s, %s WHERE EXISTS (SELECT 1 FROM redact_segments"
+                            " WHERE id = %s) ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v",
+                            [(i, b, i) for i, b in zip(ids, blobs, strict=True)])
+
+    def _vector_mark(self) -> tuple:
+        return self._db.execute("SELECT (SELECT max(id) FROM redact_vectors), (SELECT count(*) FROM redact_files)"
+                                ).fetchone()
+
+    def _all_vectors(self) -> tuple[list[int], list[bytes]]:
+        rows = self._db.execute("SELECT id, v FROM redact_vectors ORDER BY id").fetchall()
+        return [r[0] for r in rows], [bytes(r[1]) for r in rows]
+
+    def media(self, sha256: str) -> str | None:
+        row = self._db.execute("SELECT media_path FROM redact_files WHERE sha256 = %s", (sha256.lower(),)).fetchone()
+        return row[0] if row else None
+
+    def speakers(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT DISTINCT speaker FROM redact_segments WHERE speaker IS NOT NULL"
+                                               " ORDER BY speaker")]
 
 
 def open_index(spec: str | os.PathLike | None = None, *, create: bool = True) -> Index:

@@ -37,6 +37,7 @@ class VideoInfo:
     time_base: Fraction
     audio_codec: str | None  # of the first audio track
     audio_tracks: int = 0  # audio tracks in the input
+    recorded: str | None = None  # the container's creation_time (what cameras stamp), for the search filters
 
     @property
     def has_audio(self) -> bool:
@@ -135,6 +136,7 @@ def probe(path: str | os.PathLike[str], count: bool = False) -> VideoInfo:
             path=str(path), width=w, height=h, fps=float(rate), frames=frames, duration=duration, rotation=rotation,
             codec=stream.codec_context.name, time_base=stream.time_base or Fraction(1, 90000), audio_codec=audio,
             audio_tracks=len(container.streams.audio),
+            recorded=container.metadata.get("creation_time") or stream.metadata.get("creation_time") or None,
         )
 
 

@@ -324,6 +324,99 @@ def test_file_and_tag_filters(index):
     assert index.search("white", tag="unit7")[0].tags == ("case-17", "unit7")
 
 
+def test_track_recording_date_and_paging(index):
+    """Two audio tracks merged as `redact run` indexes them (pipeline.indexed_transcript), recording dates on the
+    files, and pages of hits that together are the whole ranked list."""
+    from redact.pipeline import indexed_transcript
+
+    first = synthetic_transcript(tsv_sentences("grid"), "/cases/cam.mp4")
+    second = synthetic_transcript(["set white by the gate", "white car at the gate"], "/cases/cam.mp4")
+    merged = indexed_transcript([{**first, "track": 1}, {**second, "track": 2}])
+    add(index, merged, recorded="2024-06-03T10:00:00")
+    add(index, synthetic_transcript(tsv_sentences("grid"), "/cases/old.mp4"), recorded="2023-01-15")
+    add(index, synthetic_transcript(tsv_sentences("grid"), "/cases/undated.mp4"))
+    found = lambda **kw: sorted((h.file, h.track) for h in index.search("white", limit=100, **kw))  # noqa: E731
+    assert {t for _, t in found(file_glob="cam.mp4")} == {1, 2}
+    assert {h.text for h in index.search("white", track=2, limit=100)} == {"set white by the gate", "white car at the gate"}
+    assert {f for f, _ in found(since="2024-06-03")} == {"/cases/cam.mp4"}
+    assert {f for f, _ in found(until="2024-06-02")} == {"/cases/old.mp4"}
+    assert {f for f, _ in found(since="2023-01-15", until="2023-01-15")} == {"/cases/old.mp4"}
+    assert found(since="2024-06-04") == []
+    assert index.search("white", file_glob="cam.mp4", limit=1)[0].recorded == "2024-06-03T10:00:00"
+    every = index.search("white", limit=100)
+    pages = [h for k in range(0, len(every), 4) for h in index.search("white", limit=4, offset=k)]
+    assert [(h.file, h.start, h.text) for h in pages] == [(h.file, h.start, h.text) for h in every]
+    for bad in [{"since": "June"}, {"until": "2024-6-1"}, {"track": 0}, {"offset": -1}]:
+        with pytest.raises(UserError):
+            index.search("white", **bad)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from redact.meaning import Embedder
+
+    return Embedder.load()
+
+
+PARAPHRASES = [  # (said in other words, a word of the segment meant)
+    ("the craft of producing books with metal type", "Printing"),
+    ("pictures cut into blocks of timber in the far east", "wood"),
+    ("put the colour azure", "blue"),
+]
+
+
+def test_search_by_meaning(index, embedder):
+    import numpy as np
+
+    add(index, synthetic_transcript(tsv_sentences("ljspeech"), "/c/lj.mp4", redact={"Chinese": "NORP"}))
+    add(index, synthetic_transcript(tsv_sentences("grid"), "/c/grid.mp4"), tags=["grid"])
+    assert index.embed(embedder) == index.count()[1] and index.embed(embedder) == 0
+    for query, word in PARAPHRASES:
+        assert index.search(query) == []  # the words alone find nothing
+        hits = index.search(query, meaning=embedder, limit=3)
+        assert hits and hits[0].by == "meaning" and any(word in h.text for h in hits), (query, hits)
+        assert "[" not in hits[0].snippet  # nothing highlighted: no word matched
+    # hybrid never loses a hit the words find: they come first, in the same set
+    for query in ['"set white"', "printing", "blue OR green", '"wood blocks"', "impress*"]:
+        words = index.search(query, limit=20)
+        hybrid = index.search(query, limit=20, meaning=embedder)
+        assert words and {(h.file, h.start) for h in hybrid[:len(words)]} == {(h.file, h.start) for h in words}
+        assert all(h.by == "words" for h in hybrid[:len(words)]) and all(h.by == "meaning" for h in hybrid[len(words):])
+    # filters and exclusions hold for hits by meaning too
+    assert {h.file for h in index.search("colour azure", meaning=embedder, tag="grid", limit=50)} == {"/c/grid.mp4"}
+    assert all("blue" not in h.text for h in index.search("colour azure -blue", meaning=embedder, limit=50))
+    # a bleeped word is not in the segment's vector: it is the vector of the text without it
+    nearest = index.nearest(embedder)
+    bleeped = next(h for h in index.search("impressions", limit=5) if "[REDACTED: NORP]" in h.text)
+    seg = next(i for i, body in index._bodies(nearest.ids.tolist()).items() if "impressions" in body and "█" in body)
+    row = nearest.matrix[nearest.ids.tolist().index(seg)]
+    body = index._bodies([seg])[seg]
+    assert np.allclose(row, embedder.encode([body.replace("█", " ")])[0], atol=2e-3)
+    assert not np.allclose(row, embedder.encode([body.replace("█", "Chinese")])[0], atol=2e-2)
+    assert bleeped.text.count("[REDACTED: NORP]") == 1
+    # re-indexing a file drops its old vectors; the new segments need embedding again
+    add(index, synthetic_transcript(tsv_sentences("grid")[:3], "/c/grid.mp4"))
+    assert index.embed(embedder) == 3 and len(index.nearest(embedder)) == index.count()[1]
+
+
+def test_nearest_by_sign_bits_then_exact(embedder):
+    """Past Nearest.EXACT vectors the candidates come from the sign bits, then are scored exactly: forced here on
+    real sentence vectors (EXACT 0, RERANK 8), each vector is still its own nearest, and ranges are respected."""
+    import numpy as np
+
+    from redact.meaning import Nearest
+
+    vectors = embedder.encode(tsv_sentences("ljspeech") + tsv_sentences("pocketsphinx"))
+    ids = np.arange(10, 10 + len(vectors))
+    near = Nearest(ids, vectors)
+    near.EXACT, near.RERANK = 0, 8
+    assert [near.top(v, 1)[0] for v in vectors] == ids.tolist()
+    assert set(near.top(vectors[0], 5, [(12, 14), (30, 31)])) == {12, 13, 14, 30, 31}
+    query = embedder.encode(["the craft of producing books with metal type"])[0]
+    exact = Nearest(ids, vectors).top(query, 3)
+    assert near.top(query, 3)[0] == exact[0]
+
+
 def test_file_glob_matching_many_files(index, spec):
     """More than 32 files: SQLite switches from an FTS5 OR of file tokens to a join; same answers."""
     for k in range(40):
@@ -483,6 +576,14 @@ def test_cli_index_and_search(spec: str, tmp_path: Path):
     assert r.exit_code == 0 and json.loads(r.stdout) == []
     r = runner.invoke(main, ["search", "nothingmatchesthis", "--index", spec])
     assert r.exit_code == 0 and r.stdout == "" and "no matches" in r.stderr
+    r = runner.invoke(main, ["search", "craft of producing books with metal type", "--index", spec, "--meaning"])
+    assert r.exit_code == 2 and "no meaning vectors" in r.stderr
+    r = runner.invoke(main, ["index", str(paths[0]), "--index", spec, "--meaning"])
+    assert r.exit_code == 0 and "33 segments given meaning vectors (minilm-l6/static)" in r.stdout, r.output
+    r = runner.invoke(main, ["search", "craft of producing books with metal type", "--index", spec, "--meaning",
+                             "--json", "--limit", "3"])
+    assert r.exit_code == 0 and [h["by"] for h in json.loads(r.stdout)] == ["meaning"] * 3
+    assert any("Printing" in h["text"] for h in json.loads(r.stdout))
 
 
 @pytest.mark.parametrize("query", ['"abc', "AND OR", "*", "a OR"])
