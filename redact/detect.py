@@ -148,11 +148,11 @@ def complete_cut_faces(dets: Detections, width: int, height: int) -> Detections:
 
 
 class Detector(Protocol):
-    """What the pipeline needs from a detector: its class, the file it loaded, and batched inference. A detector
-    may also say `takes_turns = False` (`DetectionQueue.active`); without it, it takes turns with its class's
-    others."""
+    """What the pipeline needs from a detector: its class, the file it loaded, batched inference, and whether it
+    takes turns with the other detectors of its class (`DetectionQueue.active`)."""
 
     cls: int
+    takes_turns: bool
     weights: Path
     sha256: str
 
@@ -363,6 +363,7 @@ class CenterFaceDetector:
     """
 
     cls = FACE
+    takes_turns = True  # with itself at another scale (`at_scale`)
 
     def __init__(
         self, weights: Path, sha256: str, device: str = "cpu", threshold: float = 0.4, scale: float = 1.0,
@@ -577,6 +578,7 @@ class YoloPlateDetector:
     1280, 0.42 at its own 608). Frames of `imgsz` and more (720p and up at the default) get one pass, as before."""
 
     cls = PLATE
+    takes_turns = True  # the plate ensemble's models, while no plate is in view (`plate_turns`)
 
     MIN_ASPECT = 1.1  # width / height: labelled plates are >= 2, even steep angles keep them wider than tall
     MAX_AREA = 0.25  # of the frame: a "plate" larger than this is a false positive on texture or a face
@@ -718,7 +720,7 @@ class DetectionQueue:
         second face model beside CenterFace's scales); of the other classes all (requests with the same share
         batches)."""
         turns = turns or {}
-        takers = [(d.cls, k) for k, d in enumerate(self.detectors) if getattr(d, "takes_turns", True)]
+        takers = [(d.cls, k) for k, d in enumerate(self.detectors) if d.takes_turns]
 
         def runs(k: int, c: int) -> bool:
             if c not in turns or (c, k) not in takers:
