@@ -389,8 +389,9 @@ class Replay:
     """A Detector that answers from recorded detections for the frames it is shown (real decoded frames: the
     tracker also reads the pixels, to estimate camera motion)."""
 
-    def __init__(self, cls: int, per_frame: list[Detections], threshold: float, index: dict[int, int]):
-        self.cls, self.weights, self.sha256 = cls, Path("replay"), "replay"
+    def __init__(self, cls: int, per_frame: list[Detections], threshold: float, index: dict[int, int],
+                 takes_turns: bool):
+        self.cls, self.weights, self.sha256, self.takes_turns = cls, Path("replay"), "replay", takes_turns
         self.per_frame = [d[d.score >= threshold] for d in per_frame]
         self.index = index  # id(frame.image) -> frame index, for the frames currently alive
         self.asked: list[int] = []
@@ -408,7 +409,7 @@ def replay_boxes(redactor: Redactor, clip: Clip, per_detector: list[list[Detecti
     index: dict[int, int] = {}
     alive: dict[int, Frame] = {}
     threshold = {FACE: o.face_threshold, PLATE: o.plate_threshold}
-    replays = [Replay(d.cls, per_frame, threshold[d.cls], index)
+    replays = [Replay(d.cls, per_frame, threshold[d.cls], index, d.takes_turns)
                for d, per_frame in zip(redactor.detectors, per_detector, strict=True)]
     redactor.detectors = replays
     redactor.detect = DetectionQueue(replays, redactor.batch)

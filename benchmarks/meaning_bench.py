@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import write_result  # noqa: E402
 from redact.search import open_index, query_tokens  # noqa: E402
 
 EVALDATA = ROOT.parent / "shared" / "evaldata"
@@ -166,7 +167,7 @@ def main() -> None:
         for ix, _ in indexes.values():
             ix.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.out, result, __file__)
     print(json.dumps(result, indent=1))
 
 

@@ -129,7 +129,9 @@ def run_options(func: Callable) -> Callable:
         click.option("--face-mode", type=click.Choice(["blur", "pixelate", "fill"]), default=d.face_mode, show_default=True),
         click.option("--plate-mode", type=click.Choice(["blur", "pixelate", "fill"]), default=d.plate_mode,
                      show_default=True),
-        click.option("--face-model", default=d.face_model, show_default=True, help="Registry id or a local .onnx file."),
+        click.option("--face-model", default=d.face_model, show_default=True,
+                     help="Registry id or a local .onnx file (CenterFace); after a comma, a YuNet model to run "
+                          "beside it on every face look, its boxes fused (centerface,yunet)."),
         click.option("--plate-model", default=d.plate_model, show_default=True,
                      help="Registry id or a local .pt/.onnx; several, comma-separated, run together (a plate any "
                           "of them finds is redacted)."),

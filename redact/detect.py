@@ -148,9 +148,11 @@ def complete_cut_faces(dets: Detections, width: int, height: int) -> Detections:
 
 
 class Detector(Protocol):
-    """What the pipeline needs from a detector: its class, the file it loaded, and batched inference."""
+    """What the pipeline needs from a detector: its class, the file it loaded, batched inference, and whether it
+    takes turns with the other detectors of its class (`DetectionQueue.active`)."""
 
     cls: int
+    takes_turns: bool
     weights: Path
     sha256: str
 
@@ -320,6 +322,39 @@ def enlarge_area(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return x
 
 
+def scaled_blob(frames: list[np.ndarray], scale: float, rgb: bool) -> tuple[np.ndarray, float, float]:
+    """BGR frames of one size as an NCHW float blob (0-255, RGB where the network was trained on it), resized by
+    `scale` and zero-padded at the right and bottom to a multiple of 32, and the scale factors (x, y) applied: the
+    input of the face networks that take any size."""
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    sh, sw = max(32, round(h * scale)), max(32, round(w * scale))
+    ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
+    blob = np.zeros((len(frames), 3, ph, pw), np.float32)
+    for i, frame in enumerate(frames):
+        if (sh, sw) != (h, w):  # enlarged in float: uint8 rounding would make the GPU path see other pixels
+            frame = cv2.resize(frame.astype(np.float32) if sh > h else frame, (sw, sh), interpolation=cv2.INTER_AREA)
+        blob[i, :, :sh, :sw] = (frame[:, :, ::-1] if rgb else frame).transpose(2, 0, 1)
+    return blob, sw / w, sh / h
+
+
+def scaled_tensor(frames: torch.Tensor, scale: float, rgb: bool) -> tuple[torch.Tensor, float, float]:
+    """`scaled_blob` for (N, H, W, 3) uint8 BGR frames on any device, in float32 there: the same resize (OpenCV's
+    INTER_AREA, `enlarge_area` when enlarging), so both paths see the same pixels."""
+    import torch.nn.functional as F
+
+    h, w = frames.shape[1:3]
+    sh, sw = max(32, round(h * scale)), max(32, round(w * scale))
+    x = frames.permute(0, 3, 1, 2).float()
+    x = x.flip(1) if rgb else x
+    if sh > h:
+        x = enlarge_area(x, sh, sw)
+    elif sh < h:
+        x = F.interpolate(x, size=(sh, sw), mode="area").round_()
+    return F.pad(x, (0, -(-sw // 32) * 32 - sw, 0, -(-sh // 32) * 32 - sh)), sw / w, sh / h
+
+
 class CenterFaceDetector:
     """CenterFace at `scale` x native resolution (1.0 = native) on onnxruntime or torch (fp16 on CUDA).
 
@@ -328,6 +363,7 @@ class CenterFaceDetector:
     """
 
     cls = FACE
+    takes_turns = True  # with itself at another scale (`at_scale`)
 
     def __init__(
         self, weights: Path, sha256: str, device: str = "cpu", threshold: float = 0.4, scale: float = 1.0,
@@ -361,17 +397,7 @@ class CenterFaceDetector:
 
     def _blob(self, frames: list[np.ndarray]) -> tuple[np.ndarray, float, float]:
         """Stack BGR frames into an RGB NCHW float blob, resized by `scale`, zero-padded to a multiple of 32."""
-        import cv2
-
-        h, w = frames[0].shape[:2]
-        sh, sw = max(32, round(h * self.scale)), max(32, round(w * self.scale))
-        ph, pw = -(-sh // 32) * 32, -(-sw // 32) * 32
-        blob = np.zeros((len(frames), 3, ph, pw), np.float32)
-        for i, frame in enumerate(frames):
-            if (sh, sw) != (h, w):  # enlarged in float: uint8 rounding would make the GPU path see other pixels
-                frame = cv2.resize(frame.astype(np.float32) if sh > h else frame, (sw, sh), interpolation=cv2.INTER_AREA)
-            blob[i, :, :sh, :sw] = frame[:, :, ::-1].transpose(2, 0, 1)  # CenterFace was trained on RGB
-        return blob, sw / w, sh / h
+        return scaled_blob(frames, self.scale, rgb=True)  # CenterFace was trained on RGB
 
     def forward(self, blob: np.ndarray) -> list[torch.Tensor]:
         """The four heads (heatmap, scale, offset, landmarks) for an NCHW blob, as float32 CPU tensors."""
@@ -393,25 +419,117 @@ class CenterFaceDetector:
         """`__call__` for frames already on the device: (N, H, W, 3) uint8 BGR. Resize, padding and decoding run
         there too; only the boxes come back."""
         import torch
-        import torch.nn.functional as F
 
-        n, h, w, _ = frames.shape
-        sh, sw = max(32, round(h * self.scale)), max(32, round(w * self.scale))
-        x = frames.permute(0, 3, 1, 2).flip(1).float()  # NCHW RGB, 0-255 as the ONNX path feeds it
-        if sh > h:  # as `_blob` (OpenCV's INTER_AREA, in float), so both paths see the same pixels
-            x = enlarge_area(x, sh, sw)
-        elif sh < h:
-            x = F.interpolate(x, size=(sh, sw), mode="area").round_()
-        x = F.pad(x, (0, -(-sw // 32) * 32 - sw, 0, -(-sh // 32) * 32 - sh)).to(self.dtype)
+        x, fx, fy = scaled_tensor(frames, self.scale, rgb=True)
+        h, w = frames.shape[1:3]
+        x = x.to(self.dtype)
         with torch.inference_mode():
             heads = self.model(x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x)
-        return self._boxes(heads, sw / w, sh / h, w, h)
+        return self._boxes(heads, fx, fy, w, h)
 
     def _boxes(self, heads: list[torch.Tensor], fx: float, fy: float, w: int, h: int) -> list[Detections]:
         """Per-image Detections in frame pixels from the network's heads at (fx, fy) x the frame's size."""
         heat, scale, offset, _ = heads
         results = []
         for boxes, score in decode_centerface(heat, scale, offset, self.threshold):
+            xyxy = clip_boxes(boxes.float().cpu().numpy() / np.array([fx, fy, fx, fy], np.float32), w, h)
+            results.append(Detections(xyxy, score.float().cpu().numpy(), np.full(len(xyxy), FACE)))
+        return results
+
+
+def decode_yunet(outputs: list[torch.Tensor], height: int, width: int, threshold: float,
+                 nms_iou: float = 0.3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """YuNet's heads to per-image (boxes xyxy in network-input pixels, scores), NMS applied. `outputs`: the
+    graph's 12 outputs in its order (cls, obj, bbox, kps at strides 8, 16, 32; each (N, cells, C), cells row by
+    row), for an input of height x width. As OpenCV's FaceDetectorYN: score = sqrt(cls * obj), box centre =
+    (cell + offset) * stride, size = exp(log size) * stride."""
+    import torch
+    import torchvision
+
+    cls, obj, bbox = outputs[0:3], outputs[3:6], outputs[6:9]
+    out = []
+    for b in range(cls[0].shape[0]):
+        boxes, scores = [], []
+        for k, stride in enumerate(YuNetDetector.STRIDES):
+            cols = width // stride
+            score = (cls[k][b, :, 0].float().clamp(0, 1) * obj[k][b, :, 0].float().clamp(0, 1)).sqrt()
+            cells = torch.nonzero(score > threshold)[:, 0]
+            d = bbox[k][b, cells].float()
+            cx, cy = ((cells % cols) + d[:, 0]) * stride, (torch.div(cells, cols, rounding_mode="floor") + d[:, 1]) * stride
+            w, h = d[:, 2].exp() * stride, d[:, 3].exp() * stride
+            boxes.append(torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1))
+            scores.append(score[cells])
+        boxes_b, scores_b = torch.cat(boxes), torch.cat(scores)
+        keep = torchvision.ops.nms(boxes_b, scores_b, nms_iou)
+        out.append((boxes_b[keep], scores_b[keep]))
+    return out
+
+
+class YuNetDetector:
+    """YuNet (libfacedetection's face detector, the model behind OpenCV's FaceDetectorYN), a second face model beside
+    CenterFace: an ONNX graph with a dynamic input, run like CenterFace at `scale` x the frame's size (BGR, 0-255,
+    zero-padded to a multiple of 32), by `OnnxGraph` on the CPU and in torch (onnx2torch) on CUDA.
+
+    It does not take turns with CenterFace's two scales (`takes_turns`): it is there to find what CenterFace
+    misses, so it runs on every face look and its boxes are fused with CenterFace's (`fuse`). Its scores are
+    sqrt(cls * obj) and not CenterFace's heatmap, so it has its own `threshold` (`THRESHOLD`, see the README's
+    detector table for how it was chosen)."""
+
+    cls = FACE
+    takes_turns = False
+    STRIDES = (8, 16, 32)
+    THRESHOLD = 0.5
+
+    def __init__(self, weights: Path, sha256: str, device: str = "cpu", threshold: float = THRESHOLD,
+                 scale: float = 1.0, backend: str | None = None):
+        self.weights, self.sha256, self.device = weights, sha256, device
+        self.threshold, self.scale = threshold, scale
+        self.backend = backend or (cpu_runtime() if device == "cpu" else "torch")
+        try:
+            import onnx
+
+            graph = onnx.load(str(weights))
+            outputs = [o.name for o in graph.graph.output]
+        except Exception as e:  # noqa: BLE001 - a user's file that is not ONNX
+            raise ModelError(f"{weights}: not a loadable YuNet ONNX model ({e})") from None
+        expected = [f"{head}_{s}" for head in ("cls", "obj", "bbox", "kps") for s in self.STRIDES]
+        if outputs != expected:
+            raise ModelError(f"{weights}: not a YuNet model (outputs {outputs}, expected {expected})")
+        if self.backend in CPU_RUNTIMES:
+            self.graph = OnnxGraph(weights, self.backend)
+        else:
+            import torch
+            from onnx2torch import convert
+
+            self.dtype = torch.float16 if device == "cuda" else torch.float32
+            self.model = convert(graph).eval().to(device).to(self.dtype)
+
+    def __call__(self, frames: list[np.ndarray]) -> list[Detections]:
+        import torch
+
+        if not frames:
+            return []
+        blob, fx, fy = scaled_blob(frames, self.scale, rgb=False)
+        if self.backend in CPU_RUNTIMES:
+            outputs = [torch.from_numpy(o) for o in self.graph(blob)]
+        else:
+            with torch.inference_mode():
+                outputs = self.model(torch.from_numpy(blob).to(self.device, self.dtype))
+        return self._boxes(outputs, blob.shape[2:], fx, fy, *frames[0].shape[1::-1])
+
+    def detect_tensor(self, frames: torch.Tensor) -> list[Detections]:
+        """`__call__` for (N, H, W, 3) uint8 BGR frames already on the device (the torch stage)."""
+        import torch
+
+        x, fx, fy = scaled_tensor(frames, self.scale, rgb=False)
+        with torch.inference_mode():
+            outputs = self.model(x.to(self.dtype))
+        return self._boxes(outputs, x.shape[2:], fx, fy, frames.shape[2], frames.shape[1])
+
+    def _boxes(self, outputs: list[torch.Tensor], size: tuple[int, int], fx: float, fy: float, w: int,
+               h: int) -> list[Detections]:
+        results = []
+        for boxes, score in decode_yunet(outputs, size[0], size[1], self.threshold):
             xyxy = clip_boxes(boxes.float().cpu().numpy() / np.array([fx, fy, fx, fy], np.float32), w, h)
             results.append(Detections(xyxy, score.float().cpu().numpy(), np.full(len(xyxy), FACE)))
         return results
@@ -460,6 +578,7 @@ class YoloPlateDetector:
     1280, 0.42 at its own 608). Frames of `imgsz` and more (720p and up at the default) get one pass, as before."""
 
     cls = PLATE
+    takes_turns = True  # the plate ensemble's models, while no plate is in view (`plate_turns`)
 
     MIN_ASPECT = 1.1  # width / height: labelled plates are >= 2, even steep angles keep them wider than tall
     MAX_AREA = 0.25  # of the frame: a "plate" larger than this is a false positive on texture or a face
@@ -602,10 +721,19 @@ class DetectionQueue:
 
     def active(self, classes: tuple[int, ...] | None = None, turns: dict[int, int] | None = None) -> tuple[int, ...]:
         """The indices of the detectors of `classes` (None: every class) that run: of a class with a turn in
-        `turns` only that turn's, of the others all (requests with the same share batches)."""
-        of, turns = [d.cls for d in self.detectors], turns or {}
-        return tuple(k for k, c in enumerate(of) if (classes is None or c in classes)
-                     and (c not in turns or of[:k].count(c) == turns[c] % of.count(c)))
+        `turns` only that turn's among those that take turns, and every one that does not (`takes_turns`: a
+        second face model beside CenterFace's scales); of the other classes all (requests with the same share
+        batches)."""
+        turns = turns or {}
+        takers = [(d.cls, k) for k, d in enumerate(self.detectors) if d.takes_turns]
+
+        def runs(k: int, c: int) -> bool:
+            if c not in turns or (c, k) not in takers:
+                return True
+            peers = [j for cls, j in takers if cls == c]
+            return peers.index(k) == turns[c] % len(peers)
+
+        return tuple(k for k, d in enumerate(self.detectors) if (classes is None or d.cls in classes) and runs(k, d.cls))
 
     def _run(self, frames: list, active: tuple[int, ...]) -> list[dict[int, Detections]]:
         self.batches += 1

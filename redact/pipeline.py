@@ -43,6 +43,7 @@ from redact.detect import (
     Detections,
     Detector,
     YoloPlateDetector,
+    YuNetDetector,
     complete_cut_faces,
     cpu_facts,
     cpu_runtime,
@@ -141,11 +142,11 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)  # what went wrong after the outputs were published
 
 
-def plate_models(spec: str) -> list[str]:
-    """The plate models of a `plate_model` option: registry ids or local files, comma-separated."""
+def plate_models(spec: str, option: str = "--plate-model") -> list[str]:
+    """The models of a `plate_model` (or `face_model`) option: registry ids or local files, comma-separated."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
-        raise UserError("--plate-model: no model given")
+        raise UserError(f"{option}: no model given")
     return names
 
 
@@ -247,12 +248,17 @@ class Redactor:
         self.detectors: list[Detector] = []
         self.model_entries: list[dict] = []
         if o.faces:
-            path, digest, spec = resolve(o.face_model, "faces")
+            first, *beside = plate_models(o.face_model, "--face-model")  # CenterFace, then YuNet models beside it
+            path, digest, spec = resolve(first, "faces")
             face = CenterFaceDetector(path, digest, self.device, o.face_threshold, o.face_scale, runtime)
             self.detectors.append(face)
             if o.face_turn_scale is not None and o.face_turn_scale != o.face_scale:
                 self.detectors.append(face.at_scale(o.face_turn_scale))
-            self.model_entries.append(self._model_entry("face", o.face_model, path, digest, spec))
+            self.model_entries.append(self._model_entry("face", first, path, digest, spec))
+            for name in beside:  # on every face look, fused with CenterFace's boxes (`YuNetDetector.takes_turns`)
+                path, digest, spec = resolve(name, "faces")
+                self.detectors.append(YuNetDetector(path, digest, self.device, backend=runtime))
+                self.model_entries.append(self._model_entry("face", name, path, digest, spec))
         for name in plate_models(o.plate_model) if o.plates else []:  # several: an ensemble (`fuse`)
             path, digest, spec = resolve(name, "plates")
             self.detectors.append(YoloPlateDetector(path, digest, self.device, o.plate_threshold, o.plate_imgsz, runtime))

@@ -73,7 +73,7 @@ class Counting:
     """A real detector that also records how many frames it was shown (the queue calls it once per batch)."""
 
     def __init__(self, detector) -> None:
-        self.detector, self.cls, self.frames = detector, detector.cls, 0
+        self.detector, self.cls, self.takes_turns, self.frames = detector, detector.cls, detector.takes_turns, 0
 
     def __call__(self, frames: list) -> list:
         self.frames += len(frames)
