@@ -388,9 +388,8 @@ def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple
     The media path stored is the transcript's "file" (a relative one is taken relative to the JSON's folder when
     that file exists there, else to the current folder); its "sha256" identifies the media.
     """
-    import json
 
-    from redact.search import open_index
+    from redact.search import open_index, read_transcript
 
     if recorded is not None and not re.match(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?)?$", recorded):
         raise UserError(f"--recorded must be a date as YYYY-MM-DD (optionally THH:MM:SS), not {recorded!r}")
@@ -398,16 +397,7 @@ def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple
     with open_index(index_spec) as index:
         for path in transcripts:
             try:
-                try:
-                    transcript = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                    raise UserError(f"{path}: cannot read transcript JSON: {e}") from None
-                if not isinstance(transcript, dict) or not transcript.get("file") or not transcript.get("sha256"):
-                    raise UserError(f"{path}: not a transcript (needs \"file\", \"sha256\" and \"segments\")")
-                media = Path(transcript["file"])
-                if not media.is_absolute():
-                    media = path.parent / media if (path.parent / media).exists() else media
-                media_path = os.path.abspath(media)
+                transcript, media_path = read_transcript(path)
                 try:
                     n = index.add(transcript, media_path=media_path, sha256=transcript["sha256"], tags=tags,
                                   recorded=recorded)

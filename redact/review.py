@@ -406,6 +406,17 @@ class Guard:
 
 
 # ------------------------------------------------------------------------------------------------ the app
+async def _user_error(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(str(exc), 400)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse("not found", 404)
+
+
+ERROR_HANDLERS = {UserError: _user_error, 404: _not_found}  # a user's mistake is a 400 with its message, not a 500
+
+
 def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | None = None, *,
                hosts: set[str] | None = None, reviewer: str | None = None) -> Starlette:
     """The review app for the videos of `outdir`. `token` (random when None) is in `app.state.token`; `hosts`
@@ -512,12 +523,6 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
             return PlainTextResponse("a render is running already", 409)
         return JSONResponse(v.render_status.as_json(), 202)
 
-    async def user_error(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse(str(exc), 400)
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse("not found", 404)
-
     routes = [
         Route("/", page),
         Route("/static/{name}", static),
@@ -532,7 +537,7 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
         Route("/api/v/{stem}/render", render_get, methods=["GET"]),
         Route("/api/v/{stem}/render", render_post, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={UserError: user_error, LookupError: not_found, 404: not_found})
+    app = Starlette(routes=routes, exception_handlers={**ERROR_HANDLERS, LookupError: _not_found})
     app.add_middleware(Guard, token=token, hosts=hosts)
     app.state.token = token
     app.state.videos = videos

@@ -1327,6 +1327,21 @@ class _PostgresIndex(Index):
                                                " ORDER BY speaker")]
 
 
+def read_transcript(path: Path) -> tuple[dict, str]:
+    """A `<stem>.transcript.json` and the absolute path of the media it describes: a relative `file` is taken
+    beside the transcript where it is there (outputs moved together), else from the working folder."""
+    try:
+        transcript = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot read transcript JSON: {e}") from None
+    if not isinstance(transcript, dict) or not transcript.get("file") or not transcript.get("sha256"):
+        raise UserError(f"{path}: not a transcript (needs \"file\", \"sha256\" and \"segments\")")
+    media = Path(transcript["file"])
+    if not media.is_absolute() and (path.parent / media).exists():
+        media = path.parent / media
+    return transcript, os.path.abspath(media)
+
+
 def open_index(spec: str | os.PathLike | None = None, *, create: bool = True) -> Index:
     """Open (and create unless create=False) a transcript index.
 

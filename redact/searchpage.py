@@ -39,8 +39,8 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from redact.errors import UserError
-from redact.review import COOKIE, Guard, _attr, _static
-from redact.search import QUERY_SYNTAX, RANK_WINDOW, Hit, Hits, Index, open_index
+from redact.review import COOKIE, ERROR_HANDLERS, Guard, _attr, _static
+from redact.search import QUERY_SYNTAX, RANK_WINDOW, Hit, Hits, Index, open_index, read_transcript
 
 if TYPE_CHECKING:
     from redact.meaning import Embedder
@@ -84,15 +84,8 @@ def open_source(source: str | os.PathLike | list, *, workdir: Path | None = None
     by_media: dict[str, list[dict]] = {}
     for folder in folders:
         for path in sorted(folder.rglob("*.transcript.json")):
-            try:
-                transcript = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise UserError(f"{path}: cannot read transcript JSON: {e}") from None
-            if not isinstance(transcript, dict) or not transcript.get("file") or not transcript.get("sha256"):
-                raise UserError(f"{path}: not a transcript (needs \"file\", \"sha256\" and \"segments\")")
-            media = Path(transcript["file"])
-            media = media if media.is_absolute() else (path.parent / media)
-            by_media.setdefault(os.path.abspath(media), []).append(transcript)
+            transcript, media = read_transcript(path)
+            by_media.setdefault(media, []).append(transcript)
     for media, transcripts in by_media.items():
         transcripts.sort(key=lambda t: t.get("track") or 1)
         index.add(indexed_transcript(transcripts), media_path=media, sha256=transcripts[0]["sha256"])
@@ -286,12 +279,6 @@ def create_app(index: Index, *, access_log: Path, token: str | None = None, host
             return PlainTextResponse("not found", 404)
         return FileResponse(path, media_type="video/mp4")  # answers Range requests (seeking)
 
-    async def user_error(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse(str(exc), 400)
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse("not found", 404)
-
     routes = [
         Route("/", page),
         Route("/static/{name}", static),
@@ -301,7 +288,7 @@ def create_app(index: Index, *, access_log: Path, token: str | None = None, host
         Route("/api/play", play),
         Route("/media/{sha256}", media),
     ]
-    app = Starlette(routes=routes, exception_handlers={UserError: user_error, 404: not_found})
+    app = Starlette(routes=routes, exception_handlers=ERROR_HANDLERS)
     app.add_middleware(Guard, token=token, hosts=hosts, user_header=user_header)
     app.state.token = token
     app.state.index = index
