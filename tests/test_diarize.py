@@ -126,8 +126,8 @@ def test_transcript_files_and_search_carry_the_speakers(talk, tmp_path):
     assert srt.count("\nS1: ") + srt.count("\nS2: ") == turns  # the speaker at each turn, not on every cue
     assert sum(line.startswith(("S1: ", "S2: ")) for line in txt) == turns
     assert vtt.count("<v S1>") + vtt.count("<v S2>") == len(t["segments"])
-    grid_label = next(s["speaker"] for s in t["segments"] if "blue" in s["text"].lower() or "bin" in s["text"].lower()
-                      or "lay" in s["text"].lower())
+    # the GRID speaker's label, found by when that voice spoke (the tiny model spells its words differently by build)
+    grid_label = next(s["speaker"] for s in t["segments"] if truth(conv, (s["start"] + s["end"]) / 2) == "grid-lbax4n")
     with open_index(tmp_path / "index.sqlite") as index:
         index.add(result.transcript, media_path=str(path), sha256=t["sha256"])
         said = index.search("printing OR exhibition OR chinese", limit=50)

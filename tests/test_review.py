@@ -622,7 +622,8 @@ def test_a_message_does_not_move_the_page(fresh: Server, chromium) -> None:
     from playwright.sync_api import expect
 
     with opened(chromium, fresh, reviewer="") as page:
-        before = page.locator("main").bounding_box()
+        page.wait_for_function("(f => f.complete && f.naturalWidth > 0)(document.getElementById('frame'))")
+        before = page.locator("main").bounding_box()  # measured once the frame has its size
         page.locator(".group .unredact").click()  # no reviewer's name: a message says so
         expect(page.locator("#message")).to_contain_text("Enter your name")
         shoot(page, "message")
