@@ -24,14 +24,22 @@ models: setup
 # Real footage shipped in benchmarks/demo_media (sources and licences in its README.md): a GRID talking-face clip
 # with speech and a street scene built from real annotated car and face photos, redacted with the default models;
 # results land in demo/ (which `make clean` deletes; the shipped media stay).
+# The demo signs with a key of its own (demo/keys: a demo agency's key and local certificate authority), never the
+# key in the user's state home.
+DEMO_KEY := demo/keys/agency.key
 demo: models
 	$(PY) -m benchmarks.make_demo demo/street.mp4
-	$(REDACT) run demo/street.mp4 benchmarks/demo_media/bbaf2n.mpg -o demo/out
+	test -f $(DEMO_KEY) || $(REDACT) keys init --key $(DEMO_KEY) --organisation "Demo Police Department"
+	$(REDACT) run demo/street.mp4 benchmarks/demo_media/bbaf2n.mpg -o demo/out --key $(DEMO_KEY)
 	rm -rf demo/release
-	$(REDACT) release demo/out --stem street --case DEMO-1 --requester "Demo Requester" -o demo/release --allow-unreviewed
+	$(REDACT) release demo/out --stem street --case DEMO-1 --requester "Demo Requester" -o demo/release \
+	  --allow-unreviewed --key $(DEMO_KEY)
+	$(REDACT) verify demo/release/DEMO-1-street.zip --trust-anchor demo/keys/ca.crt
 	@echo "redacted videos, transcripts, plans and audit logs are in demo/out/; a release package (marked NOT"
-	@echo "REVIEWED: nobody approved it) is in demo/release/. Review and approve with:"
-	@echo "  $(REDACT) review demo/out      # open the URL it prints; then: $(REDACT) release demo/out --stem street ..."
+	@echo "REVIEWED: nobody approved it), signed with the demo's key, is in demo/release/. A requester checks it with"
+	@echo "  $(REDACT) verify demo/release/DEMO-1-street.zip --expect-key FINGERPRINT --trust-anchor demo/keys/ca.crt"
+	@echo "(the fingerprint is printed above and in the package's report). Review and approve with:"
+	@echo "  $(REDACT) review demo/out --key $(DEMO_KEY)   # open the URL it prints; then: $(REDACT) release demo/out ..."
 
 test: models
 	$(VENV)/bin/ruff check redact tests benchmarks

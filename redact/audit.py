@@ -19,14 +19,16 @@ def file_entry(path: Path, published_as: Path | None = None) -> dict:
 
 
 def build_log(
-    *, input_path: Path, output: dict, info: dict, models: list[dict], policy: dict, tracks: list[dict],
-    stats: dict, audio: dict | None = None,
+    *, source: dict, output: dict, info: dict, models: list[dict], policy: dict, tracks: list[dict],
+    stats: dict, audio: dict | None = None, credentials: dict | None = None,
 ) -> dict:
+    """The run's audit log (`source`, `output`: `file_entry`s; `credentials`: what `Custody.credentials` embedded)."""
     return {
         "tool": {"name": "redact", "version": version("redact"), "python": platform.python_version()},
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "input": file_entry(input_path),
+        "input": source,
         "output": output,
+        "content_credentials": credentials,
         "video": info,
         "models": models,
         "policy": policy,

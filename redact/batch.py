@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from redact.errors import UserError
+from redact.keys import CERT_ENV, KEY_ENV
 from redact.models import sha256_file
 from redact.pipeline import RedactOptions, Redactor, as_finished, output_stems
 
@@ -264,7 +265,10 @@ def run_ray(items: list[BatchItem], options: RedactOptions, address: str | None,
         raise UserError("--backend ray needs Ray: pip install 'redact[ray]'") from None
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # the agency's key, where one is named, signs on every node (the path must be readable there too)
+        named = {k: os.environ[k] for k in (KEY_ENV, CERT_ENV, "REDACT_KEYS") if os.environ.get(k)}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": named} if named else None)
     try:
         options = replace(options, device=cluster_device(options.device, ray.cluster_resources()))
         gpus = 1.0 / max(1, jobs) if options.device == "cuda" else 0.0

@@ -417,10 +417,38 @@ def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple
         sys.exit(failed)
 
 
+def _use_key(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """`--key`: checked at once (a key that cannot be read fails before any work) and put in the environment, where
+    every part of redact (and the worker processes of --jobs and batch) finds it."""
+    from redact.keys import KEY_ENV, load_signer
+
+    if value is not None:
+        os.environ[KEY_ENV] = str(value.resolve())
+    try:
+        load_signer()
+    except UserError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def key_option(func: Callable) -> Callable:
+    return click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=None, expose_value=False,
+                        callback=_use_key, is_eager=True,
+                        help="The agency's signing key [env REDACT_SIGNING_KEY; default: the one `redact keys init` "
+                             "made, where there is one; none: unsigned].")(func)
+
+
+def custody_options(func: Callable) -> Callable:
+    """`--key` and `--allow-unsigned` (python name `allow_unsigned`), for render, review and release."""
+    func = click.option("--allow-unsigned", is_flag=True,
+                        help="Accept an audit log or decision history made before the agency had its key "
+                             "(the report then says what is unsigned).")(func)
+    return key_option(func)
+
+
 def job_options(func: Callable) -> Callable:
-    """Everything `run` and `batch` share: redaction, audio-stage and transcript-index options."""
+    """Everything `run` and `batch` share: redaction, audio-stage and transcript-index options, and the key."""
     options = [
-        run_options, audio_options, index_option,
+        key_option, run_options, audio_options, index_option,
         click.option("--tag", multiple=True, metavar="TAG", help="Free tag stored with the indexed transcript (repeatable)."),
         click.option("--index-transcripts/--no-index-transcripts", default=True, show_default=True,
                      help="Add each finished transcript to the search index."),
@@ -473,16 +501,19 @@ def reasons_option(func: Callable) -> Callable:
 @click.option("--stem", "stems", multiple=True, metavar="STEM",
               help="The video to re-render (repeatable) [default: every video in OUTDIR that has a plan].")
 @reasons_option
+@custody_options
 @guarded
-def render_cmd(outdir: Path, stems: tuple[str, ...], reasons_file: Path | None) -> None:
+def render_cmd(outdir: Path, stems: tuple[str, ...], reasons_file: Path | None, allow_unsigned: bool) -> None:
     """Re-render videos in OUTDIR from their plan and decisions (no detector runs), replacing the redacted video,
     transcripts and audit log. Refuses an original whose SHA-256 no longer matches the audit log."""
+    from redact.custody import Custody
     from redact.decisions import load_reasons
     from redact.progress import frame_progress
     from redact.render import render
     from redact.render import stems as plan_stems
 
     reasons = load_reasons(reasons_file)
+    custody = Custody.resolve(allow_unsigned=allow_unsigned)
     todo = list(stems) or plan_stems(outdir)
     if not todo:
         raise UserError(f"{outdir}: no redaction plan here (run `redact run ... -o {outdir}` first)")
@@ -496,7 +527,7 @@ def render_cmd(outdir: Path, stems: tuple[str, ...], reasons_file: Path | None) 
                     bar.total = total
                     bar.update(done - bar.n)
 
-                result = render(outdir, stem, reasons=reasons, progress=progress)
+                result = render(outdir, stem, reasons=reasons, progress=progress, custody=custody)
         except UserError as e:
             fail(f"{stem}: {e}")
             failed = EXIT_USER
@@ -572,16 +603,91 @@ def batch(source: Path, jobs: int, backend: str, ray_address: str | None, cpus_p
 @click.option("--allow-unreviewed", is_flag=True, help="Release decisions nobody approved (marked NOT REVIEWED).")
 @click.option("--label-codes", is_flag=True, help="Re-render with each redaction's reason code burnt onto its box.")
 @reasons_option
+@custody_options
 @guarded
 def release_cmd(outdir: Path, stem: str, case: str, requester: str, dest: Path, allow_unreviewed: bool,
-                label_codes: bool, reasons_file: Path | None) -> None:
+                label_codes: bool, reasons_file: Path | None, allow_unsigned: bool) -> None:
     """Write the release package of one redacted video: video, transcripts, exemption log, report (HTML and PDF),
-    manifest, as a folder and a zip. Refuses decisions nobody approved unless --allow-unreviewed."""
+    manifest (signed with the agency's key where it has one), as a folder and a zip. Refuses decisions nobody
+    approved unless --allow-unreviewed."""
+    from redact.custody import Custody
     from redact.release import release
 
+    custody = Custody.resolve(allow_unsigned=allow_unsigned)
     result = release(outdir, stem, case=case, requester=requester, dest=dest, allow_unreviewed=allow_unreviewed,
-                     label_codes=label_codes, reasons=reasons_file)
+                     label_codes=label_codes, reasons=reasons_file, custody=custody)
     click.echo(f"released {len(result.files)} files: {result.folder} and {result.zip}")
+    if custody.signer is not None:
+        click.echo(f"signed with key {custody.signer.fingerprint}; check with: redact verify {result.zip} "
+                   f"--expect-key {custody.signer.fingerprint[:16]}")
+
+
+@main.group()
+def keys() -> None:
+    """The agency's signing key: it signs decision histories, audit logs, release packages and Content
+    Credentials."""
+
+
+def _show_key(signer) -> None:
+    click.echo(f"key:         {signer.path}")
+    click.echo(f"fingerprint: {signer.fingerprint}")
+    click.echo(f"certificate: {signer.cert_path}{'' if signer.cert_path.is_file() else ' (missing: no Content Credentials)'}")
+    click.echo(signer.public_pem.decode().rstrip())
+
+
+@keys.command("init")
+@click.option("--key", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to make it [default: keys/agency.key in the state home].")
+@click.option("--organisation", default="redact agency", show_default=True,
+              help="The name in the key's certificate (what Content Credentials show as the signer).")
+@guarded
+def keys_init(path: Path | None, organisation: str) -> None:
+    """Make an Ed25519 signing key (readable by its owner only) and a certificate chain for it from a local
+    certificate authority (ca.crt beside it: the trust anchor to give verifiers). Refuses to replace a key."""
+    from redact.keys import init_key
+
+    signer = init_key(path, organisation)
+    _show_key(signer)
+    click.echo(f"publish the fingerprint; the public key is in {signer.path.parent / 'agency.pub'}, the trust anchor "
+               f"for Content Credentials in {signer.path.parent / 'ca.crt'}")
+
+
+@keys.command("show")
+@key_option
+@guarded
+def keys_show() -> None:
+    """Print the agency's key: where it is, its fingerprint, its public key. Exit 2 when there is none."""
+    from redact.keys import load_signer
+
+    signer = load_signer()
+    if signer is None:
+        raise UserError("no signing key (make one with `redact keys init`)")
+    _show_key(signer)
+
+
+@main.command("verify")
+@click.argument("package", type=click.Path(exists=True, path_type=Path))
+@click.option("--expect-key", metavar="FINGERPRINT", default=None,
+              help="The fingerprint the agency publishes (16 or more hex digits): fail unless the package is signed "
+                   "by that key.")
+@click.option("--trust-anchor", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The certificate authority (PEM) to trust for the video's Content Credentials.")
+@click.option("--allow-unsigned", is_flag=True, help="Report an unsigned package instead of failing it.")
+@guarded
+def verify_cmd(package: Path, expect_key: str | None, trust_anchor: Path | None, allow_unsigned: bool) -> None:
+    """Check a release package (folder or zip): every file against the manifest, the agency's signature, that the
+    video is the one the signed audit log recorded, and the video's Content Credentials. Exit 0 when all hold,
+    1 naming each failure."""
+    from redact.verify import verify_package
+
+    verdict = verify_package(package, expect_key=expect_key, trust_anchor=trust_anchor, allow_unsigned=allow_unsigned)
+    for line in verdict.passed:
+        click.echo(f"ok      {line}")
+    for line in verdict.failed:
+        click.echo(f"FAILED  {line}")
+    click.echo(f"{package}: {'verified' if verdict.ok else f'{len(verdict.failed)} check(s) failed'}")
+    if not verdict.ok:
+        sys.exit(1)
 
 
 @main.command("review")
@@ -592,8 +698,10 @@ def release_cmd(outdir: Path, stem: str, case: str, requester: str, dest: Path, 
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port (0: a free one).")
 @reasons_option
 @click.option("--reviewer", metavar="NAME", default=None, help="Reviewer name to prefill on the page.")
+@custody_options
 @guarded
-def review_cmd(outdir: Path, host: str, port: int, reasons_file: Path | None, reviewer: str | None) -> None:
+def review_cmd(outdir: Path, host: str, port: int, reasons_file: Path | None, reviewer: str | None,
+               allow_unsigned: bool) -> None:
     """Serve the review page for the redacted videos of OUTDIR; the first line printed is its URL (with its token)."""
     from redact.decisions import load_reasons
     from redact.review import serve
@@ -604,7 +712,10 @@ def review_cmd(outdir: Path, host: str, port: int, reasons_file: Path | None, re
         click.echo(url)
         sys.stdout.flush()
 
-    serve(outdir, host=host, port=port, reasons=codes, reviewer=reviewer, announce=announce)
+    from redact.custody import Custody
+
+    serve(outdir, host=host, port=port, reasons=codes, reviewer=reviewer,
+          custody=Custody.resolve(allow_unsigned=allow_unsigned), announce=announce)
 
 
 @main.command("serve")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import NamedTuple
 
+from redact.custody import Custody, digest
 from redact.errors import UserError, write_text_atomic
 
 VERSION = 2  # 1: a track's "frames" was one [first, last]; such files are read and migrated (`migrate`)
@@ -82,14 +82,6 @@ def migrate(state: dict) -> dict:
     """A version 1 state as version 2: a track's one range [a, b] becomes the list [[a, b]]. Nothing else differs."""
     tracks = {k: {**d, "frames": [d["frames"]]} if "frames" in d else d for k, d in state["tracks"].items()}
     return {**state, "version": VERSION, "tracks": tracks}
-
-
-def canonical(obj: object) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def digest(obj: object) -> str:
-    return hashlib.sha256(canonical(obj)).hexdigest()
 
 
 def now() -> str:
@@ -329,6 +321,7 @@ class Decisions:
     path: Path
     state: dict = field(default_factory=empty_state)
     history: list[dict] = field(default_factory=list)
+    custody: Custody = field(default_factory=Custody)  # signs each entry appended, where the agency has a key
 
     @property
     def head(self) -> str:
@@ -345,6 +338,7 @@ class Decisions:
         entry = {"n": len(self.history) + 1, "at": at or now(), "by": by, "op": op, "previous": previous,
                  "state": digest(state), "prev": self.head}
         entry["hash"] = digest(entry)
+        self.custody.sign_entry(entry)
         self.history.append(entry)
         self.state = state
         return entry
@@ -431,17 +425,21 @@ def summary(entry: dict) -> str:
     return f"{by} {what.strip()}"
 
 
-def load(path: str | Path, reasons: Reasons, bounds: Bounds) -> tuple[Decisions, list[str]]:
+def load(path: str | Path, reasons: Reasons, bounds: Bounds,
+         custody: Custody | None = None) -> tuple[Decisions, list[str]]:
     """The decisions at `path` (an empty set where the file does not exist), checked against the schema, the
     codes and the plan, and their history against its chain. Returns them with the outside edits found: a
     state that is not what its history replays to gets an "outside edit" entry appended (not saved: the caller
     saves), and the list says what differs; an outside edit withdraws any approval (approving is a reviewer's act,
     recorded with a name in the history, never an edit of the file). A broken chain (an entry changed, inserted
     or removed) is refused. A version 1 file is migrated to the current version: its history is replayed as
-    written, then a "migrate" entry records the change of form (made the same way at every load until saved)."""
+    written, then a "migrate" entry records the change of form (made the same way at every load until saved).
+    Signatures are checked by `custody` (default: the agency's key where there is one): an entry edited after it
+    was signed, or unsigned while the agency signs, is refused; entries appended here are signed."""
     path = Path(path)
+    custody = custody or Custody.resolve()
     if not path.exists():
-        return Decisions(path), []
+        return Decisions(path, custody=custody), []
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -454,10 +452,13 @@ def load(path: str | Path, reasons: Reasons, bounds: Bounds) -> tuple[Decisions,
     if not isinstance(history, list):
         raise UserError(f"{path}: history must be a list")
     migrated = any(isinstance(e, dict) and (e.get("op") or {}).get("op") == "migrate" for e in history)
-    replayed = Decisions(path, empty_state(1 if migrated else state["version"]))
+    replayed = Decisions(path, empty_state(1 if migrated else state["version"]), custody=custody)
+    signed = False
     for n, entry in enumerate(history):
-        if not isinstance(entry, dict) or entry.get("hash") != digest({k: v for k, v in entry.items() if k != "hash"}):
+        if not isinstance(entry, dict) or entry.get("hash") != digest({k: v for k, v in entry.items()
+                                                                        if k not in ("hash", "sig")}):
             raise UserError(f"{path}: history entry {n + 1} was altered (its hash does not match)")
+        signed = custody.check_entry(entry, f"{path}: history entry {n + 1}", signed)
         if entry.get("prev") != replayed.head or entry.get("n") != n + 1:
             raise UserError(f"{path}: history entry {n + 1} does not follow entry {n} (entries removed or reordered)")
         op = entry.get("op", {})

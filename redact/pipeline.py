@@ -33,6 +33,7 @@ from redact.audio import (
     set_media,
 )
 from redact.audit import build_log, file_entry, write_json_atomic
+from redact.custody import Custody
 from redact.detect import (
     CLASS_NAMES,
     CPU_RUNTIMES,
@@ -230,6 +231,7 @@ class Redactor:
                 raise UserError(f"unknown redaction mode '{mode}' (use {', '.join(MODES)})")
         if o.runtime not in ("auto", "torch", *CPU_RUNTIMES):
             raise UserError(f"unknown runtime '{o.runtime}' (use auto, torch, {' or '.join(CPU_RUNTIMES)})")
+        self.custody = Custody.resolve()  # the agency's key, where it has one: signs the logs and the videos
         self.device = resolve_device(o.device)
         self.every = (max(1, o.face_every or o.detect_every), max(1, o.detect_every))  # per class: face, plate
         self.batch = o.batch or (16 if self.device == "cuda" else 1)
@@ -505,11 +507,15 @@ class Redactor:
             writer.finish()
             elapsed = time.perf_counter() - start
             tracks = [r.as_dict(info.fps) for r in smoother.records.values()]
+            source = file_entry(input_path)
+            credentials = self.custody.credentials(
+                writer.tmp, workdir, Counter(t["class"] for t in tracks),
+                sum(len(a.redactions) for a in audio if a.audio_path is not None), source["sha256"], video_out.name)
             output = file_entry(writer.tmp, video_out)
             for a in audio:
                 set_media(a, output["path"], output["sha256"])
             log = build_log(
-                input_path=input_path, output=output,
+                source=source, output=output, credentials=credentials,
                 info={"duration": info.duration, "frames": writer.frames, "fps": info.fps,
                       "width": info.width, "height": info.height, "rotation": info.rotation, "codec": info.codec,
                       "audio_codec": info.audio_codec, "audio_tracks": info.audio_tracks,
@@ -520,7 +526,7 @@ class Redactor:
                     "elapsed_s": round(elapsed, 3), "fps": round(writer.frames / elapsed, 2)},
             )
             self._plan(plan, log, info, audio, outdir, stem)
-            write_json_atomic(log, pending_log)
+            write_json_atomic(self.custody.seal(log), pending_log)
             published.append(writer.publish())
             for f in (f for a in audio for f in a.files):
                 published.append(Path(shutil.move(f, outdir / f.name)))

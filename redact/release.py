@@ -9,6 +9,11 @@
         report.html                self-contained (inline CSS, thumbnails as data: URIs)
         report.pdf                 the same report for printing
         manifest.sha256            `sha256sum -c manifest.sha256` run inside the folder verifies every file
+    and, where the agency has a signing key (`redact.keys`; `redact verify` checks all of it):
+        signing-key.pub            the agency's public key (its fingerprint is in the report)
+        log-seal.json              the audit log's seal: the signed statement of the video's SHA-256 (the log
+                                   itself stays with the agency)
+        manifest.sha256.sig        the key's signature of manifest.sha256 (base64 Ed25519)
     DEST/<case>-<stem>.zip         the folder, zipped (its files under `<case>-<stem>/`)
 
 Never in the package: the original video, the plan (it holds every face's place and the unredacted words), the
@@ -16,7 +21,8 @@ decisions file and the audit log (their words items may hold the text of redacte
 original's path). The report quotes only the original's SHA-256 and size. Thumbnails are taken from the
 packaged (redacted) video, never from the original.
 
-Refusals (UserError, nothing written): the decisions are not approved (unless `allow_unreviewed`: then every
+Refusals (UserError, nothing written): a signature on the audit log or the decisions history fails, or they are
+unsigned while the agency signs (`redact.custody`), the decisions are not approved (unless `allow_unreviewed`: then every
 PDF page, the HTML and the CSV's reviewer column say NOT REVIEWED), the decisions on disk changed since the last
 render, the video does not match the SHA-256 its audit log records, the folder or the zip already exists (a
 package is never overwritten; remove it or choose another DEST).
@@ -46,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from redact.audio import TRANSCRIPT_SUFFIXES
+from redact.custody import SEAL, Custody
 from redact.errors import UserError, partial_path, writing_to
 from redact.models import sha256_file
 
@@ -56,6 +63,7 @@ MAX_THUMBNAILS = 200
 THUMB_WIDTH = 320
 MARK_BGR = (0, 215, 255)  # the outline of what a thumbnail shows: yellow
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
+MANIFEST, SIGNATURE, PUBLIC_KEY, LOG_SEAL = "manifest.sha256", "manifest.sha256.sig", "signing-key.pub", "log-seal.json"
 
 
 @dataclass
@@ -126,7 +134,8 @@ def _reasons_of(log: dict, reasons: str | Path | None):
                    recorded.get("auto") or next(iter(codes)), str(recorded.get("source", "")))
 
 
-def current_decisions_digest(outdir: Path, stem: str, log: dict, reasons: str | Path | None) -> str:
+def current_decisions_digest(outdir: Path, stem: str, log: dict, reasons: str | Path | None,
+                             custody: Custody | None = None) -> str:
     """The digest of the decisions on disk now, as `redact.decisions` reads them (an outside edit included)."""
     from redact import decisions as dec
     from redact.plan import Plan, plan_path
@@ -138,16 +147,18 @@ def current_decisions_digest(outdir: Path, stem: str, log: dict, reasons: str | 
     plan_file = outdir / log["review"]["plan"] if log["review"].get("plan") else plan_path(outdir, stem)
     with Plan(plan_file) as plan:
         bounds = bounds_of(plan)
-    state, _ = dec.load(path, _reasons_of(log, reasons), bounds)
+    state, _ = dec.load(path, _reasons_of(log, reasons), bounds, custody)
     return dec.digest(state.state)
 
 
-def check_releasable(outdir: Path, stem: str, log: dict, allow_unreviewed: bool, reasons: str | Path | None) -> None:
+def check_releasable(outdir: Path, stem: str, log: dict, allow_unreviewed: bool, reasons: str | Path | None,
+                     custody: Custody) -> None:
+    custody.check_log(log, outdir / f"{stem}.redaction.json")
     review = log["review"]
     if review.get("approved") is None and not allow_unreviewed:
         raise UserError(f"{stem}: the decisions are not approved; approve them in `redact review` and render, "
                         "or release with --allow-unreviewed (every page then says NOT REVIEWED)")
-    if current_decisions_digest(outdir, stem, log, reasons) != review.get("decisions_sha256"):
+    if current_decisions_digest(outdir, stem, log, reasons, custody) != review.get("decisions_sha256"):
         raise UserError(f"{stem}: the decisions changed after the last render; render first (`redact render`)")
 
 
@@ -272,8 +283,25 @@ def _jpeg(cv2, image) -> bytes:
     return buf.tobytes()
 
 
+def signature_fact(log: dict, signer) -> str:
+    """What the report says of who signed the package, the log, the history and the video, for a requester to
+    check with `redact verify` against the fingerprint the agency publishes."""
+    if signer is None:
+        return "unsigned: the agency has no signing key; the checksums prove only that the files match each other"
+    review = log["review"]
+    entries, signed = review.get("history_entries") or 0, review.get("history_signed") or 0
+    said = [f"package signed with the agency's Ed25519 key, fingerprint {signer.fingerprint}",
+            "audit log signed" if SEAL in log else "audit log UNSIGNED (made before the key)",
+            f"decision history: {signed} of {entries} entries signed" if entries else "no decision history"]
+    credentials = log.get("content_credentials") or {}
+    said.append("Content Credentials (C2PA) in the video" if credentials.get("embedded")
+                else "no Content Credentials in the video")
+    return "; ".join(said) + "; check with `redact verify`"
+
+
 def report_context(log: dict, *, case: str, requester: str, released: str, rows: list[dict],
-                   thumbs: dict[int, tuple[int, bytes]], files: list[tuple[str, int, str]], label_codes: bool) -> dict:
+                   thumbs: dict[int, tuple[int, bytes]], files: list[tuple[str, int, str]], label_codes: bool,
+                   signature: str) -> dict:
     review = log["review"]
     approved = review.get("approved")
     exemptions = log["exemptions"]
@@ -296,7 +324,7 @@ def report_context(log: dict, *, case: str, requester: str, released: str, rows:
         "history_head": review.get("history_head"), "outside_edits": review.get("outside_edits") or [],
         "summary": [{"media": k[0], "action": k[1], "source": k[2], "count": n} for k, n in sorted(summary.items())],
         "total": len(exemptions), "frames": stats.get("frames"), "frames_redacted": stats.get("frames_redacted"),
-        "rows": rows, "legend": legend, "files": files,
+        "rows": rows, "legend": legend, "files": files, "signature": signature,
         "thumbs": [{"row": rows[i], "n": i + 1, "frame": frame, "jpeg": data,
                     "uri": "data:image/jpeg;base64," + base64.b64encode(data).decode()}
                    for i, (frame, data) in sorted(thumbs.items())],
@@ -387,6 +415,7 @@ def report_pdf(ctx: dict) -> bytes:
         ["Tool", f"{ctx['tool'].get('name', 'redact')} {ctx['tool'].get('version', '')}; rendered {ctx['rendered'] or ''}"
                  + ("; reason codes burnt onto each box" if ctx["label_codes"] else "")],
         ["Decision history", f"{ctx['history_entries'] or 0} entries, head {ctx['history_head'] or ''}"],
+        ["Signature", ctx["signature"]],
     ]
     if ctx["outside_edits"]:
         facts.append(["Outside edits", "; ".join(ctx["outside_edits"])])
@@ -481,15 +510,17 @@ def _zip(folder: Path, name: str, target: Path) -> None:
 
 
 def release(outdir: Path, stem: str, *, case: str, requester: str, dest: Path, allow_unreviewed: bool = False,
-            label_codes: bool = False, reasons: str | Path | None = None) -> ReleaseResult:
-    """Write the release package of `stem` (outputs in `outdir`) into `dest` (see the module's docstring)."""
+            label_codes: bool = False, reasons: str | Path | None = None, custody: Custody | None = None) -> ReleaseResult:
+    """Write the release package of `stem` (outputs in `outdir`) into `dest` (see the module's docstring), signed
+    by `custody` (default: the agency's key where there is one)."""
+    custody = custody or Custody.resolve()
     outdir, dest = Path(outdir), Path(dest)
     if not case or not case.strip():
         raise UserError("--case: give the case or request id")
     if not requester or not requester.strip():
         raise UserError("--requester: name the requester")
     log = read_log(outdir, stem)
-    check_releasable(outdir, stem, log, allow_unreviewed, reasons)
+    check_releasable(outdir, stem, log, allow_unreviewed, reasons, custody)
     video = outdir / f"{stem}.redacted.mp4"
     if not video.is_file():
         raise UserError(f"{video}: the redacted video is missing")
@@ -506,7 +537,7 @@ def release(outdir: Path, stem: str, *, case: str, requester: str, dest: Path, a
         tmp.mkdir()
         try:
             names = _fill(tmp, outdir, stem, log, video, case=case.strip(), requester=requester.strip(),
-                          label_codes=label_codes, reasons=reasons)
+                          label_codes=label_codes, reasons=reasons, custody=custody)
             _zip(tmp, name, tmp_zip)
             os.replace(tmp, folder)
             try:
@@ -522,7 +553,7 @@ def release(outdir: Path, stem: str, *, case: str, requester: str, dest: Path, a
 
 
 def _fill(tmp: Path, outdir: Path, stem: str, log: dict, video: Path, *, case: str, requester: str,
-          label_codes: bool, reasons: str | Path | None) -> list[str]:
+          label_codes: bool, reasons: str | Path | None, custody: Custody) -> list[str]:
     """Write the package's files into `tmp`; return their names (manifest last)."""
     named = (log.get("audio") or {}).get("transcripts") or [f"{stem}{s}" for s in TRANSCRIPT_SUFFIXES]  # all tracks
     transcripts = [outdir / name for name in named if (outdir / name).is_file()]
@@ -532,7 +563,7 @@ def _fill(tmp: Path, outdir: Path, stem: str, log: dict, video: Path, *, case: s
 
         work = tmp / ".render"
         work.mkdir()
-        result = render(outdir, stem, reasons=_reasons_of(log, reasons), dest=work, label_codes=True)
+        result = render(outdir, stem, reasons=_reasons_of(log, reasons), dest=work, label_codes=True, custody=custody)
         if result.audit["review"].get("decisions_sha256") != log["review"].get("decisions_sha256"):
             raise UserError(f"{stem}: the decisions changed while releasing; render and release again")
         log, video, transcripts, expected = result.audit, result.video, list(result.transcripts), result.audit["output"]["sha256"]
@@ -554,11 +585,20 @@ def _fill(tmp: Path, outdir: Path, stem: str, log: dict, video: Path, *, case: s
     rows = exemption_rows(log["exemptions"], reviewed)
     _write(tmp / "exemptions.csv", exemptions_csv(rows))
     thumbs = thumbnails(out_video, thumbnail_spots(outdir, stem, log))
+    signer = custody.signer
+    if signer is not None:
+        _write(tmp / PUBLIC_KEY, signer.public_pem)
+        if SEAL in log:
+            _write(tmp / LOG_SEAL, json.dumps(log[SEAL], indent=1) + "\n")
     listed = [(f.name, f.stat().st_size, sha256_file(f)) for f in sorted(tmp.iterdir())]
     ctx = report_context(log, case=case, requester=requester, released=released, rows=rows, thumbs=thumbs,
-                         files=listed, label_codes=label_codes)
+                         files=listed, label_codes=label_codes, signature=signature_fact(log, signer))
     _write(tmp / "report.html", report_html(ctx))
     _write(tmp / "report.pdf", report_pdf(ctx))
     names = sorted(f.name for f in tmp.iterdir())
-    _write(tmp / "manifest.sha256", "".join(f"{sha256_file(tmp / n)}  {n}\n" for n in names))
-    return [*names, "manifest.sha256"]
+    manifest = "".join(f"{sha256_file(tmp / n)}  {n}\n" for n in names).encode()
+    _write(tmp / MANIFEST, manifest)
+    if signer is None:
+        return [*names, MANIFEST]
+    _write(tmp / SIGNATURE, signer.sign(manifest) + "\n")
+    return [*names, MANIFEST, SIGNATURE]

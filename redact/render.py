@@ -7,6 +7,8 @@ the run's own settings: with no decisions, it reproduces the run's pixels. Audio
 spoken-PII spans with the reviewer's word decisions applied, and the transcripts rebuilt from the plan's words.
 Everything is finished under temporary names and renamed into place only when every part succeeded. It
 refuses an original whose SHA-256 is not the one the audit log recorded: boxes are only valid for those pixels.
+With the agency's key (`redact.custody`), it refuses a log or a decisions history whose signature fails, embeds
+Content Credentials in the video (`redact.credentials`) and signs the log it writes.
 
 `Previewer` shows the review page any single frame as the render would make it, with decisions not yet saved.
 """
@@ -19,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ import numpy as np
 from redact.anonymize import RedactionPolicy, anonymize, redacted_roi
 from redact.audio import build_transcript, track_info, track_stem, transcription_of, write_bleeped, write_transcripts
 from redact.audit import file_entry, write_json_atomic
+from redact.custody import Custody
 from redact.decisions import Bounds, Decisions, Reasons, decisions_path, digest, load, load_reasons
 from redact.detect import Detections
 from redact.errors import MediaError, UserError, writing_to
@@ -236,11 +239,13 @@ def speech_tracks(speech: dict | None) -> list[int]:
 # ------------------------------------------------------------------------------------------------ the audit log
 def review_section(plan_name: str, plan_sha256: str, decisions: Decisions, outside: list[str], reasons: Reasons,
                    label_codes: bool = False) -> dict:
-    """What the audit log says of the review: the decisions rendered, their history's head, outside edits."""
+    """What the audit log says of the review: the decisions rendered, their history's head, outside edits, and how
+    many of the history's entries carry the agency's signature."""
     return {
         "plan": plan_name, "plan_sha256": plan_sha256,
         "decisions": decisions.state, "decisions_sha256": digest(decisions.state), "history_head": decisions.head,
-        "history_entries": len(decisions.history), "outside_edits": outside, "approved": decisions.state["approved"],
+        "history_entries": len(decisions.history), "history_signed": sum("sig" in e for e in decisions.history),
+        "outside_edits": outside, "approved": decisions.state["approved"],
         "reasons": {"source": reasons.source, "auto": reasons.auto,
                     "codes": {c: {"label": r.label, "statute": r.statute} for c, r in reasons.codes.items()}},
         "rendered": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "label_codes": label_codes,
@@ -348,22 +353,25 @@ def stems(outdir: Path) -> list[str]:
 
 def render(outdir: str | os.PathLike[str], stem: str, *, reasons: Reasons | None = None,
            dest: str | os.PathLike[str] | None = None, label_codes: bool = False,
-           progress: Callable[[int, int], None] | None = None) -> RenderResult:
+           progress: Callable[[int, int], None] | None = None, custody: Custody | None = None) -> RenderResult:
     """Re-render `stem` in `outdir` from its plan and decisions, replacing its video, transcripts and log (or
     writing them into `dest`, leaving `outdir` as it is). Raises UserError when the plan, log or original is
-    missing, the original changed, or the decisions are invalid."""
+    missing, the original changed, the decisions are invalid, or a signature fails (`custody`; default: the
+    agency's key where there is one)."""
     outdir = Path(outdir)
     target = Path(dest) if dest is not None else outdir
     with writing_to(target):
-        return _render(outdir, stem, reasons or load_reasons(), target, dest is None, label_codes, progress)
+        return _render(outdir, stem, reasons or load_reasons(), target, dest is None, label_codes, progress,
+                       custody or Custody.resolve())
 
 
 def _render(outdir: Path, stem: str, reasons: Reasons, target: Path, in_place: bool, label_codes: bool,
-            progress: Callable[[int, int], None] | None) -> RenderResult:
+            progress: Callable[[int, int], None] | None, custody: Custody) -> RenderResult:
     log = read_log(outdir, stem)
+    custody.check_log(log, outdir / f"{stem}.redaction.json")
     with Plan(plan_path(outdir, stem)) as plan:
         original = check_original(log["input"])
-        decisions, outside = load(decisions_path(outdir, stem), reasons, bounds_of(plan))
+        decisions, outside = load(decisions_path(outdir, stem), reasons, bounds_of(plan), custody)
         recorded = (log.get("review") or {}).get("history_head", ZERO)
         if recorded != ZERO and recorded not in {e["hash"] for e in decisions.history}:
             raise UserError(f"{decisions.path}: its history no longer holds the entries the last render recorded "
@@ -406,6 +414,10 @@ def _render(outdir: Path, stem: str, reasons: Reasons, target: Path, in_place: b
             writer.finish()
             if frames != plan.frame_count:
                 raise MediaError(f"{original}: decoded {frames} frames, the plan has {plan.frame_count}")
+            rows = exemptions(plan, decisions, reasons, spans)
+            credentials = custody.credentials(
+                writer.tmp, workdir, Counter(r["class"] for r in rows if r["kind"] == "video" and r["action"] == "redacted"),
+                sum(s["redact"] for s in spans) if wavs else 0, log["input"]["sha256"], video_out.name)
             output = file_entry(writer.tmp, video_out)
             transcripts = []
             result = transcription_of(speech) if speech is not None else None
@@ -424,7 +436,8 @@ def _render(outdir: Path, stem: str, reasons: Reasons, target: Path, in_place: b
             audit = copy.deepcopy(log)
             audit["output"] = output
             audit["review"] = review_section(plan.path.name, sha256_file(plan.path), decisions, outside, reasons, label_codes)
-            audit["exemptions"] = exemptions(plan, decisions, reasons, spans)
+            audit["exemptions"] = rows
+            audit["content_credentials"] = credentials
             if audit.get("audio") is not None:
                 audit["audio"]["redactions"] = [{k: s[k] for k in ("start", "end", "category", "source", "reason",
                                                                    "track")} for s in spans if s["redact"]]
@@ -434,7 +447,7 @@ def _render(outdir: Path, stem: str, reasons: Reasons, target: Path, in_place: b
                     entry["redactions"] = sum(s["redact"] and s["track"] == entry["track"] for s in spans)
             audit.setdefault("renders", []).append({"at": audit["review"]["rendered"], "decisions_sha256":
                                                     audit["review"]["decisions_sha256"], "frames": frames})
-            write_json_atomic(audit, pending_log)
+            write_json_atomic(custody.seal(audit), pending_log)
             published.append(writer.publish())
             for f in transcripts:
                 published.append(Path(shutil.move(f, target / f.name)))

@@ -31,6 +31,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from redact.custody import Custody
 from redact.decisions import Conflict, Decisions, Reasons, decisions_path, digest, load, load_reasons
 from redact.detect import CLASS_NAMES
 from redact.errors import UserError
@@ -78,6 +79,7 @@ class Video:
     outdir: Path
     stem: str
     reasons: Reasons
+    custody: Custody = field(default_factory=Custody.resolve)  # signs each change, checks the history's signatures
     plan: Plan = field(init=False)
     lock: threading.RLock = field(default_factory=threading.RLock)
     render_status: RenderStatus = field(default_factory=RenderStatus)
@@ -114,7 +116,7 @@ class Video:
         with self.lock:
             seen = self._stat()
             if self._decisions is None or seen != self._seen:
-                self._decisions, self._outside = load(self.path, self.reasons, self.bounds)
+                self._decisions, self._outside = load(self.path, self.reasons, self.bounds, self.custody)
                 if self._outside:
                     self._decisions.save()
                 self._seen = self._stat()
@@ -315,7 +317,7 @@ class Video:
 
         def work() -> None:
             try:
-                render(self.outdir, self.stem, reasons=self.reasons, progress=progress)
+                render(self.outdir, self.stem, reasons=self.reasons, progress=progress, custody=self.custody)
                 status.state = "done"
             except UserError as e:
                 status.error, status.state = str(e), "failed"
@@ -418,14 +420,15 @@ ERROR_HANDLERS = {UserError: _user_error, 404: _not_found}  # a user's mistake i
 
 
 def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | None = None, *,
-               hosts: set[str] | None = None, reviewer: str | None = None) -> Starlette:
+               hosts: set[str] | None = None, reviewer: str | None = None, custody: Custody | None = None) -> Starlette:
     """The review app for the videos of `outdir`. `token` (random when None) is in `app.state.token`; `hosts`
     are the Host header values accepted (None: any port of a loopback name, for tests); `reviewer` prefills the
-    page's reviewer name."""
+    page's reviewer name; `custody` signs the changes (default: the agency's key where there is one)."""
     outdir = Path(outdir)
     if not outdir.is_dir():
         raise UserError(f"{outdir}: no such folder")
     reasons = reasons or load_reasons()
+    custody = custody or Custody.resolve()
     token = token or secrets.token_urlsafe(32)
     videos: dict[str, Video] = {}
     lock = threading.Lock()
@@ -442,7 +445,7 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
             if stem not in videos:
                 if stem not in stems():
                     raise LookupError(stem)
-                videos[stem] = Video(outdir, stem, reasons)
+                videos[stem] = Video(outdir, stem, reasons, custody)
             return videos[stem]
 
     def page(request: Request) -> Response:
@@ -561,9 +564,10 @@ def allowed_hosts(host: str, port: int) -> set[str]:
 
 
 def serve(outdir: str | Path, *, host: str = "127.0.0.1", port: int = 0, reasons: Reasons | None = None,
-          reviewer: str | None = None, announce=print) -> None:
+          reviewer: str | None = None, custody: Custody | None = None, announce=print) -> None:
     """Serve the review page until interrupted; `announce` gets the URL (with the token) once the port is bound."""
-    serve_app(lambda hosts: create_app(outdir, reasons, hosts=hosts, reviewer=reviewer), host=host, port=port,
+    serve_app(lambda hosts: create_app(outdir, reasons, hosts=hosts, reviewer=reviewer, custody=custody),
+              host=host, port=port,
               announce=lambda app, shown: announce(f"{shown}/?token={app.state.token}"))
 
 

@@ -24,6 +24,10 @@ def models_ready(tmp_path_factory) -> None:
     if missing:
         pytest.fail(f"models not fetched: {missing}; run `redact models fetch` (make test does)")
     os.environ["REDACT_INDEX"] = str(tmp_path_factory.mktemp("index") / "index.sqlite")
+    # no agency key unless a test makes one: the user's own key (make demo makes one) never signs test outputs
+    os.environ["REDACT_KEYS"] = str(tmp_path_factory.mktemp("keys"))
+    for name in ("REDACT_SIGNING_KEY", "REDACT_SIGNING_CERT"):
+        os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")
