@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 from benchmarks.provenance import ROOT, write_result
-from redact.custody import Custody
-from redact.decisions import decisions_path, load, load_reasons
-from redact.keys import init_key
 from redact.pipeline import RedactOptions, Redactor
 from redact.plan import Plan, plan_path
-from redact.release import release
-from redact.render import bounds_of, render
-from redact.verify import verify_package
+from redact.review.custody import Custody
+from redact.review.decisions import decisions_path, load, load_reasons
+from redact.review.keys import init_key
+from redact.review.release import release
+from redact.review.render import bounds_of, render
+from redact.review.verify import verify_package
 
 
 def approve(outdir: Path, stem: str, custody: Custody) -> None:

@@ -137,7 +137,7 @@ def page_ready(outdir: Path) -> dict:
     import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from redact.review import create_app
+    from redact.review.server import create_app
 
     app = create_app(outdir)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")

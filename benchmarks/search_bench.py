@@ -218,7 +218,7 @@ def time_page(index, repeat: int, meaning: bool) -> dict:
 
     import uvicorn
 
-    from redact.review import allowed_hosts
+    from redact.review.server import allowed_hosts
     from redact.searchpage import create_app
 
     sock = socket.socket()

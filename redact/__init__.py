@@ -4,7 +4,8 @@
     result = Redactor(RedactOptions(device="auto")).run("bodycam.mp4", "out/")
 
 Stages, one module each: `video` (decode/encode), `detect`, `track`, `anonymize`, `audio` (with `transcribe`
-and `pii`), `search`, `audit`; `pipeline` ties them. Names are imported lazily so that `redact search` and
+and `pii`), `search`, `audit`; `pipeline` ties them. Review and release (decisions, render, the review page, the
+package, signatures) are the subpackage `redact.review`. Names are imported lazily so that `redact search` and
 `redact models list` do not pay for loading torch.
 """
 

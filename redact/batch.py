@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from redact.errors import UserError
-from redact.keys import CERT_ENV, KEY_ENV
 from redact.models import sha256_file
 from redact.pipeline import RedactOptions, Redactor, as_finished, output_stems
+from redact.review.keys import CERT_ENV, KEY_ENV
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mpg", ".mpeg", ".mkv", ".webm", ".ts", ".mts", ".m2ts",
                             ".wmv", ".3gp"})

@@ -420,7 +420,7 @@ def index_cmd(transcripts: tuple[Path, ...], index_spec: str | None, tags: tuple
 def _use_key(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
     """`--key`: checked at once (a key that cannot be read fails before any work) and put in the environment, where
     every part of redact (and the worker processes of --jobs and batch) finds it."""
-    from redact.keys import KEY_ENV, load_signer
+    from redact.review.keys import KEY_ENV, load_signer
 
     if value is not None:
         os.environ[KEY_ENV] = str(value.resolve())
@@ -506,11 +506,11 @@ def reasons_option(func: Callable) -> Callable:
 def render_cmd(outdir: Path, stems: tuple[str, ...], reasons_file: Path | None, allow_unsigned: bool) -> None:
     """Re-render videos in OUTDIR from their plan and decisions (no detector runs), replacing the redacted video,
     transcripts and audit log. Refuses an original whose SHA-256 no longer matches the audit log."""
-    from redact.custody import Custody
-    from redact.decisions import load_reasons
     from redact.progress import frame_progress
-    from redact.render import render
-    from redact.render import stems as plan_stems
+    from redact.review.custody import Custody
+    from redact.review.decisions import load_reasons
+    from redact.review.render import render
+    from redact.review.render import stems as plan_stems
 
     reasons = load_reasons(reasons_file)
     custody = Custody.resolve(allow_unsigned=allow_unsigned)
@@ -610,8 +610,8 @@ def release_cmd(outdir: Path, stem: str, case: str, requester: str, dest: Path, 
     """Write the release package of one redacted video: video, transcripts, exemption log, report (HTML and PDF),
     manifest (signed with the agency's key where it has one), as a folder and a zip. Refuses decisions nobody
     approved unless --allow-unreviewed."""
-    from redact.custody import Custody
-    from redact.release import release
+    from redact.review.custody import Custody
+    from redact.review.release import release
 
     custody = Custody.resolve(allow_unsigned=allow_unsigned)
     result = release(outdir, stem, case=case, requester=requester, dest=dest, allow_unreviewed=allow_unreviewed,
@@ -644,7 +644,7 @@ def _show_key(signer) -> None:
 def keys_init(path: Path | None, organisation: str) -> None:
     """Make an Ed25519 signing key (readable by its owner only) and a certificate chain for it from a local
     certificate authority (ca.crt beside it: the trust anchor to give verifiers). Refuses to replace a key."""
-    from redact.keys import init_key
+    from redact.review.keys import init_key
 
     signer = init_key(path, organisation)
     _show_key(signer)
@@ -657,7 +657,7 @@ def keys_init(path: Path | None, organisation: str) -> None:
 @guarded
 def keys_show() -> None:
     """Print the agency's key: where it is, its fingerprint, its public key. Exit 2 when there is none."""
-    from redact.keys import load_signer
+    from redact.review.keys import load_signer
 
     signer = load_signer()
     if signer is None:
@@ -678,7 +678,7 @@ def verify_cmd(package: Path, expect_key: str | None, trust_anchor: Path | None,
     """Check a release package (folder or zip): every file against the manifest, the agency's signature, that the
     video is the one the signed audit log recorded, and the video's Content Credentials. Exit 0 when all hold,
     1 naming each failure."""
-    from redact.verify import verify_package
+    from redact.review.verify import verify_package
 
     verdict = verify_package(package, expect_key=expect_key, trust_anchor=trust_anchor, allow_unsigned=allow_unsigned)
     for line in verdict.passed:
@@ -703,8 +703,8 @@ def verify_cmd(package: Path, expect_key: str | None, trust_anchor: Path | None,
 def review_cmd(outdir: Path, host: str, port: int, reasons_file: Path | None, reviewer: str | None,
                allow_unsigned: bool) -> None:
     """Serve the review page for the redacted videos of OUTDIR; the first line printed is its URL (with its token)."""
-    from redact.decisions import load_reasons
-    from redact.review import serve
+    from redact.review.decisions import load_reasons
+    from redact.review.server import serve
 
     codes = load_reasons(reasons_file)
 
@@ -712,7 +712,7 @@ def review_cmd(outdir: Path, host: str, port: int, reasons_file: Path | None, re
         click.echo(url)
         sys.stdout.flush()
 
-    from redact.custody import Custody
+    from redact.review.custody import Custody
 
     serve(outdir, host=host, port=port, reasons=codes, reviewer=reviewer,
           custody=Custody.resolve(allow_unsigned=allow_unsigned), announce=announce)

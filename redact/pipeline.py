@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +31,6 @@ from redact.audio import (
     set_media,
 )
 from redact.audit import build_log, file_entry, write_json_atomic
-from redact.custody import Custody
 from redact.detect import (
     CLASS_NAMES,
     CPU_RUNTIMES,
@@ -57,9 +54,10 @@ from redact.gpu import TorchStage
 from redact.models import resolve
 from redact.plan import PlanWriter, plan_path
 from redact.progress import frame_progress
+from redact.review.custody import Custody
 from redact.track import CameraPath, Smoother, Tracker, TrackPolicy
 from redact.transcribe import load_asr
-from redact.video import Frame, VideoInfo, VideoWriter, nvenc_available, probe, read_frames
+from redact.video import Frame, VideoInfo, VideoWriter, nvenc_available, probe, read_frames, threaded
 
 # the two packaged plate models with the best recall (benchmarks/detector_eval.py), run together: on the leak
 # bench's moving clips each misses plates the other finds (>= 10 px plate box-frames leaked: mahdi 7.4%, both 4.3%)
@@ -160,38 +158,6 @@ def output_stems(paths: list[Path]) -> list[str]:
     if clash:
         raise UserError(f"two inputs named '{clash[0]}' would write the same outputs; redact them into separate folders")
     return out
-
-
-def threaded(items: Iterable[T], maxsize: int = 8) -> Iterator[T]:
-    """Produce `items` in a background thread (bounded), re-raising its exception in the consumer."""
-    q: queue.Queue = queue.Queue(maxsize)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                q.put(item)
-            q.put(done)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put(e)
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
 
 
 def as_finished(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[tuple[T, R]]:
@@ -555,10 +521,10 @@ class Redactor:
               stem: str) -> None:
         """Complete the plan (under its partial name) and add the review sections to the log: no decisions yet,
         every automatic redaction listed with the default reason code."""
-        from redact.decisions import Decisions, decisions_path, load_reasons
         from redact.models import sha256_file
         from redact.plan import Plan
-        from redact.render import exemptions, review_section, speech_redactions
+        from redact.review.decisions import Decisions, decisions_path, load_reasons
+        from redact.review.render import exemptions, review_section, speech_redactions
 
         o = self.options
         tb = info.time_base
@@ -579,7 +545,7 @@ class Redactor:
     def _fresh_decisions(outdir: Path, stem: str) -> Path:
         """An empty decisions file for the new plan; one a reviewer had filled for an earlier run is kept under a
         dated name (its track ids belong to the old plan)."""
-        from redact.decisions import Decisions, decisions_path
+        from redact.review.decisions import Decisions, decisions_path
 
         path = decisions_path(outdir, stem)
         try:

@@ -39,7 +39,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from redact.errors import UserError
-from redact.review import COOKIE, ERROR_HANDLERS, Guard, _attr, _static
+from redact.review.server import COOKIE, ERROR_HANDLERS, Guard, _attr, _static
 from redact.search import QUERY_SYNTAX, RANK_WINDOW, Hit, Hits, Index, open_index, read_transcript
 
 if TYPE_CHECKING:
@@ -298,7 +298,7 @@ def create_app(index: Index, *, access_log: Path, token: str | None = None, host
 def serve(source, *, host: str = "127.0.0.1", port: int = 0, user_header: str | None = None,
           access_log: Path | None = None, meaning: bool = False, announce=print) -> None:
     """Serve the search page until interrupted; `announce` gets the URL (with the token, unless user_header)."""
-    from redact.review import serve_app
+    from redact.review.server import serve_app
 
     index = open_source(source, meaning=meaning)
     log_path = access_log or default_log()

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 import numpy as np
 
 from redact.errors import MediaError, UserError, partial_path
+
+T = TypeVar("T")
 
 # Audio codecs the MP4 muxer takes as they are; anything else (PCM in AVI/MOV, for instance) becomes AAC.
 MP4_AUDIO_COPY = {"aac", "mp3", "mp2", "ac3", "eac3", "alac", "opus", "flac"}
@@ -299,3 +303,35 @@ class VideoWriter:
             except Exception:  # noqa: BLE001 - closing a broken container must not mask the original error
                 pass
         self.tmp.unlink(missing_ok=True)
+
+
+def threaded(items: Iterable[T], maxsize: int = 8) -> Iterator[T]:
+    """Produce `items` in a background thread (bounded), re-raising its exception in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from media import make_clip
-from redact import credentials, keys
 from redact.errors import UserError
+from redact.review import credentials, keys
 
 ACTIONS = [{"action": "c2pa.redacted", "parameters": {"class": "face", "count": 12}},
            {"action": "c2pa.redacted", "parameters": {"class": "plate", "count": 3}},

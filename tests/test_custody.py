@@ -14,14 +14,14 @@ import pytest
 from test_release import reviewed
 
 from conftest import EVALDATA, run_cli
-from redact.custody import SEAL, Custody, digest
-from redact.decisions import decisions_path, load, load_reasons
 from redact.errors import UserError
-from redact.keys import KEY_ENV, Signer, init_key, public_raw
 from redact.plan import Plan, plan_path
-from redact.release import LOG_SEAL, MANIFEST, PUBLIC_KEY, SIGNATURE, release
-from redact.render import bounds_of, read_log, render
-from redact.verify import verify_package
+from redact.review.custody import SEAL, Custody, digest
+from redact.review.decisions import decisions_path, load, load_reasons
+from redact.review.keys import KEY_ENV, Signer, init_key, public_raw
+from redact.review.release import LOG_SEAL, MANIFEST, PUBLIC_KEY, SIGNATURE, release
+from redact.review.render import bounds_of, read_log, render
+from redact.review.verify import verify_package
 
 STEM = "bbaf2n"
 CASE, REQUESTER = "FOIA-2026-0099", "A. Requester"

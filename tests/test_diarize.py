@@ -147,8 +147,8 @@ def test_renamed_speakers_show_in_every_format():
 
 
 def test_a_reviewer_names_a_speaker_in_the_decisions(tmp_path):
-    from redact.decisions import Bounds, Decisions, describe_changes, load_reasons
     from redact.errors import UserError
+    from redact.review.decisions import Bounds, Decisions, describe_changes, load_reasons
 
     reasons, bounds = load_reasons(), Bounds(10, 64, 48, frozenset(), 5.0, frozenset({"S1", "S2"}))
     d = Decisions(tmp_path / "x.decisions.json")

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from conftest import EVALDATA, run_cli
-from redact.decisions import decisions_path, load, load_reasons
 from redact.errors import UserError
 from redact.plan import Plan, plan_path
-from redact.release import clock, package_name, release
-from redact.render import bounds_of, render
+from redact.review.decisions import decisions_path, load, load_reasons
+from redact.review.release import clock, package_name, release
+from redact.review.render import bounds_of, render
 
 STEM = "bbaf2n"
 ORIGINAL = EVALDATA / "video" / "grid" / f"{STEM}.mpg"
@@ -249,14 +249,14 @@ def csv_rows_of(outdir: Path, tmp_path: Path) -> list[dict]:
 
 
 def test_failure_leaves_no_package(run_outdir: Path, tmp_path: Path, monkeypatch) -> None:
-    import redact.release
+    import redact.review.release
 
     outdir, _ = reviewed(run_outdir, tmp_path)
 
     def broken(ctx: dict) -> bytes:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(redact.release, "report_pdf", broken)
+    monkeypatch.setattr(redact.review.release, "report_pdf", broken)
     dest = tmp_path / "pkg"
     with pytest.raises(UserError, match="out of disk space"):
         release(outdir, STEM, case=CASE, requester=REQUESTER, dest=dest)

@@ -12,10 +12,10 @@ import pytest
 
 from conftest import run_cli
 from media import assert_same_pictures, box_difference, decoded, make_clip, talking_clip
-from redact.decisions import Bounds, Decisions, decisions_path, load, load_reasons
 from redact.errors import UserError
 from redact.plan import Plan, TrackRow, group_tracks, plan_path
-from redact.render import bounds_of, follow, render
+from redact.review.decisions import Bounds, Decisions, decisions_path, load, load_reasons
+from redact.review.render import bounds_of, follow, render
 from redact.video import read_frames
 
 SPEECH = "My name is Maria Gonzalez. The truck was green and white."
@@ -159,7 +159,7 @@ def release_frames(face: int, a: int, b: int, merge: bool = True) -> dict:
 
 def test_a_track_released_in_two_pieces_keeps_both(outdir, clip):
     """Issue 27, defect 1: a second partial un-redaction used to replace the first (a track held one range)."""
-    from redact.render import Previewer, RenderSpec, exemptions
+    from redact.review.render import Previewer, RenderSpec, exemptions
 
     reasons = load_reasons()
     with Plan(plan_path(outdir, STEM)) as plan:
@@ -189,7 +189,7 @@ def test_a_track_released_in_two_pieces_keeps_both(outdir, clip):
 def version_1_file(path, face: int) -> dict:
     """A decisions file as version 1 wrote it (a track's frames one [first, last]), with its hash-chained history:
     a partial release of `face`, then an approval."""
-    from redact.decisions import digest
+    from redact.review.decisions import digest
 
     state = {"version": 1, "tracks": {}, "regions": [], "frame_ranges": [], "words": [], "approved": None}
     history: list[dict] = []
@@ -349,7 +349,7 @@ def test_two_reviewers_never_overwrite_each_other(outdir):
     read = first.head
     first.apply({"op": "add", "list": "frame_ranges", "value": {"frames": [0, 1], "mode": "fill", "reason": "b6"}},
                 "A", reasons, bounds, base=read)
-    from redact.decisions import Conflict
+    from redact.review.decisions import Conflict
 
     with pytest.raises(Conflict):
         first.apply({"op": "unapprove"}, "B", reasons, bounds, base=read)  # B read the head before A's change

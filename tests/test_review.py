@@ -24,9 +24,9 @@ import pytest
 
 from conftest import EVALDATA, REDACT
 from media import box_difference, decoded
-from redact.decisions import decisions_path
 from redact.plan import Plan, plan_path
-from redact.review import allowed_hosts, create_app
+from redact.review.decisions import decisions_path
+from redact.review.server import allowed_hosts, create_app
 
 STEM = "bbaf2n"
 ORIGINAL = EVALDATA / "video" / "grid" / f"{STEM}.mpg"
@@ -446,7 +446,7 @@ def test_review_in_a_browser(server: Server, run_outdir: Path, tmp_path: Path) -
     assert max(outside) < 9 and np.median(outside) < 4, max(outside)
 
     # the bleeped word: a 1 kHz tone where it was said, marked in the transcript, not heard when re-transcribed
-    from redact.release import release
+    from redact.review.release import release
     from redact.transcribe import iter_audio, load_asr, transcribe
 
     word = final["words"][0]
@@ -558,7 +558,7 @@ def test_the_page_says_when_a_render_is_needed(fresh: Server, chromium) -> None:
     from playwright.sync_api import expect
 
     from redact.errors import UserError
-    from redact.release import check_releasable, read_log
+    from redact.review.release import check_releasable, read_log
 
     state = "#render-state"
     with opened(chromium, fresh) as page:

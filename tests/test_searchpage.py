@@ -22,7 +22,7 @@ from test_review import CHROMIUM_ARGS, wait_for
 from test_search import pg_schema_url, pg_url  # noqa: F401 - fixtures
 
 from conftest import EVALDATA, REDACT
-from redact.review import allowed_hosts
+from redact.review.server import allowed_hosts
 from redact.search import Index, open_index
 from redact.searchpage import create_app, open_source
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from media import talking_clip
-from redact.decisions import decisions_path, load, load_reasons
 from redact.errors import UserError
 from redact.plan import Plan, plan_path
-from redact.render import bounds_of, render
-from redact.review import Video
+from redact.review.decisions import decisions_path, load, load_reasons
+from redact.review.render import bounds_of, render
+from redact.review.server import Video
 from redact.transcribe import iter_audio, load_asr, transcribe
 
 STEM = "stop"

@@ -16,11 +16,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from redact.custody import check_seal, short
 from redact.errors import UserError
-from redact.keys import fingerprint, public_raw, verify
 from redact.models import sha256_file
-from redact.release import LOG_SEAL, MANIFEST, PUBLIC_KEY, SIGNATURE
+from redact.review.custody import check_seal, short
+from redact.review.keys import fingerprint, public_raw, verify
+from redact.review.release import LOG_SEAL, MANIFEST, PUBLIC_KEY, SIGNATURE
 
 
 @dataclass
@@ -160,7 +160,7 @@ def _seal(folder: Path, listed: dict[str, str], public: bytes | None, video: Pat
 
 
 def _credentials(video: Path, statement: dict | None, trust_anchor: Path | None, verdict: Verdict) -> None:
-    from redact import credentials
+    from redact.review import credentials
 
     found = credentials.read(video, trust_anchor)
     if found is None:

@@ -9,7 +9,7 @@
         report.html                self-contained (inline CSS, thumbnails as data: URIs)
         report.pdf                 the same report for printing
         manifest.sha256            `sha256sum -c manifest.sha256` run inside the folder verifies every file
-    and, where the agency has a signing key (`redact.keys`; `redact verify` checks all of it):
+    and, where the agency has a signing key (`redact.review.keys`; `redact verify` checks all of it):
         signing-key.pub            the agency's public key (its fingerprint is in the report)
         log-seal.json              the audit log's seal: the signed statement of the video's SHA-256 (the log
                                    itself stays with the agency)
@@ -22,7 +22,7 @@ original's path). The report quotes only the original's SHA-256 and size. Thumbn
 packaged (redacted) video, never from the original.
 
 Refusals (UserError, nothing written): a signature on the audit log or the decisions history fails, or they are
-unsigned while the agency signs (`redact.custody`), the decisions are not approved (unless `allow_unreviewed`: then every
+unsigned while the agency signs (`redact.review.custody`), the decisions are not approved (unless `allow_unreviewed`: then every
 PDF page, the HTML and the CSV's reviewer column say NOT REVIEWED), the decisions on disk changed since the last
 render, the video does not match the SHA-256 its audit log records, the folder or the zip already exists (a
 package is never overwritten; remove it or choose another DEST).
@@ -52,9 +52,9 @@ from pathlib import Path
 import numpy as np
 
 from redact.audio import TRANSCRIPT_SUFFIXES
-from redact.custody import SEAL, Custody
 from redact.errors import UserError, partial_path, writing_to
 from redact.models import sha256_file
+from redact.review.custody import SEAL, Custody
 
 NOT_REVIEWED = "NOT REVIEWED"
 CSV_COLUMNS = ("start_time", "end_time", "first_frame", "last_frame", "media", "class", "source", "action",
@@ -111,7 +111,7 @@ def _write(path: Path, data: str | bytes) -> None:
 # ------------------------------------------------------------------------------------------------ checks
 def read_log(outdir: Path, stem: str) -> dict:
     """The audit log, which must come from a run or render that knows of reviews."""
-    from redact.render import read_log as audit_log
+    from redact.review.render import read_log as audit_log
 
     log = audit_log(outdir, stem)
     if not isinstance(log.get("review"), dict) or not isinstance(log.get("exemptions"), list):
@@ -122,7 +122,7 @@ def read_log(outdir: Path, stem: str) -> dict:
 
 def _reasons_of(log: dict, reasons: str | Path | None):
     """The codes to check the decisions with: the file given, else those the last render used (from its log)."""
-    from redact.decisions import Reason, Reasons, load_reasons
+    from redact.review.decisions import Reason, Reasons, load_reasons
 
     if reasons is not None:
         return load_reasons(reasons)
@@ -136,10 +136,10 @@ def _reasons_of(log: dict, reasons: str | Path | None):
 
 def current_decisions_digest(outdir: Path, stem: str, log: dict, reasons: str | Path | None,
                              custody: Custody | None = None) -> str:
-    """The digest of the decisions on disk now, as `redact.decisions` reads them (an outside edit included)."""
-    from redact import decisions as dec
+    """The digest of the decisions on disk now, as `redact.review.decisions` reads them (an outside edit included)."""
     from redact.plan import Plan, plan_path
-    from redact.render import bounds_of
+    from redact.review import decisions as dec
+    from redact.review.render import bounds_of
 
     path = dec.decisions_path(outdir, stem)
     if not path.exists():
@@ -336,7 +336,7 @@ def report_html(ctx: dict) -> str:
     import jinja2
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    template = env.from_string((package_files("redact") / "templates" / "report.html.j2").read_text(encoding="utf-8"))
+    template = env.from_string((package_files("redact.review") / "templates" / "report.html.j2").read_text(encoding="utf-8"))
     return template.render(**ctx)
 
 
@@ -559,7 +559,7 @@ def _fill(tmp: Path, outdir: Path, stem: str, log: dict, video: Path, *, case: s
     transcripts = [outdir / name for name in named if (outdir / name).is_file()]
     expected = log["output"]["sha256"]
     if label_codes:
-        from redact.render import render
+        from redact.review.render import render
 
         work = tmp / ".render"
         work.mkdir()

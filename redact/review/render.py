@@ -7,8 +7,8 @@ the run's own settings: with no decisions, it reproduces the run's pixels. Audio
 spoken-PII spans with the reviewer's word decisions applied, and the transcripts rebuilt from the plan's words.
 Everything is finished under temporary names and renamed into place only when every part succeeded. It
 refuses an original whose SHA-256 is not the one the audit log recorded: boxes are only valid for those pixels.
-With the agency's key (`redact.custody`), it refuses a log or a decisions history whose signature fails, embeds
-Content Credentials in the video (`redact.credentials`) and signs the log it writes.
+With the agency's key (`redact.review.custody`), it refuses a log or a decisions history whose signature fails, embeds
+Content Credentials in the video (`redact.review.credentials`) and signs the log it writes.
 
 `Previewer` shows the review page any single frame as the render would make it, with decisions not yet saved.
 """
@@ -33,16 +33,16 @@ import numpy as np
 from redact.anonymize import RedactionPolicy, anonymize, redacted_roi
 from redact.audio import build_transcript, track_info, track_stem, transcription_of, write_bleeped, write_transcripts
 from redact.audit import file_entry, write_json_atomic
-from redact.custody import Custody
-from redact.decisions import Bounds, Decisions, Reasons, decisions_path, digest, load, load_reasons
 from redact.detect import Detections
 from redact.errors import MediaError, UserError, writing_to
 from redact.models import sha256_file
 from redact.plan import SUFFIX as PLAN_SUFFIX
 from redact.plan import Plan, plan_path
+from redact.review.custody import Custody
+from redact.review.decisions import Bounds, Decisions, Reasons, decisions_path, digest, load, load_reasons
 from redact.track import frame_motion, shrink
 from redact.transcribe import Transcription
-from redact.video import Frame, VideoWriter, _open, _upright, nvenc_available, probe, read_frames
+from redact.video import Frame, VideoWriter, _open, _upright, nvenc_available, probe, read_frames, threaded
 
 CHUNK = 256  # frames of boxes read from the plan at once
 ZERO = "0" * 64
@@ -467,8 +467,6 @@ def _render(outdir: Path, stem: str, reasons: Reasons, target: Path, in_place: b
 def _render_frames(original: Path, plan: Plan, spec: RenderSpec, policy: RedactionPolicy, auto_reason: str,
                    label_codes: bool, writer: VideoWriter, progress: Callable[[int, int], None] | None) -> int:
     """Decode, redact and encode every frame (encoding in a thread of its own, as the run does)."""
-    from redact.pipeline import threaded
-
     paths: dict[str, RegionPath] = {}
     total = plan.frame_count
     boxes = None

@@ -1,7 +1,7 @@
 """Chain of custody: the agency's signature on each decisions history entry, each audit log and each release.
 
 A hash chain without a key proves only that files agree with each other: an insider who rewrites a history entry
-and recomputes every later hash has a chain that checks. Signed with the agency's key (`redact.keys`), an entry
+and recomputes every later hash has a chain that checks. Signed with the agency's key (`redact.review.keys`), an entry
 changed after it was signed no longer verifies, and one whose signature was removed is refused while the agency
 signs. Without a key, everything works as before and is said to be unsigned.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redact.errors import UserError
-from redact.keys import ALGORITHM, Signer, fingerprint, load_signer, verify
+from redact.review.keys import ALGORITHM, Signer, fingerprint, load_signer, verify
 
 SEAL = "signature"  # the audit log's key holding its seal
 ALLOW_UNSIGNED = "--allow-unsigned accepts work made before the agency had its key"
@@ -100,7 +100,7 @@ class Custody:
             return {"embedded": False, "why": f"no certificate chain at {chain} for the signing key"}
         from importlib.metadata import version
 
-        from redact import credentials
+        from redact.review import credentials
 
         actions = credential_actions(redacted, bleeped)
         signed = workdir / f".credentials{video.suffix}"

@@ -31,11 +31,11 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from redact.custody import Custody
-from redact.decisions import Conflict, Decisions, Reasons, decisions_path, digest, load, load_reasons
 from redact.detect import CLASS_NAMES
 from redact.errors import UserError
 from redact.plan import Plan, plan_path
+from redact.review.custody import Custody
+from redact.review.decisions import Conflict, Decisions, Reasons, decisions_path, digest, load, load_reasons
 
 COOKIE = "redact_token"
 HEADER = "x-redact-token"
@@ -93,7 +93,7 @@ class Video:
     _rendered: tuple[tuple[int, int] | None, dict] = (None, {})  # the audit log's stat and review section
 
     def __post_init__(self) -> None:
-        from redact.render import bounds_of
+        from redact.review.render import bounds_of
 
         self.plan = Plan(plan_path(self.outdir, self.stem))
         self.bounds = bounds_of(self.plan)
@@ -139,7 +139,7 @@ class Video:
     def rendered(self, decisions: Decisions) -> dict:
         """Whether the release files are of the decisions as they are now: the last render recorded the hash of the
         decisions it rendered in the audit log, which `redact release` compares with the decisions on disk."""
-        from redact.render import read_log
+        from redact.review.render import read_log
 
         log = self.outdir / f"{self.stem}.redaction.json"
         try:
@@ -160,14 +160,14 @@ class Video:
 
     def original(self) -> Path:
         """The original video, checked once against the SHA-256 the plan recorded."""
-        from redact.render import check_original
+        from redact.review.render import check_original
 
         if self._original is None:
             self._original = check_original(self.plan.meta["input"])
         return self._original
 
     def previewer(self):
-        from redact.render import Previewer
+        from redact.review.render import Previewer
 
         if self._previewer is None:
             self._previewer = Previewer(self.plan, self.original())
@@ -207,7 +207,7 @@ class Video:
         import wave
         import weakref
 
-        from redact.render import speech_tracks
+        from redact.review.render import speech_tracks
         from redact.transcribe import iter_audio
 
         with self.lock:
@@ -243,7 +243,7 @@ class Video:
 
     def boxes(self, first: int, last: int) -> dict:
         """Each frame's plan boxes with whether the decisions keep them redacted, and the regions' boxes."""
-        from redact.render import RenderSpec
+        from redact.review.render import RenderSpec
 
         first, last = max(0, first), min(last, self.plan.frame_count - 1, first + MAX_BOX_FRAMES - 1)
         with self.lock:
@@ -266,7 +266,7 @@ class Video:
 
     def info(self) -> dict:
         """Everything the page shows of the video apart from frames and boxes."""
-        from redact.render import speech_redactions
+        from redact.review.render import speech_redactions
 
         with self.lock:
             decisions = self.decisions()
@@ -305,7 +305,7 @@ class Video:
 
     def start_render(self) -> bool:
         """Render in a background thread; False when one is running already."""
-        from redact.render import render
+        from redact.review.render import render
 
         with self.lock:
             if self.render_status.state == "running":
@@ -434,7 +434,7 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
     lock = threading.Lock()
 
     def stems() -> list[str]:
-        from redact.render import stems as found
+        from redact.review.render import stems as found
 
         return found(outdir)
 

@@ -21,8 +21,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import NamedTuple
 
-from redact.custody import Custody, digest
 from redact.errors import UserError, write_text_atomic
+from redact.review.custody import Custody, digest
 
 VERSION = 2  # 1: a track's "frames" was one [first, last]; such files are read and migrated (`migrate`)
 SUFFIX = ".decisions.json"
@@ -56,7 +56,7 @@ class Reasons:
 def load_reasons(path: str | Path | None = None) -> Reasons:
     """The codes of `path` (TOML: `auto = "code"` and `[[code]]` tables with id, label, statute), or the packaged
     default list (federal FOIA (b)(6), (b)(7)(C) and common categories)."""
-    source = Path(path) if path else files("redact") / "reasons.toml"
+    source = Path(path) if path else files("redact.review") / "reasons.toml"
     try:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

@@ -29,8 +29,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from redact import keys
 from redact.errors import UserError, partial_path
+from redact.review import keys
 
 MIME = "video/mp4"
 GENERATOR = "redact"
