@@ -23,7 +23,7 @@ reports how many segments each query matches. --keep/--reuse keep an index and q
 --meaning (SQLite) also gives every segment a meaning vector (Index.embed, the static embedder: build time and
 size with them) and times the same queries as hybrid searches (Index.search(meaning=...)). --page serves the
 search page on the index (redact.searchpage, as `redact serve` does) and times the page's own request,
-GET /api/search (20 hits a page, words or, with --meaning, hybrid), from an HTTP client on the same machine
+GET /api/search (20 hits a page: words only, and with --meaning hybrid too), from an HTTP client on the same machine
 (server side), then in Debian's chromium (when /usr/bin/chromium exists): the page ready (navigation to the
 page's init done: /api/info answered) and each query typed and submitted, timed by the page itself (fetch
 round trip, performance.now()).
@@ -327,8 +327,10 @@ def run_sqlite(args) -> dict:
         index.nearest(embedder)
         result["vectors_load_s"] = round(time.perf_counter() - t0, 2)
         result["hybrid"] = time_queries(index, args.repeat, False, args.rank_window, embedder)
-    if args.page:
-        result["page"] = time_page(index, args.repeat, args.meaning)
+    if args.page:  # the page's words-only search, and with --meaning its hybrid one too
+        result["page_words"] = time_page(index, args.repeat, False)
+        if args.meaning:
+            result["page"] = time_page(index, args.repeat, True)
     index.close()
     if args.count:
         counts = sqlite_matches(str(path))

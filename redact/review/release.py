@@ -152,7 +152,9 @@ def current_decisions_digest(outdir: Path, stem: str, log: dict, reasons: str | 
 
 
 def check_releasable(outdir: Path, stem: str, log: dict, allow_unreviewed: bool, reasons: str | Path | None,
-                     custody: Custody) -> None:
+                     custody: Custody | None = None) -> None:
+    """Raise UserError for what `release` refuses (see the module's docstring), before anything is written."""
+    custody = custody or Custody.resolve()
     custody.check_log(log, outdir / f"{stem}.redaction.json")
     review = log["review"]
     if review.get("approved") is None and not allow_unreviewed:
