@@ -102,7 +102,7 @@ def test_history_entries_are_signed_and_a_rewrite_is_refused(signed_run: Path, a
     path.write_text(json.dumps(raw))
     with Plan(plan_path(outdir, STEM)) as plan, \
             pytest.raises(UserError, match="history entry 4 is not signed, but entries before it are"):
-        load(path, load_reasons(), bounds_of(plan), Custody(None))
+        load(path, load_reasons(), bounds_of(plan), Custody(agency))
 
     other = init_key(tmp_path / "other" / "other.key")  # re-signed by a key of the insider's own
     path.write_text(original)
@@ -114,6 +114,18 @@ def test_history_entries_are_signed_and_a_rewrite_is_refused(signed_run: Path, a
     with pytest.raises(UserError, match=f"history entry 1 is signed by key {other.fingerprint[:16]}, not by this "
                                         f"agency's key {agency.fingerprint[:16]}"):
         render(outdir, STEM)
+
+
+def test_signed_work_is_refused_without_the_key(signed_run: Path, agency: Signer, tmp_path: Path, monkeypatch) -> None:
+    """A render (or the review page, or a release) without the key would write unsigned files after signed ones:
+    refused, naming the key, instead of a silent downgrade."""
+    outdir, _ = reviewed(signed_run, tmp_path)
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(UserError, match=f"the audit log is signed by key {agency.fingerprint[:16]}, and no signing "
+                                        "key is given"):
+        render(outdir, STEM)
+    with Plan(plan_path(outdir, STEM)) as plan, pytest.raises(UserError, match="history entry 1 is signed by key"):
+        load(decisions_path(outdir, STEM), load_reasons(), bounds_of(plan))
 
 
 def test_the_same_rewrite_passes_without_a_key(grid_run: Path, tmp_path: Path) -> None:

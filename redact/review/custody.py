@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redact.errors import UserError
-from redact.review.keys import ALGORITHM, Signer, fingerprint, load_signer, verify
+from redact.review.keys import ALGORITHM, KEY_ENV, Signer, fingerprint, load_signer, verify
 
 SEAL = "signature"  # the audit log's key holding its seal
 ALLOW_UNSIGNED = "--allow-unsigned accepts work made before the agency had its key"
@@ -44,7 +44,8 @@ def short(fp: str) -> str:
 @dataclass(frozen=True)
 class Custody:
     """Who signs what this process writes, and what it accepts of what it reads: with a key, unsigned history
-    entries and logs are refused unless `allow_unsigned`, and signed ones must be this key's."""
+    entries and logs are refused unless `allow_unsigned`, and signed ones must be this key's; without one, signed
+    ones are refused too (what this process wrote after them would be unsigned)."""
 
     signer: Signer | None = None
     allow_unsigned: bool = False
@@ -59,7 +60,10 @@ class Custody:
             raise UserError(f"{what} is not signed, and this agency signs its work ({ALLOW_UNSIGNED})")
 
     def _check_key(self, public: bytes, what: str) -> None:
-        if self.signer is not None and public != self.signer.public:
+        if self.signer is None:  # what would be written next is unsigned: refused rather than a silent downgrade
+            raise UserError(f"{what} is signed by key {short(fingerprint(public))}, and no signing key is given: give "
+                            f"the agency's key (--key or ${KEY_ENV}) to work on signed files")
+        if public != self.signer.public:
             raise UserError(f"{what} is signed by key {short(fingerprint(public))}, not by this agency's key "
                             f"{short(self.signer.fingerprint)}")
 
