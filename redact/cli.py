@@ -130,8 +130,9 @@ def run_options(func: Callable) -> Callable:
         click.option("--plate-mode", type=click.Choice(["blur", "pixelate", "fill"]), default=d.plate_mode,
                      show_default=True),
         click.option("--face-model", default=d.face_model, show_default=True,
-                     help="Registry id or a local .onnx file (CenterFace); after a comma, a YuNet model to run "
-                          "beside it on every face look, its boxes fused (centerface,yunet)."),
+                     help="Registry id or a local .onnx file (CenterFace); after commas, models to run beside it "
+                          "on every face look, their boxes fused: a YuNet model (centerface,yunet) or a person pose "
+                          "model whose head boxes count where no face is found (centerface,head-pose)."),
         click.option("--plate-model", default=d.plate_model, show_default=True,
                      help="Registry id or a local .pt/.onnx; several, comma-separated, run together (a plate any "
                           "of them finds is redacted)."),

@@ -535,7 +535,7 @@ class YuNetDetector:
         return results
 
 
-def onnx_export(weights: Path, sha256: str, imgsz: int) -> Path:
+def onnx_export(weights: Path, sha256: str, imgsz: int, task: str = "detect") -> Path:
     """A verified `.pt` exported once to ONNX: onnxruntime runs YOLO about twice as fast as torch on a CPU. The
     export is keyed by the source hash and checked against its own recorded hash on reuse. One made in the model
     cache (an image can bake it in) is used from there; otherwise it is made in the state home, which is writable
@@ -558,7 +558,7 @@ def onnx_export(weights: Path, sha256: str, imgsz: int) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         copy = Path(tmp) / "model.pt"
         shutil.copyfile(weights, copy)
-        exported = Path(YOLO(str(copy), task="detect").export(format="onnx", imgsz=imgsz, dynamic=True,
+        exported = Path(YOLO(str(copy), task=task).export(format="onnx", imgsz=imgsz, dynamic=True,
                                                               simplify=False, verbose=False))
         record.write_text(sha256_file(exported))
         os.replace(exported, target)
@@ -579,6 +579,7 @@ class YoloPlateDetector:
 
     cls = PLATE
     takes_turns = True  # the plate ensemble's models, while no plate is in view (`plate_turns`)
+    TASK = "detect"  # ultralytics' task of the model (`PoseHeadDetector`: "pose")
 
     MIN_ASPECT = 1.1  # width / height: labelled plates are >= 2, even steep angles keep them wider than tall
     MAX_AREA = 0.25  # of the frame: a "plate" larger than this is a false positive on texture or a face
@@ -598,14 +599,14 @@ class YoloPlateDetector:
             raise ModelError(f"{weights}: an ONNX plate model runs on the CPU only; give its .pt for --device cuda")
         try:
             if self.backend in CPU_RUNTIMES:
-                graph = OnnxGraph(onnx_export(weights, sha256, imgsz) if weights.suffix == ".pt" else weights,
+                graph = OnnxGraph(onnx_export(weights, sha256, imgsz, self.TASK) if weights.suffix == ".pt" else weights,
                                   self.backend)
                 self.net, self.dtype = lambda x: graph(x.numpy()), None
             else:
                 import torch
                 from ultralytics import YOLO
 
-                self.net = YOLO(str(weights), task="detect").model.fuse().eval().to(device)
+                self.net = YOLO(str(weights), task=self.TASK).model.fuse().eval().to(device)
                 self.dtype = torch.float16 if device == "cuda" else torch.float32
                 self.net = self.net.to(self.dtype)
         except UserError:
@@ -676,6 +677,86 @@ class YoloPlateDetector:
         d = Detections(xyxy, score, np.full(len(xyxy), PLATE))
         w, h = d.xyxy[:, 2] - d.xyxy[:, 0], d.xyxy[:, 3] - d.xyxy[:, 1]
         return d[(w >= self.MIN_ASPECT * h) & (w * h <= self.MAX_AREA * frame_area)]
+
+
+class PoseHeadDetector(YoloPlateDetector):
+    """Heads, from a person pose model (COCO keypoints: the official yolo11n-pose, registry `head-pose`), as face
+    boxes beside CenterFace: `--face-model centerface,head-pose`.
+
+    Why: the faces CenterFace (and YuNet) miss on the leak bench are 20-30 px faces that are masked, under a cap or
+    turned away; no face detector obtainable here finds them, but a person's nose, eyes and ears are still
+    located by a pose model when the face itself does not look like one (a back of a head has ears, a masked face
+    has eyes). For each person scoring `threshold` or more, the box is face-sized (as CenterFace draws one, so
+    that the same `face_dilate` and ellipse make it a head): centred on the head keypoints seen with `KEYPOINT`
+    confidence or more, `SPAN` x their spread wide, or `SHOULDER` x the shoulder distance where that is wider
+    (one keypoint alone has no spread; a face seen from the side has a narrow one). A confident person
+    (`FALLBACK`) whose head keypoints are all weak gets a box at the top of its person box instead. A head box
+    that holds a face another model found is dropped (`drop_heads_holding_faces`): that face is already
+    redacted. The network, letterbox (at the frame's own size by default) and NMS are the plate models'
+    (`YoloPlateDetector`); it runs on every face look (`takes_turns` False), like YuNet."""
+
+    cls = FACE
+    takes_turns = False
+    TASK = "pose"
+    THRESHOLD = 0.4  # person score
+    KEYPOINT = 0.3  # a head or shoulder keypoint counts from this confidence
+    FALLBACK = 0.6  # person score for a box from the person box alone
+    SPAN, SHOULDER, PERSON = 1.2, 0.5, 0.35  # face box width per keypoint spread, shoulder distance, person width
+
+    def __init__(self, weights: Path, sha256: str, device: str = "cpu", threshold: float = THRESHOLD,
+                 imgsz: int = 1280, backend: str | None = None):
+        super().__init__(weights, sha256, device, threshold, imgsz, backend)
+
+    def _boxes(self, preds: torch.Tensor, left: int, top: int, r: float, w: int, h: int) -> list[Detections]:
+        """ultralytics' NMS over persons, then a head box per person, in frame pixels."""
+        from ultralytics.utils.nms import non_max_suppression
+
+        out = []
+        for det in non_max_suppression(preds.float(), self.threshold, 0.7, max_det=300, nc=1):
+            det = det.cpu().numpy()
+            person = (det[:, :4] - np.array([left, top, left, top], np.float32)) / r
+            kpts = det[:, 6:].reshape(len(det), 17, 3)
+            kpts[..., :2] = (kpts[..., :2] - np.array([left, top], np.float32)) / r
+            out.append(self.heads(person, det[:, 4], kpts, w, h))
+        return out
+
+    def heads(self, person: np.ndarray, score: np.ndarray, kpts: np.ndarray, w: int, h: int) -> Detections:
+        """Face-sized head boxes (FACE) of persons (xyxy, score, (n, 17, 3) COCO keypoints x, y, confidence)."""
+        boxes, scores = [], []
+        for (x0, y0, x1, _y1), s, k in zip(person, score, kpts, strict=True):
+            seen = k[:, 2] >= self.KEYPOINT
+            shoulders = float(np.hypot(*(k[5, :2] - k[6, :2]))) if seen[5:7].all() else 0.0
+            head = k[:5, :2][seen[:5]]
+            if len(head):  # centred on the head keypoints
+                width = max(self.SPAN * float(np.ptp(head, axis=0).max()), self.SHOULDER * shoulders)
+                width = min(width or self.PERSON * (x1 - x0), x1 - x0)
+                cx, cy = head.mean(0)
+            elif s >= self.FALLBACK:  # at the top of the person box
+                width = min(self.SHOULDER * shoulders or self.PERSON * (x1 - x0), x1 - x0)
+                cx, cy = (x0 + x1) / 2, y0 + width * FACE_ASPECT / 2
+            else:
+                continue
+            half = np.array([width, width * FACE_ASPECT], np.float32) / 2
+            boxes.append(np.concatenate([(cx, cy) - half, (cx, cy) + half]))
+            scores.append(s)
+        xyxy = clip_boxes(np.array(boxes, np.float32).reshape(-1, 4), w, h)
+        keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        return Detections(xyxy, np.array(scores, np.float32), np.full(len(xyxy), FACE))[keep]
+
+
+def drop_heads_holding_faces(heads: Detections, faces: Detections) -> Detections:
+    """Head boxes (`PoseHeadDetector`) without those on a face another model found: the face's centre is inside
+    the head box and the face is at least half as wide. That face is redacted by its own box; the head box is
+    for a head whose face no model finds (turned away, masked). A small false face (on an ear, a cap's logo)
+    keeps the head box. Boxes of other classes in `faces` are ignored."""
+    faces = faces[faces.cls == FACE]
+    if not (len(heads) and len(faces)):
+        return heads
+    c = ((faces.xyxy[:, :2] + faces.xyxy[:, 2:]) / 2)[None]
+    fw = (faces.xyxy[:, 2] - faces.xyxy[:, 0])[None]
+    hb = heads.xyxy[:, None]
+    holds = ((c >= hb[..., :2]) & (c <= hb[..., 2:])).all(-1) & (fw >= 0.5 * (hb[..., 2] - hb[..., 0]))
+    return heads[~holds.any(1)]
 
 
 class DetectionQueue:

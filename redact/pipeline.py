@@ -40,11 +40,13 @@ from redact.detect import (
     DetectionQueue,
     Detections,
     Detector,
+    PoseHeadDetector,
     YoloPlateDetector,
     YuNetDetector,
     complete_cut_faces,
     cpu_facts,
     cpu_runtime,
+    drop_heads_holding_faces,
     drop_plates_holding_faces,
     fuse,
     resolve_device,
@@ -214,6 +216,7 @@ class Redactor:
             raise UserError(f"on CUDA the detectors run in torch (runtime '{runtime}' is for the CPU)")
         self.stage = TorchStage(self.device) if runtime == "torch" else None
         self.detectors: list[Detector] = []
+        self.heads: set[int] = set()  # indices of the head detectors: their boxes count where no face is found
         self.model_entries: list[dict] = []
         if o.faces:
             first, *beside = plate_models(o.face_model, "--face-model")  # CenterFace, then YuNet models beside it
@@ -225,7 +228,11 @@ class Redactor:
             self.model_entries.append(self._model_entry("face", first, path, digest, spec))
             for name in beside:  # on every face look, fused with CenterFace's boxes (`YuNetDetector.takes_turns`)
                 path, digest, spec = resolve(name, "faces")
-                self.detectors.append(YuNetDetector(path, digest, self.device, backend=runtime))
+                if (spec.format if spec else path.suffix) in ("yolo-pose-pt", ".pt"):  # heads (`PoseHeadDetector`)
+                    self.heads.add(len(self.detectors))
+                    self.detectors.append(PoseHeadDetector(path, digest, self.device, backend=runtime))
+                else:
+                    self.detectors.append(YuNetDetector(path, digest, self.device, backend=runtime))
                 self.model_entries.append(self._model_entry("face", name, path, digest, spec))
         for name in plate_models(o.plate_model) if o.plates else []:  # several: an ensemble (`fuse`)
             path, digest, spec = resolve(name, "plates")
@@ -341,10 +348,17 @@ class Redactor:
                     found[index].update(parts)
             parts = found[frame.index]
             faces = None if FACE in looked else tracker.carried(FACE, frame.index)
-            dets = fuse([parts[k] for k in active])
+            dets = self.fused(parts, active)
             dets = complete_cut_faces(drop_plates_holding_faces(dets, faces), *frame.image.shape[1::-1])
             smoother.add(frame.index, tracker.update(dets, frame.index, frame.image, looked))
         return looked
+
+    def fused(self, parts: dict[int, Detections], active: tuple[int, ...]) -> Detections:
+        """One frame's detections of the detectors `active` as one set (`fuse`), where a head box counts only
+        where no face was found in it (`drop_heads_holding_faces`): redact the head when its face is not seen."""
+        found = [parts[k] for k in active if k not in self.heads]
+        heads = Detections.merge([parts[k] for k in active if k in self.heads])
+        return fuse([*found, drop_heads_holding_faces(heads, Detections.merge(found))])
 
     def frames_with_boxes(self, frames: Iterable[Frame], smoother: Smoother) -> Iterator[tuple[Frame, Detections]]:
         """Each frame with its final boxes, in order: the core of the pipeline, shared by `run` and benchmarks.
