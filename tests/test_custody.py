@@ -21,6 +21,7 @@ from redact.review.decisions import decisions_path, load, load_reasons
 from redact.review.keys import KEY_ENV, Signer, init_key, public_raw
 from redact.review.release import LOG_SEAL, MANIFEST, PUBLIC_KEY, SIGNATURE, release
 from redact.review.render import bounds_of, read_log, render
+from redact.review.server import Video
 from redact.review.verify import verify_package
 
 STEM = "bbaf2n"
@@ -126,6 +127,12 @@ def test_signed_work_is_refused_without_the_key(signed_run: Path, agency: Signer
         render(outdir, STEM)
     with Plan(plan_path(outdir, STEM)) as plan, pytest.raises(UserError, match="history entry 1 is signed by key"):
         load(decisions_path(outdir, STEM), load_reasons(), bounds_of(plan))
+    fresh = tmp_path / "fresh"  # the run alone (no history yet): the review page refuses the first change
+    shutil.copytree(signed_run, fresh)
+    page = Video(fresh, STEM, load_reasons(), Custody(None))
+    with pytest.raises(UserError, match="no signing key is given"):
+        page.apply({"op": "approve"}, "Bob", page.decisions().head)
+    assert not json.loads(decisions_path(fresh, STEM).read_text()).get("history")
 
 
 def test_the_same_rewrite_passes_without_a_key(grid_run: Path, tmp_path: Path) -> None:

@@ -123,8 +123,14 @@ class Video:
             return self._decisions
 
     def apply(self, op: dict, by: str, base: str | None) -> Decisions:
-        """Apply and save one operation (Conflict when `base` is not the current head)."""
+        """Apply and save one operation (Conflict when `base` is not the current head). Without the agency's key,
+        refused for a video whose audit log is signed: the change would be an unsigned entry that every later
+        render refuses (`Custody`)."""
         with self.lock:
+            if self.custody.signer is None:
+                from redact.review.render import read_log
+
+                self.custody.check_log(read_log(self.outdir, self.stem), self.outdir / f"{self.stem}.redaction.json")
             decisions = self.decisions()
             before = (json.dumps(decisions.state), list(decisions.history))
             try:
