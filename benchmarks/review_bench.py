@@ -1,0 +1,127 @@
+"""How much a reviewer has to look at: review rows against the objects really in view (issue 27's measure).
+
+    python -m benchmarks.review_bench [--seeds 0] [--clips 3] [--frames 150] [--classes faces,plates]
+        [--work /tmp/redact-review-bench] [--out benchmarks/results/review_rows.json]
+
+The clips are the leak benchmark's generated clips (benchmarks/synth.py: real annotated photos filmed by a moving,
+shaking camera), longer, so that every face and plate is one known object across the clip. Each clip is redacted
+at the defaults; every review row of its plan (`Plan.groups`: the tracks the plan chains into one row) is matched
+box by box to the truth of its frames (IoU >= 0.3, the best truth box of the row's class), and counted:
+
+- rows, and rows per minute of footage;
+- objects: truth objects in view (seen in at least one frame), and rows / objects (the issue's goal: <= 1.3);
+- objects split over more than one row (a reviewer decides on each piece);
+- rows that join two objects (each has at least 3 boxes and 10% of the row's matched boxes): one decision would
+  cover two people (the goal: none);
+- rows that are not objects (fewer than 20% of their boxes match any truth box: a false detection, or a lone box
+  padded past what it saw).
+
+Redaction is not scored here (the leak benchmark does that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from benchmarks.provenance import ROOT, write_result
+from benchmarks.synth import Clip, clip_specs, load_photos, make_clip
+from redact.detect import CLASS_NAMES
+from redact.pipeline import RedactOptions, Redactor
+from redact.plan import Plan, plan_path
+
+IOU = 0.3
+JOIN_BOXES, JOIN_SHARE = 3, 0.10
+OBJECT_SHARE = 0.20
+
+
+def row_objects(plan: Plan, row, clip: Clip) -> tuple[Counter, int]:
+    """Truth object id -> how many of the row's boxes match it, and the row's number of boxes."""
+    matched: Counter = Counter()
+    total = 0
+    for track in row.tracks:
+        boxes = plan.track_boxes(track)
+        total += len(boxes.frame)
+        for frame in np.unique(boxes.frame):
+            truth = clip.truth.rows(int(frame))
+            if not len(truth):
+                continue
+            ious = torchvision.ops.box_iou(torch.from_numpy(boxes.at(int(frame)).xyxy.astype(np.float32)),
+                                           torch.from_numpy(clip.truth.box[truth].astype(np.float32))).numpy()
+            for best, value in zip(ious.argmax(1), ious.max(1), strict=True):
+                if value >= IOU:
+                    matched[int(clip.truth.obj[truth[best]])] += 1
+    return matched, total
+
+
+def measure(clip: Clip, outdir: Path) -> dict:
+    kind_cls = CLASS_NAMES.index("face" if clip.spec.kind == "faces" else "plate")
+    in_view = set(clip.truth.obj.tolist())
+    with Plan(plan_path(outdir, clip.spec.name)) as plan:
+        rows = plan.groups()
+        fps = plan.video.get("fps") or 30.0
+        per_object: Counter = Counter()
+        joins, not_objects, other_class = 0, 0, 0
+        for row in rows:
+            if row.cls != kind_cls:
+                other_class += 1  # a plate row on a face clip: nothing of that class is in view
+                not_objects += 1
+                continue
+            matched, total = row_objects(plan, row, clip)
+            hits = sum(matched.values())
+            if hits < OBJECT_SHARE * total:
+                not_objects += 1
+                continue
+            per_object[matched.most_common(1)[0][0]] += 1
+            if sum(n >= max(JOIN_BOXES, JOIN_SHARE * hits) for n in matched.values()) >= 2:
+                joins += 1
+        frames = plan.frame_count
+    return {"clip": clip.spec.name, "frames": frames, "objects": len(in_view), "rows": len(rows),
+            "rows_per_minute": round(len(rows) / (frames / fps) * 60, 1),
+            "rows_per_object": round(len(rows) / max(1, len(in_view)), 2),
+            "objects_split": sum(n > 1 for n in per_object.values()), "objects_with_a_row": len(per_object),
+            "rows_joining_objects": joins, "rows_not_objects": not_objects, "rows_other_class": other_class}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
+    ap.add_argument("--clips", type=int, default=3, help="clips per class")
+    ap.add_argument("--frames", type=int, default=150, help="frames per clip")
+    ap.add_argument("--classes", default="faces,plates")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/redact-review-bench"))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "review_rows.json")
+    args = ap.parse_args()
+    redactor = Redactor(RedactOptions(device="cpu", index_transcripts=False))
+    results: dict = {"config": {"seeds": args.seeds, "clips": args.clips, "frames": args.frames,
+                                "iou": IOU, "size": [1280, 720]}, "clips": [], "total": {}}
+    for kind in args.classes.split(","):
+        photos = load_photos(kind)
+        for seed in args.seeds:
+            for spec in clip_specs(kind, args.clips, args.frames, 1280, 720, seed):
+                clip = make_clip(spec, photos, args.work / "clips")
+                outdir = args.work / "out"
+                start = time.perf_counter()
+                redactor.run(clip.video, outdir, stem=spec.name)
+                row = {"kind": kind, **measure(clip, outdir), "run_s": round(time.perf_counter() - start, 1)}
+                results["clips"].append(row)
+                print(row, flush=True)
+    for kind in {c["kind"] for c in results["clips"]}:
+        clips = [c for c in results["clips"] if c["kind"] == kind]
+        total = {k: sum(c[k] for c in clips) for k in ("frames", "objects", "rows", "objects_split",
+                                                        "rows_joining_objects", "rows_not_objects", "rows_other_class")}
+        total["rows_per_object"] = round(total["rows"] / max(1, total["objects"]), 2)
+        total["rows_per_minute"] = round(total["rows"] / (total["frames"] / 30.0) * 60, 1)
+        results["total"][kind] = total
+    write_result(args.out, results, __file__)
+    print(results["total"])
+
+
+if __name__ == "__main__":
+    main()
