@@ -357,8 +357,10 @@ class Redactor:
         """One frame's detections of the detectors `active` as one set (`fuse`), where a head box counts only
         where no face was found in it (`drop_heads_holding_faces`): redact the head when its face is not seen."""
         found = [parts[k] for k in active if k not in self.heads]
-        heads = Detections.merge([parts[k] for k in active if k in self.heads])
-        return fuse([*found, drop_heads_holding_faces(heads, Detections.merge(found))])
+        heads = [parts[k] for k in active if k in self.heads]
+        if heads:  # without head detectors (the default) nothing more is merged per frame
+            found.append(drop_heads_holding_faces(Detections.merge(heads), Detections.merge(found)))
+        return fuse(found)
 
     def frames_with_boxes(self, frames: Iterable[Frame], smoother: Smoother) -> Iterator[tuple[Frame, Detections]]:
         """Each frame with its final boxes, in order: the core of the pipeline, shared by `run` and benchmarks.

@@ -39,7 +39,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from redact.errors import UserError
-from redact.review.server import COOKIE, ERROR_HANDLERS, Guard, _attr, _static
+from redact.review.server import COOKIE, ERROR_HANDLERS, Guard, _attr, _static, static_files
 from redact.search import QUERY_SYNTAX, RANK_WINDOW, Hit, Hits, Index, open_index, read_transcript
 
 if TYPE_CHECKING:
@@ -221,11 +221,7 @@ def create_app(index: Index, *, access_log: Path, token: str | None = None, host
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
         return response
 
-    def static(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in STATIC:
-            return PlainTextResponse("not found", 404)
-        return Response(_static(name), media_type=STATIC[name])
+    static = static_files(STATIC)
 
     def info(request: Request) -> Response:
         return JSONResponse({"user": user(request), "speakers": speakers, "page_size": PAGE_SIZE,

@@ -109,8 +109,7 @@ def test_a_masked_face_centerface_leaks_is_covered_in_every_frame_with_heads_bes
     assert summary["box_frames"] == 28 and summary["leaked"] >= 14, summary
 
     redactor = Redactor(engine_options(plates=False, face_model="centerface,head-pose"))
-    counting = [Counting(d) for d in redactor.detect.detectors]
-    redactor.detect.detectors[:] = counting
+    counting = Counting.install(redactor)
     result = redactor.run(clip.video, tmp_path / "heads")
     *centerface, pose = counting
     assert isinstance(pose.detector, PoseHeadDetector) and pose.frames == sum(c.frames for c in centerface) == 6

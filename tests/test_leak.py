@@ -79,6 +79,13 @@ class Counting:
         self.frames += len(frames)
         return self.detector(frames)
 
+    @classmethod
+    def install(cls, redactor: Redactor) -> list[Counting]:
+        """Wrap each of `redactor`'s detectors, in place; returns the wrappers in the detectors' order."""
+        counting = [cls(d) for d in redactor.detect.detectors]
+        redactor.detect.detectors[:] = counting
+        return counting
+
 
 @pytest.mark.skipif(not (EVALDATA / "faces" / "gt.csv").exists(), reason="needs ../shared/evaldata/faces")
 @pytest.mark.parametrize(("face_turn_min", "looks"), [(0.0, (4, 2)), (1e6, (6, 0))])
@@ -90,8 +97,7 @@ def test_each_class_is_detected_on_its_own_cadence(tmp_path: Path, face_turn_min
     clip = short_clip(tmp_path, "faces", PHOTO, 45.0)
     redactor = Redactor(engine_options(plate_turns="off", plate_idle_every=None, face_turn_min=face_turn_min))
     assert redactor.every == (3, 2) and redactor.due(6) == (0, 1) and redactor.due(3) == (0,) and redactor.due(4) == (1,)
-    counting = [Counting(d) for d in redactor.detect.detectors]
-    redactor.detect.detectors[:] = counting
+    counting = Counting.install(redactor)
     result = redactor.run(clip.video, tmp_path / "out")
     face, face_turn, *plates = counting
     assert (face.detector.scale, face_turn.detector.scale) == (1.5, 1.0)
@@ -109,8 +115,7 @@ def test_plates_are_looked_for_less_often_while_none_is_in_view(tmp_path: Path) 
     clip = short_clip(tmp_path, "faces", PHOTO, 45.0)
     redactor = Redactor(engine_options(plate_turns="off"))
     assert redactor.due(2) == (1,) and redactor.due(2, idle=True) == () and redactor.due(4, idle=True) == (1,)
-    counting = [Counting(d) for d in redactor.detect.detectors]
-    redactor.detect.detectors[:] = counting
+    counting = Counting.install(redactor)
     result = redactor.run(clip.video, tmp_path / "out")
     assert result.audit["policy"]["plate_idle_every"] == 4
     assert [p.frames for p in counting if p.cls == PLATE] == [5, 5]
@@ -125,8 +130,7 @@ def test_plate_models_take_turns_only_while_no_plate_is_tracked(tmp_path: Path) 
     and once the plate is tracked both run on every plate frame."""
     clip = short_clip(tmp_path, "plates", PLATE_PHOTO, 60.0)
     redactor = Redactor(engine_options(plate_turns="idle", faces=False))
-    counting = [Counting(d) for d in redactor.detect.detectors]
-    redactor.detect.detectors[:] = counting
+    counting = Counting.install(redactor)
     result = redactor.run(clip.video, tmp_path / "out")
     first, second = counting
     assert first.frames + second.frames >= 2 * 8 - 2, (first.frames, second.frames)  # both, but for the first frame

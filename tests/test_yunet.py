@@ -97,8 +97,7 @@ def test_a_22px_masked_face_is_covered_in_every_frame_with_yunet_beside_centerfa
     clip = short_clip(tmp_path, "faces", MASKED, 25.0)
     assert 20 <= clip.truth.size.min() and clip.truth.size.max() <= 30
     redactor = Redactor(engine_options(plates=False, face_model="centerface,yunet"))
-    counting = [Counting(d) for d in redactor.detect.detectors]
-    redactor.detect.detectors[:] = counting
+    counting = Counting.install(redactor)
     result = redactor.run(clip.video, tmp_path / "out")
     *centerface, yunet = counting
     assert isinstance(yunet.detector, YuNetDetector) and yunet.frames == sum(c.frames for c in centerface) == 6

@@ -141,11 +141,11 @@ class Custody:
 
 def credential_actions(redacted: Counter[str], bleeped: int) -> list[dict]:
     """The actions a video's Content Credentials state: one per class of what was covered, and the bleeps."""
-    actions = [{"action": "c2pa.edited", "parameters": {"description": f"{cls} redacted", "class": cls, "count": n}}
+    actions = [{"action": "c2pa.edited", "description": f"{cls} redacted", "parameters": {"class": cls, "count": n}}
                for cls, n in sorted(redacted.items())]
     if bleeped:
-        actions.append({"action": "c2pa.edited", "parameters": {"description": "audio bleeped", "class": "speech",
-                                                                 "count": bleeped}})
+        actions.append({"action": "c2pa.edited", "description": "audio bleeped",
+                        "parameters": {"class": "speech", "count": bleeped}})
     return actions
 
 

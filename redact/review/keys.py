@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -78,13 +79,13 @@ class Signer:
     path: Path
     private_pem: bytes
 
-    @property
+    @functools.cached_property
     def _key(self):
         from cryptography.hazmat.primitives import serialization
 
         return serialization.load_pem_private_key(self.private_pem, password=None)
 
-    @property
+    @functools.cached_property
     def public(self) -> bytes:
         """The raw 32-byte public key."""
         from cryptography.hazmat.primitives import serialization

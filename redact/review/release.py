@@ -55,6 +55,7 @@ from redact.audio import TRANSCRIPT_SUFFIXES
 from redact.errors import UserError, partial_path, writing_to
 from redact.models import sha256_file
 from redact.review.custody import SEAL, Custody
+from redact.review.keys import Signer
 
 NOT_REVIEWED = "NOT REVIEWED"
 CSV_COLUMNS = ("start_time", "end_time", "first_frame", "last_frame", "media", "class", "source", "action",
@@ -285,7 +286,7 @@ def _jpeg(cv2, image) -> bytes:
     return buf.tobytes()
 
 
-def signature_fact(log: dict, signer) -> str:
+def signature_fact(log: dict, signer: Signer | None) -> str:
     """What the report says of who signed the package, the log, the history and the video, for a requester to
     check with `redact verify` against the fingerprint the agency publishes."""
     if signer is None:

@@ -19,6 +19,7 @@ import json
 import secrets
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -57,6 +58,19 @@ SECURITY_HEADERS = {
 
 def _static(name: str) -> bytes:
     return (files("redact") / "static" / name).read_bytes()
+
+
+def static_files(served: dict[str, str]) -> Callable[[Request], Response]:
+    """The route handler of a page's own static files: `served` maps the only names served to their media type
+    (no path from a request is ever opened), everything else is a 404."""
+
+    def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in served:
+            return PlainTextResponse("not found", 404)
+        return Response(_static(name), media_type=served[name])
+
+    return static
 
 
 # ------------------------------------------------------------------------------------------------ one video
@@ -461,11 +475,7 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
         return response
 
-    def static(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in STATIC:
-            return PlainTextResponse("not found", 404)
-        return Response(_static(name), media_type=STATIC[name])
+    static = static_files(STATIC)
 
     def list_videos(request: Request) -> Response:
         return JSONResponse({"outdir": str(outdir), "videos": stems()})

@@ -84,8 +84,9 @@ def _verify(folder: Path, expect_key: str | None, trust_anchor: Path | None, all
     return verdict
 
 
-def _files(manifest: Path, verdict: Verdict) -> dict[str, str]:
-    """The manifest's names -> SHA-256; each file checked against it, and the folder for files it does not list."""
+def _files(manifest: Path, verdict: Verdict) -> dict[str, str | None]:
+    """The manifest's names -> the SHA-256 of the file there now (None: missing), each checked against the
+    manifest's; and the folder for files it does not list. Each file is read once."""
     listed: dict[str, str] = {}
     for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
         sha, _, name = line.partition("  ")
@@ -94,19 +95,21 @@ def _files(manifest: Path, verdict: Verdict) -> dict[str, str]:
             continue
         listed[name] = sha
     folder = manifest.parent
+    found: dict[str, str | None] = {}
     for name, sha in listed.items():
         f = folder / name
-        if not f.is_file():
+        found[name] = sha256_file(f) if f.is_file() else None
+        if found[name] is None:
             verdict.failed.append(f"{name}: missing (the manifest lists it)")
-        elif sha256_file(f) != sha:
+        elif found[name] != sha:
             verdict.failed.append(f"{name}: changed (its SHA-256 is not the manifest's)")
     for f in sorted(folder.iterdir()):
         if f.name not in listed and f.name not in (MANIFEST, SIGNATURE):
             verdict.failed.append(f"{f.name}: not in the manifest (added to the package)")
-    return listed
+    return found
 
 
-def _signature(folder: Path, manifest: bytes, listed: dict[str, str], verdict: Verdict, expect_key: str | None,
+def _signature(folder: Path, manifest: bytes, listed: dict[str, str | None], verdict: Verdict, expect_key: str | None,
                allow_unsigned: bool) -> bytes | None:
     """The package's public key where the manifest's signature verifies with it."""
     sig = folder / SIGNATURE
@@ -135,7 +138,7 @@ def _signature(folder: Path, manifest: bytes, listed: dict[str, str], verdict: V
     return public
 
 
-def _seal(folder: Path, listed: dict[str, str], public: bytes | None, video: Path, verdict: Verdict) -> dict | None:
+def _seal(folder: Path, listed: dict[str, str | None], public: bytes | None, video: Path, verdict: Verdict) -> dict | None:
     """The signed statement of the audit log, where it verifies with the package's key and names this video."""
     if LOG_SEAL not in listed:
         if public is not None:
@@ -151,7 +154,7 @@ def _seal(folder: Path, listed: dict[str, str], public: bytes | None, video: Pat
         verdict.failed.append(f"{LOG_SEAL}: sealed by key {short(fingerprint(sealed_by))}, not the package's")
         return None
     statement = seal["statement"]
-    if statement.get("output_sha256") != sha256_file(video):
+    if statement.get("output_sha256") != listed[video.name]:
         verdict.failed.append(f"{video.name}: its SHA-256 is not the one the signed audit log recorded")
         return None
     verdict.passed.append(f"{video.name} is the video the signed audit log recorded "
