@@ -65,3 +65,17 @@ def grid_run(redactor, tmp_path_factory) -> Path:
     outdir = tmp_path_factory.mktemp("grid-run")
     redactor.run(EVALDATA / "video/grid/bbaf2n.mpg", outdir)
     return outdir
+
+
+def wait_until(page, expression: str, timeout: float = 15.0) -> None:
+    """Polls a JavaScript expression from here until it is truthy. Playwright's wait_for_function compiles its
+    predicate with eval() inside the page whenever the first check fails, and our pages' Content-Security-Policy
+    (script-src 'self') rightly forbids eval: the test then fails or passes on timing. page.evaluate is not
+    subject to the page's policy."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {expression}")
+        time.sleep(0.05)

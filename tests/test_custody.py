@@ -13,7 +13,7 @@ import av
 import pytest
 from test_release import reviewed
 
-from conftest import EVALDATA, run_cli
+from conftest import EVALDATA, run_cli, wait_until
 from redact.errors import UserError
 from redact.plan import Plan, plan_path
 from redact.review.custody import SEAL, Custody, digest
@@ -259,9 +259,9 @@ def test_chromium_plays_the_credentialed_video(signed_run: Path, tmp_path: Path)
         try:
             page = browser.new_page()
             page.goto((tmp_path / "play.html").as_uri())
-            page.wait_for_function("document.getElementById('v').readyState >= 2", timeout=15_000)
+            wait_until(page, "document.getElementById('v').readyState >= 2")
             page.evaluate("document.getElementById('v').play()")
-            page.wait_for_function("document.getElementById('v').currentTime > 0.5", timeout=15_000)
+            wait_until(page, "document.getElementById('v').currentTime > 0.5")
             assert page.evaluate("document.getElementById('v').videoWidth") == 360
         finally:
             browser.close()

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from conftest import EVALDATA, REDACT
+from conftest import EVALDATA, REDACT, wait_until
 from media import box_difference, decoded
 from redact.plan import Plan, plan_path
 from redact.review.decisions import decisions_path
@@ -611,7 +611,7 @@ def test_a_reload_reopens_the_video_named_in_the_address(fresh: Server, chromium
         expect(page.locator("#video")).to_have_value(STEM)
         assert page.url.endswith(f"/#v={STEM}") and "token" not in page.url
         page.select_option("#video", "street")
-        page.wait_for_function("location.hash === '#v=street'")
+        wait_until(page, "location.hash === '#v=street'")
         page.reload()
         expect(page.locator(".group")).to_have_count(1)
         expect(page.locator("#video")).to_have_value("street")
@@ -622,7 +622,7 @@ def test_a_message_does_not_move_the_page(fresh: Server, chromium) -> None:
     from playwright.sync_api import expect
 
     with opened(chromium, fresh, reviewer="") as page:
-        page.wait_for_function("(f => f.complete && f.naturalWidth > 0)(document.getElementById('frame'))")
+        wait_until(page, "(f => f.complete && f.naturalWidth > 0)(document.getElementById('frame'))")
         before = page.locator("main").bounding_box()  # measured once the frame has its size
         page.locator(".group .unredact").click()  # no reviewer's name: a message says so
         expect(page.locator("#message")).to_contain_text("Enter your name")

@@ -21,7 +21,7 @@ import pytest
 from test_review import CHROMIUM_ARGS, wait_for
 from test_search import pg_schema_url, pg_url  # noqa: F401 - fixtures
 
-from conftest import EVALDATA, REDACT
+from conftest import EVALDATA, REDACT, wait_until
 from redact.review.server import allowed_hosts
 from redact.search import Index, open_index
 from redact.searchpage import create_app, open_source
@@ -250,7 +250,7 @@ def test_search_page_in_a_browser(server: Server, spoken: dict, tmp_path: Path) 
             expect(hit.locator(".speaker")).to_have_text("S1")
             expect(hit.locator("mark")).to_have_text(word["word"].strip(" ,.?!"))
             hit.click()
-            page.wait_for_function("() => document.getElementById('video').readyState >= 1", timeout=20000)
+            wait_until(page, "document.getElementById('video').readyState >= 1", timeout=20)
             # the player was sought to a second before the word (it may have played on a little since)
             now = page.evaluate("() => { const v = document.getElementById('video'); v.pause(); return v.currentTime; }")
             assert word["start"] - 1.0 - 0.05 <= now <= word["start"] - 1.0 + 0.6, (now, word["start"])
