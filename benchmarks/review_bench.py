@@ -14,7 +14,9 @@ box by box to the truth of its frames (IoU >= 0.3, the best truth box of the row
 - rows that join two objects (each has at least 3 boxes and 10% of the row's matched boxes): one decision would
   cover two people (the goal: none);
 - rows that are not objects (fewer than 20% of their boxes match any truth box: a false detection, or a lone box
-  padded past what it saw).
+  padded past what it saw);
+- triage: rows the page marks "needs a look" (`Group.doubts`: weak or lone), and how many of the rows that are not
+  objects are among them (the rest would be accepted with the confident rows in one step).
 
 Redaction is not scored here (the leak benchmark does that).
 """
@@ -67,16 +69,18 @@ def measure(clip: Clip, outdir: Path) -> dict:
         rows = plan.groups()
         fps = plan.video.get("fps") or 30.0
         per_object: Counter = Counter()
-        joins, not_objects, other_class = 0, 0, 0
+        joins, not_objects, other_class, not_objects_doubted = 0, 0, 0, 0
         for row in rows:
             if row.cls != kind_cls:
                 other_class += 1  # a plate row on a face clip: nothing of that class is in view
                 not_objects += 1
+                not_objects_doubted += bool(row.doubts)
                 continue
             matched, total = row_objects(plan, row, clip)
             hits = sum(matched.values())
             if hits < OBJECT_SHARE * total:
                 not_objects += 1
+                not_objects_doubted += bool(row.doubts)
                 continue
             per_object[matched.most_common(1)[0][0]] += 1
             if sum(n >= max(JOIN_BOXES, JOIN_SHARE * hits) for n in matched.values()) >= 2:
@@ -86,7 +90,8 @@ def measure(clip: Clip, outdir: Path) -> dict:
             "rows_per_minute": round(len(rows) / (frames / fps) * 60, 1),
             "rows_per_object": round(len(rows) / max(1, len(in_view)), 2),
             "objects_split": sum(n > 1 for n in per_object.values()), "objects_with_a_row": len(per_object),
-            "rows_joining_objects": joins, "rows_not_objects": not_objects, "rows_other_class": other_class}
+            "rows_joining_objects": joins, "rows_not_objects": not_objects, "rows_other_class": other_class,
+            "rows_to_look_at": sum(bool(r.doubts) for r in rows), "rows_not_objects_to_look_at": not_objects_doubted}
 
 
 def main() -> None:
@@ -115,7 +120,8 @@ def main() -> None:
     for kind in {c["kind"] for c in results["clips"]}:
         clips = [c for c in results["clips"] if c["kind"] == kind]
         total = {k: sum(c[k] for c in clips) for k in ("frames", "objects", "rows", "objects_split",
-                                                        "rows_joining_objects", "rows_not_objects", "rows_other_class")}
+                                                        "rows_joining_objects", "rows_not_objects", "rows_other_class",
+                                                        "rows_to_look_at", "rows_not_objects_to_look_at")}
         total["rows_per_object"] = round(total["rows"] / max(1, total["objects"]), 2)
         total["rows_per_minute"] = round(total["rows"] / (total["frames"] / 30.0) * 60, 1)
         results["total"][kind] = total

@@ -73,6 +73,20 @@ class Group(NamedTuple):
     max_score: float
     best_track: int  # the track whose best detection gives the row's thumbnail
 
+    @property
+    def doubts(self) -> tuple[str, ...]:
+        """Why a reviewer should look at this row rather than accept it with the confident ones (`LOOK_SCORE`):
+        "weak" (no detection scored `LOOK_SCORE`), "lone" (fewer than `LOOK_DETECTIONS` detections)."""
+        return (("weak",) if self.max_score < LOOK_SCORE else ()) + \
+            (("lone",) if self.detections < LOOK_DETECTIONS else ())
+
+
+# Rows a reviewer should look at (`Group.doubts`). On the review benchmark's generated clips (seed 0, 3 clips a
+# class, 150 frames, at e39c799) these two rules flag 55 of 130 rows, among them 29 of the 35 rows that are no
+# object (a false detection); the 75 rows left, which a reviewer can accept in one step, hold 6 of them.
+LOOK_SCORE = 0.5
+LOOK_DETECTIONS = 3
+
 
 class FrameBoxes(NamedTuple):
     """Boxes of a range of frames as parallel arrays: `frame[i]` holds box `dets[i]` (supervision's style)."""
@@ -244,6 +258,12 @@ class Plan:
         a = np.array(rows, np.float64).reshape(-1, 8)
         return FrameBoxes(a[:, 0].astype(np.int64), Detections(a[:, 1:5], a[:, 5], a[:, 6].astype(np.int64),
                                                                a[:, 7].astype(np.int64)))
+
+    def best_boxes(self) -> dict[int, np.ndarray]:
+        """Each track's box (xyxy) at its best detection: the box its row's thumbnail shows."""
+        rows = self.db.execute("SELECT t.id, b.x1, b.y1, b.x2, b.y2 FROM tracks t JOIN boxes b "
+                               "ON b.frame = t.best_frame AND b.track = t.id")
+        return {r[0]: np.array(r[1:], np.float64) for r in rows}
 
     def track_boxes(self, track: int) -> FrameBoxes:
         """Every box of one track."""
