@@ -215,6 +215,33 @@ def batch_jobs() -> str:
             f"`batch.json`; each worker peaked at {runs[1]['worker_peak_rss_mb'] / 1024:.1f} GB with the speech model")
 
 
+def review_rows() -> str:
+    """Rows against objects, per class (`benchmarks/review_bench.py`)."""
+    t = load("review_rows")["total"]
+    f, p = t["faces"], t["plates"]
+    return (f"faces {f['rows']} rows for {f['objects']} objects ({f['rows_per_object']:.2f} rows an object; issue "
+            f"27 aims at 1.3), {f['objects_split']} objects split over several rows, {f['rows_joining_objects']} rows "
+            f"joining two objects, {f['rows_not_objects']} rows that are not objects (a false detection, or an object "
+            f"at the frame's edge that the truth drops when less than half of it is in view); plates {p['rows']} rows "
+            f"for {p['objects']} objects ({p['rows_per_object']:.2f}), {p['objects_split']} split, "
+            f"{p['rows_joining_objects']} joined, {p['rows_not_objects']} not objects. These clips are crowded canvases "
+            f"of photos ({f['rows_per_minute']:.0f} face rows a minute): the figure to compare is rows per object")
+
+
+def review_triage() -> str:
+    """Rows the page marks "needs a look", and the non-object rows among them and among the rest."""
+    t = load("review_rows")["total"]
+    f, p = t["faces"], t["plates"]
+    confident = f["rows"] + p["rows"] - f["rows_to_look_at"] - p["rows_to_look_at"]
+    missed = (f["rows_not_objects"] - f["rows_not_objects_to_look_at"] + p["rows_not_objects"]
+              - p["rows_not_objects_to_look_at"])
+    return (f"{f['rows_to_look_at']} of the {f['rows']} face rows, among them {f['rows_not_objects_to_look_at']} of the "
+            f"{f['rows_not_objects']} that are not objects, and {p['rows_to_look_at']} of the {p['rows']} plate rows, "
+            f"among them {p['rows_not_objects_to_look_at']} of the {p['rows_not_objects']}; the {confident} confident "
+            f"rows, which **Accept confident…** keeps redacted in one step with one reason, hold the other {missed} "
+            f"non-objects")
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "settings": lambda: runs_table([
         ("defaults", "leak"),
@@ -230,6 +257,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "diarization": diarization_table,
     "diarization_cost": diarization_cost,
     "batch_jobs": batch_jobs,
+    "review_rows": review_rows,
+    "review_triage": review_triage,
 }
 
 

@@ -32,6 +32,8 @@ import av
 import cv2
 import numpy as np
 
+from redact import plan
+from redact.detect import FACE, PLATE
 from redact.errors import partial_path
 
 SYNTH_VERSION = 2  # 2: camera-jerk events
@@ -46,8 +48,8 @@ JERK_AFTER = 2  # frames after an event still counted as jerk frames (the tracke
 
 
 def object_size(kind: str, w: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """The size a box is bucketed by: min(w, h) for faces, height for plates."""
-    return np.minimum(w, h) if kind == "faces" else np.asarray(h)
+    """The size a box is bucketed by (`redact.plan.object_size`): min(w, h) for faces, height for plates."""
+    return plan.object_size(FACE if kind == "faces" else PLATE, w, h)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from redact.detect import CLASS_NAMES, Detections
+from redact.detect import CLASS_NAMES, FACE, Detections
 from redact.errors import UserError, partial_path
 
 VERSION = 1
@@ -81,9 +81,16 @@ class Group(NamedTuple):
             (("lone",) if self.detections < LOOK_DETECTIONS else ())
 
 
+def object_size(cls: int, w: np.ndarray | float, h: np.ndarray | float) -> np.ndarray:
+    """How big an object is, as a reviewer sorts rows and the benchmarks bucket leaks: min(w, h) of a face box
+    (a face is small when either side is), the height of a plate box (its characters' height)."""
+    return np.minimum(w, h) if cls == FACE else np.asarray(h, np.float64)
+
+
 # Rows a reviewer should look at (`Group.doubts`). On the review benchmark's generated clips (seed 0, 3 clips a
-# class, 150 frames, at e39c799) these two rules flag 55 of 130 rows, among them 29 of the 35 rows that are no
-# object (a false detection); the 75 rows left, which a reviewer can accept in one step, hold 6 of them.
+# class, 150 frames; benchmarks/results/review_rows.json at f4acdc4) these two rules flag 53 of 130 rows, among
+# them 29 of the 35 rows that are no object (a false detection); the 77 rows left, which a reviewer can accept in
+# one step, hold the other 6.
 LOOK_SCORE = 0.5
 LOOK_DETECTIONS = 3
 
@@ -259,11 +266,11 @@ class Plan:
         return FrameBoxes(a[:, 0].astype(np.int64), Detections(a[:, 1:5], a[:, 5], a[:, 6].astype(np.int64),
                                                                a[:, 7].astype(np.int64)))
 
-    def best_boxes(self) -> dict[int, np.ndarray]:
-        """Each track's box (xyxy) at its best detection: the box its row's thumbnail shows."""
-        rows = self.db.execute("SELECT t.id, b.x1, b.y1, b.x2, b.y2 FROM tracks t JOIN boxes b "
+    def best_sizes(self) -> dict[int, float]:
+        """Each track's `object_size` at its best detection (the box its row's thumbnail shows), in pixels."""
+        rows = self.db.execute("SELECT t.id, t.cls, b.x2 - b.x1, b.y2 - b.y1 FROM tracks t JOIN boxes b "
                                "ON b.frame = t.best_frame AND b.track = t.id")
-        return {r[0]: np.array(r[1:], np.float64) for r in rows}
+        return {track: round(float(object_size(cls, w, h)), 1) for track, cls, w, h in rows}
 
     def track_boxes(self, track: int) -> FrameBoxes:
         """Every box of one track."""

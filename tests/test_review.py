@@ -491,17 +491,19 @@ def fresh(run_outdir: Path, tmp_path: Path) -> Iterator[Server]:
 
 
 @contextmanager
-def opened(chromium, server: Server, reviewer: str = "Alice", fragment: str = "") -> Iterator:
-    """A page of the review app at 1366x768, its reviewer named; fails on any script error."""
+def opened(chromium, server: Server, reviewer: str = "Alice", fragment: str = "", rows: int = 1,
+           size: tuple[int, int] = (1366, 768)) -> Iterator:
+    """A page of the review app (at 1366x768), its `rows` rows shown, its reviewer named; fails on any script
+    error."""
     from playwright.sync_api import expect
 
-    context = chromium.new_context(viewport={"width": 1366, "height": 768})
+    context = chromium.new_context(viewport={"width": size[0], "height": size[1]})
     page = context.new_page()
     page.set_default_timeout(15_000)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server.url + fragment)
-    expect(page.locator(".group")).to_have_count(1)
+    expect(page.locator(".group")).to_have_count(rows)
     page.fill("#reviewer", reviewer)
     try:
         yield page
@@ -662,7 +664,7 @@ def test_a_row_is_one_decision_with_one_undo(fresh: Server, chromium) -> None:
 
     ids = split_track(fresh.outdir, 13)
     with opened(chromium, fresh) as page:
-        expect(page.locator("#group-count")).to_have_text("1 row, 13 tracks")
+        expect(page.locator("#group-count")).to_have_text("1 row, 13 tracks · 0 need a look")
         page.locator(".group .unredact").click()
         page.select_option("#action-reason", "not-exempt")
         page.locator("#action-ok").click()
@@ -708,3 +710,78 @@ def test_a_page_learns_of_another_reviewers_change(fresh: Server, chromium) -> N
         status, body, _ = request(fresh, "POST", f"/api/v/{STEM}/decisions", headers=JSON, body=json.dumps(
             {"op": "unapprove", "base": read, "by": "Carol"}).encode())
         assert status == 409 and body.decode() == "Bob added frame range f1, after this page read the decisions."
+
+
+@pytest.fixture(scope="module")
+def crowd_run(redactor, tmp_path_factory) -> Path:
+    """A real run on a generated clip of many small, moving faces (the leak benchmark's first face clip, 60
+    frames): dozens of rows, some confident, some weak or lone."""
+    from benchmarks.synth import clip_specs, load_photos, make_clip
+
+    work = tmp_path_factory.mktemp("crowd")
+    spec = clip_specs("faces", 3, 60, 1280, 720, seed=0)[0]
+    clip = make_clip(spec, load_photos("faces"), work / "clips")
+    redactor.run(clip.video, work / "out", stem="crowd")
+    return work / "out"
+
+
+def rows_in_order(page) -> list[int]:
+    return [int(x) for x in page.locator(".group").evaluate_all("els => els.map(e => e.dataset.group)")]
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1920, 1080)])
+def test_triage_shows_the_doubtful_rows_and_accepts_the_confident_ones_at_once(crowd_run: Path, tmp_path: Path,
+                                                                              chromium, size) -> None:
+    """Issue 27, triage: rows marked "needs a look" (weak or lone) are those `Group.doubts` names; a filter shows
+    them alone, a sort puts the weakest first; one step keeps every confident row redacted with one reason, and
+    one bulk action releases the selected rows; each is one entry in the history."""
+    from playwright.sync_api import expect
+
+    shutil.copytree(crowd_run, tmp_path / "out")
+    with Plan(plan_path(tmp_path / "out", "crowd")) as plan:
+        groups = {g.id: g for g in plan.groups()}
+    look = [g for g in groups.values() if g.doubts]
+    confident = [g for g in groups.values() if not g.doubts]
+    assert len(look) >= 3 and len(confident) >= 3, (len(look), len(confident))  # both kinds on this clip
+    name = "x".join(map(str, size))
+    with serving(tmp_path / "out") as server, opened(chromium, server, rows=len(groups), size=size) as page:
+        expect(page.locator("#group-count")).to_contain_text(f"{len(look)} need a look")
+        expect(page.locator(".group .doubt")).to_have_count(len(look))
+        page.select_option("#row-filter", "look")
+        expect(page.locator(".group")).to_have_count(len(look))
+        assert set(rows_in_order(page)) == {g.id for g in look}
+        expect(page.locator("#lanes .lane")).to_have_count(len(look))  # the timeline shows the same rows
+        page.select_option("#row-sort", "score")
+        scores = [groups[i].max_score for i in rows_in_order(page)]
+        assert scores == sorted(scores)
+        shoot(page, f"triage-look-{name}")
+
+        page.select_option("#row-filter", "all")
+        page.locator("#accept-confident").click()
+        expect(page.locator("#action-text")).to_contain_text(f"Keep {len(confident)} rows")
+        page.select_option("#action-reason", "b7c")
+        page.locator("#action-ok").click()
+        expect(page.locator(".group .state.kept")).to_have_count(len(confident))
+        expect(page.locator(".decisions li")).to_have_count(1)
+        expect(page.locator(".decisions li")).to_contain_text(f"{len(confident)} rows kept redacted")
+        expect(page.locator("#accept-confident")).to_be_disabled()
+
+        page.select_option("#row-filter", "look")
+        page.locator("#select-shown").check()
+        expect(page.locator("#selected-count")).to_have_text(f"{len(look)} selected")
+        page.locator("#bulk-unredact").click()
+        page.select_option("#action-reason", "not-exempt")
+        page.locator("#action-ok").click()
+        expect(page.locator(".group .state.released")).to_have_count(len(look))
+        expect(page.locator("#selected-count")).to_have_text("none selected")
+        page.select_option("#row-filter", "undecided")
+        expect(page.locator(".groups .empty")).to_have_text("No row is shown by this filter.")
+        page.select_option("#row-filter", "all")
+        shoot(page, f"triage-done-{name}")
+
+    state = json.loads(decisions_path(tmp_path / "out", "crowd").read_text())
+    assert len(state["history"]) == 2
+    for g in confident:
+        assert all(state["tracks"][str(t)] == {"redact": True, "reason": "b7c"} for t in g.tracks)
+    for g in look:
+        assert all(state["tracks"][str(t)] == {"redact": False, "reason": "not-exempt"} for t in g.tracks)

@@ -291,8 +291,10 @@ class Video:
         with self.lock:
             decisions = self.decisions()
             tracks = {t.id: t for t in self.plan.tracks()}
+            sizes = self.plan.best_sizes()
             groups = [{"id": g.id, "cls": CLASS_NAMES[g.cls], "first": g.first, "last": g.last, "detections": g.detections,
-                       "max_score": round(g.max_score, 3), "best_track": g.best_track,
+                       "max_score": round(g.max_score, 3), "best_track": g.best_track, "doubts": list(g.doubts),
+                       "size": sizes.get(g.best_track),
                        "tracks": [{"id": t, "first": tracks[t].first, "last": tracks[t].last,
                                    "detections": tracks[t].detections, "max_score": round(tracks[t].max_score, 3)}
                                   for t in g.tracks]}

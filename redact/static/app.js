@@ -14,7 +14,7 @@ const BOX_CHUNK = 250; // frames of boxes fetched at once for the outlines
 const S = {
   stem: null, info: null, head: null, frame: 0, view: "preview",
   playing: false, shown: -1, loading: false, wanted: null,
-  boxes: new Map(), selected: null, drawing: false, drag: null, pending: null, anchor: null, action: null, renderTimer: null,
+  boxes: new Map(), selected: null, checked: new Set(), rowFilter: "all", rowSort: "time", drawing: false, drag: null, pending: null, anchor: null, action: null, renderTimer: null,
 };
 
 // ------------------------------------------------------------------------------------------------ server
@@ -66,7 +66,7 @@ async function loadVideos() {
 async function openVideo(stem) {
   pause();
   history.replaceState(null, "", `#v=${encodeURIComponent(stem)}`);
-  S.stem = stem; S.frame = 0; S.shown = -1; S.selected = null; S.boxes.clear();
+  S.stem = stem; S.frame = 0; S.shown = -1; S.selected = null; S.checked.clear(); S.boxes.clear();
   await reload();
   const v = S.info.video;
   S.audio = v.audio ? new Audio(vpath("/audio.wav")) : null;
@@ -275,9 +275,26 @@ function trackDecision(id) { return S.info.decisions.tracks[String(id)]; }
 function groupState(g) {
   const ds = g.tracks.map((t) => trackDecision(t.id));
   const released = ds.filter((d) => d && !d.redact);
-  if (!released.length) return "redacted";
+  if (!released.length) return ds.every((d) => d && d.redact) ? "kept redacted" : "redacted";
   if (released.length === ds.length && released.every((d) => !d.frames)) return "released";
   return "partly released";
+}
+
+const decided = (g) => g.tracks.some((t) => trackDecision(t.id));
+
+// the rows the filter shows, in the chosen order (row numbers stay those of time order)
+const ROW_FILTERS = {
+  all: () => true, look: (g) => g.doubts.length > 0, confident: (g) => !g.doubts.length,
+  undecided: (g) => !decided(g), face: (g) => g.cls === "face", plate: (g) => g.cls === "plate",
+};
+const ROW_SORTS = {
+  time: () => 0, score: (a, b) => a.max_score - b.max_score, size: (a, b) => (a.size ?? 0) - (b.size ?? 0),
+  length: (a, b) => (a.last - a.first) - (b.last - b.first),
+};
+
+function shownGroups() {
+  const rows = S.info.groups.filter(ROW_FILTERS[S.rowFilter]);
+  return S.rowSort === "time" ? rows : rows.slice().sort((a, b) => ROW_SORTS[S.rowSort](a, b) || a.first - b.first);
 }
 
 function drawApproval() {
@@ -291,39 +308,68 @@ function drawApproval() {
 function drawGroups() {
   const list = $("groups");
   const groups = S.info.groups;
+  const ids = new Set(groups.map((g) => g.id));
+  for (const id of [...S.checked]) if (!ids.has(id)) S.checked.delete(id); // another video, or rows gone
+  const shown = shownGroups();
   const tracks = groups.reduce((n, g) => n + g.tracks.length, 0);
-  $("group-count").textContent = `${groups.length} row${groups.length === 1 ? "" : "s"}, ${tracks} track${tracks === 1 ? "" : "s"}`;
-  list.replaceChildren(...groups.map((g, i) => {
+  const look = groups.filter((g) => g.doubts.length).length;
+  $("group-count").textContent = `${groups.length} row${groups.length === 1 ? "" : "s"}, ${tracks} track${tracks === 1 ? "" : "s"}` +
+    ` · ${look} need${look === 1 ? "s" : ""} a look` + (shown.length === groups.length ? "" : ` · ${shown.length} shown`);
+  const number = new Map(groups.map((g, i) => [g.id, i + 1]));
+  list.replaceChildren(...shown.map((g) => {
     const li = document.createElement("li");
     li.className = "group" + (S.selected === g.id ? " sel" : "");
     li.dataset.group = g.id;
     const state = groupState(g);
+    const check = document.createElement("input");
+    check.type = "checkbox"; check.className = "check"; check.checked = S.checked.has(g.id);
+    check.setAttribute("aria-label", `select ${rowName(g)}`);
+    check.onclick = (ev) => { ev.stopPropagation(); check.checked ? S.checked.add(g.id) : S.checked.delete(g.id); drawSelection(); };
     const img = new Image(); img.loading = "lazy"; img.alt = `${g.cls} ${g.id}`;
     img.src = vpath(`/thumb/${g.best_track}.jpg`);
     const text = document.createElement("div");
     text.innerHTML = `<div class="title"></div><div class="meta"></div><span class="state"></span>`;
-    text.querySelector(".title").textContent = `${i + 1}. ${rowName(g, true)}`;
-    text.querySelector(".meta").textContent = `frames ${g.first}–${g.last} · ${clock(timeOf(g.first))} · ${g.tracks.length} track${g.tracks.length === 1 ? "" : "s"} · ${g.detections} detections · score ${g.max_score.toFixed(2)}`;
+    text.querySelector(".title").textContent = `${number.get(g.id)}. ${rowName(g, true)}`;
+    text.querySelector(".meta").textContent = `frames ${g.first}–${g.last} · ${clock(timeOf(g.first))} · ${g.tracks.length} track${g.tracks.length === 1 ? "" : "s"} · ${g.detections} detections · score ${g.max_score.toFixed(2)}${g.size ? ` · ${Math.round(g.size)} px` : ""}`;
     const badge = text.querySelector(".state");
     badge.textContent = state;
-    badge.className = "state" + (state === "released" ? " released" : state === "partly released" ? " partial" : "");
+    badge.className = "state" + ({ released: " released", "partly released": " partial", "kept redacted": " kept" }[state] || "");
+    if (g.doubts.length) {
+      const doubt = document.createElement("span");
+      doubt.className = "doubt"; doubt.textContent = `needs a look: ${g.doubts.join(", ")}`;
+      doubt.title = { weak: "no detection scored 0.5", lone: "fewer than 3 detections" }[g.doubts[0]];
+      text.append(doubt);
+    }
     const actions = document.createElement("div"); actions.className = "actions";
     const un = document.createElement("button");
     un.type = "button"; un.className = "unredact"; un.textContent = "Un-redact…";
     un.onclick = (ev) => { ev.stopPropagation(); selectGroup(g.id, false); openAction("untrack", { group: g }); };
     actions.append(un);
-    if (state !== "redacted") {
+    if (state !== "redacted" && state !== "kept redacted") {
       const re = document.createElement("button");
       re.type = "button"; re.className = "reredact"; re.textContent = "Redact again…";
       re.onclick = (ev) => { ev.stopPropagation(); openAction("retrack", { group: g }); };
       actions.append(re);
     }
-    li.append(img, text, actions);
+    li.append(check, img, text, actions);
     li.onclick = () => selectGroup(g.id, true);
     return li;
   }));
   if (!groups.length) list.innerHTML = `<li class="empty">Nothing was detected in this video.</li>`;
+  else if (!shown.length) list.innerHTML = `<li class="empty">No row is shown by this filter.</li>`;
+  drawSelection();
 }
+
+function drawSelection() {
+  const n = S.checked.size;
+  $("selected-count").textContent = n ? `${n} selected` : "none selected";
+  $("bulk").hidden = !n;
+  const shown = shownGroups();
+  $("select-shown").checked = shown.length > 0 && shown.every((g) => S.checked.has(g.id));
+  $("accept-confident").disabled = !confidentUndecided().length;
+}
+
+const confidentUndecided = () => S.info.groups.filter((g) => !g.doubts.length && !decided(g));
 
 function selectGroup(id, jump) {
   S.selected = id;
@@ -356,7 +402,7 @@ function drawTimeline() {
     ruler.append(s);
   }
   const lanes = [];
-  for (const g of S.info.groups) {
+  for (const g of S.info.groups.filter(ROW_FILTERS[S.rowFilter])) { // the rows the list shows, in time order
     const lane = document.createElement("div");
     lane.className = "lane" + (S.selected === g.id ? " sel" : ""); lane.dataset.group = g.id;
     for (const t of g.tracks) {
@@ -485,7 +531,23 @@ function drawDecisions() {
     items.push(li);
   };
   const button = (label, fn) => { const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.onclick = fn; return b; };
-  for (const { g, t, ids } of rowDecisions(d.tracks)) {
+  const lines = rowDecisions(d.tracks);
+  // rows kept redacted in one step (accepted) are one line per reason, not a line per row
+  const kept = new Map();
+  for (const line of lines) {
+    if (line.t.redact && !line.t.frames && line.ids.length === line.g.tracks.length) {
+      if (!kept.has(line.t.reason)) kept.set(line.t.reason, []);
+      kept.get(line.t.reason).push(line);
+    }
+  }
+  for (const [reason, rows] of kept) {
+    if (rows.length < 2) { kept.delete(reason); continue; }
+    const ids = rows.flatMap((r) => r.ids);
+    add(`${rows.length} rows kept redacted, all frames (${rows.map((r) => r.g.id).join(", ")})`, reason,
+      [button("Undo", () => openAction("untrack-undo", { rows: rows.map((r) => r.g), ids }))]);
+  }
+  const keptLines = new Set([...kept.values()].flat());
+  for (const { g, t, ids } of lines.filter((line) => !keptLines.has(line))) {
     const frames = t.frames ? `frames ${t.frames.map(([a, b]) => `${a}–${b}`).join(", ")}` : "all frames";
     add(`${rowName(g, true)}${trackCount(g, ids)} ${t.redact ? "redacted" : "released"}, ${frames}`, t.reason,
       [button("Go", () => selectGroup(g.id, true)), button("Undo", () => openAction("untrack-undo", { g, ids }))]);
@@ -528,12 +590,18 @@ function openAction(kind, ctx) {
     title = `Un-redact ${rowName(g)}`;
     text = `Release ${g.tracks.length === 1 ? "track" : `its ${g.tracks.length} tracks`} ${g.tracks.map((t) => t.id).join(", ")} unredacted: the whole row, or from the current frame to a frame you choose (frames released before stay released).`;
     frames = [Math.max(g.first, Math.min(S.frame, g.last)), g.last]; whole = true;
+  } else if (kind === "bulk") {
+    const n = ctx.groups.length, tracks = ctx.groups.reduce((k, g) => k + g.tracks.length, 0);
+    const rows = `${n} row${n === 1 ? "" : "s"} (${tracks} track${tracks === 1 ? "" : "s"})`;
+    title = ctx.accept ? "Accept the confident rows" : ctx.redact ? "Keep the selected rows redacted" : "Un-redact the selected rows";
+    text = ctx.accept ? `Keep ${rows} redacted, every one scored 0.5 or more in 3 or more detections and none decided yet: one decision, one reason.`
+      : ctx.redact ? `Keep ${rows} redacted in every frame, with one reason.` : `Release ${rows} unredacted in every frame, with one reason.`;
   } else if (kind === "retrack") {
     title = `Redact ${rowName(ctx.group)} again`;
     text = "Redact every frame of the row again, with this reason.";
   } else if (kind === "untrack-undo") {
-    title = `Undo the decision on ${rowName(ctx.g)}`;
-    text = `Back to the automatic redaction${ctx.ids.length > 1 ? ` for its ${ctx.ids.length} tracks` : ""}.`; reason = false;
+    title = ctx.rows ? `Undo the decision on ${ctx.rows.length} rows` : `Undo the decision on ${rowName(ctx.g)}`;
+    text = `Back to the automatic redaction${ctx.ids.length > 1 ? ` for ${ctx.rows ? "their" : "its"} ${ctx.ids.length} tracks` : ""}.`; reason = false;
   } else if (kind === "region") {
     title = "Redact a drawn region";
     text = `Box ${ctx.box.join(", ")} (pixels), from the current frame to the frame you choose.`;
@@ -600,6 +668,7 @@ function operation() {
       // merge: frames released before stay released (a row is often released in several pieces)
       return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value, merge: true };
     }
+    case "bulk": return { op: "tracks", ids: ctx.groups.flatMap((g) => g.tracks.map((t) => t.id)), value: { redact: ctx.redact, reason } };
     case "retrack": return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value: { redact: true, reason } };
     case "untrack-undo": return { op: "tracks", ids: ctx.ids, value: null };
     case "region": return { op: "add", list: "regions", value: { frames, box: ctx.box, follow: $("action-follow").checked, mode: $("action-mode").value, reason } };
@@ -642,6 +711,7 @@ async function send(op, by) {
   }
   if (!r.ok) { $("action-error").textContent = typeof r.body === "string" ? r.body : JSON.stringify(r.body); $("action-error").hidden = false; return; }
   $("action").close();
+  if (op.op === "tracks") S.checked.clear();
   await reload();
   say(`Saved (${op.op}${op.list ? ` ${op.list}` : ""}) by ${by}.`);
 }
@@ -713,7 +783,7 @@ function typing(ev) {
 }
 
 function stepGroup(dir) {
-  const groups = S.info.groups;
+  const groups = shownGroups();
   if (!groups.length) return;
   let i = groups.findIndex((g) => g.id === S.selected);
   if (i < 0) i = dir > 0 ? groups.findIndex((g) => g.first >= S.frame) - 1 : groups.length;
@@ -740,6 +810,16 @@ function init() {
   $("blackout").onclick = () => openAction("blackout", {});
   $("approve").onclick = () => openAction("approve", {});
   $("render").onclick = startRender;
+  $("row-filter").onchange = () => { S.rowFilter = $("row-filter").value; drawGroups(); drawTimeline(); };
+  $("row-sort").onchange = () => { S.rowSort = $("row-sort").value; drawGroups(); };
+  $("select-shown").onchange = () => {
+    for (const g of shownGroups()) $("select-shown").checked ? S.checked.add(g.id) : S.checked.delete(g.id);
+    drawGroups();
+  };
+  const checkedRows = () => S.info.groups.filter((g) => S.checked.has(g.id));
+  $("bulk-unredact").onclick = () => openAction("bulk", { groups: checkedRows(), redact: false });
+  $("bulk-keep").onclick = () => openAction("bulk", { groups: checkedRows(), redact: true });
+  $("accept-confident").onclick = () => openAction("bulk", { groups: confidentUndecided(), redact: true, accept: true });
   $("action-form").addEventListener("submit", submitAction);
   $("action-cancel").onclick = () => { $("action").close(); };
   $("action").addEventListener("close", () => { S.pending = null; drawOverlay(); });
