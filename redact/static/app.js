@@ -330,7 +330,7 @@ function drawGroups() {
     const text = document.createElement("div");
     text.innerHTML = `<div class="title"></div><div class="meta"></div><span class="state"></span>`;
     text.querySelector(".title").textContent = `${number.get(g.id)}. ${rowName(g, true)}`;
-    text.querySelector(".meta").textContent = `frames ${g.first}–${g.last} · ${clock(timeOf(g.first))} · ${g.tracks.length} track${g.tracks.length === 1 ? "" : "s"} · ${g.detections} detections · score ${g.max_score.toFixed(2)}${g.size ? ` · ${Math.round(g.size)} px` : ""}`;
+    text.querySelector(".meta").textContent = `frames ${g.first}–${g.last} · ${clock(timeOf(g.first))} · ${g.tracks.length} track${g.tracks.length === 1 ? "" : "s"}${joins(g)} · ${g.detections} detections · score ${g.max_score.toFixed(2)}${g.size ? ` · ${Math.round(g.size)} px` : ""}`;
     const badge = text.querySelector(".state");
     badge.textContent = state;
     badge.className = "state" + ({ released: " released", "partly released": " partial", "kept redacted": " kept" }[state] || "");
@@ -358,6 +358,13 @@ function drawGroups() {
   if (!groups.length) list.innerHTML = `<li class="empty">Nothing was detected in this video.</li>`;
   else if (!shown.length) list.innerHTML = `<li class="empty">No row is shown by this filter.</li>`;
   drawSelection();
+}
+
+// how the row's tracks were joined: on the same boxes (sure) or one after another nearby (a guess over a gap)
+function joins(g) {
+  const chained = g.tracks.length - 1 - g.overlapping;
+  const parts = [chained && `${chained} chained`, g.overlapping && `${g.overlapping} on the same boxes`].filter(Boolean);
+  return parts.length ? ` (${parts.join(", ")})` : "";
 }
 
 function drawSelection() {
