@@ -225,7 +225,17 @@ def review_rows() -> str:
             f"at the frame's edge that the truth drops when less than half of it is in view); plates {p['rows']} rows "
             f"for {p['objects']} objects ({p['rows_per_object']:.2f}), {p['objects_split']} split, "
             f"{p['rows_joining_objects']} joined, {p['rows_not_objects']} not objects. These clips are crowded canvases "
-            f"of photos ({f['rows_per_minute']:.0f} face rows a minute): the figure to compare is rows per object")
+            f"of photos ({f['rows_per_minute']:.0f} face rows a minute): the figure to compare is rows per object"
+            + vtest_rows())
+
+
+def vtest_rows() -> str:
+    v = load("review_rows").get("vtest")
+    if not v:
+        return ""
+    return (f". On OpenCV's vtest.avi (80 s of pedestrians, 768x576, `--vtest`): {v['rows']} rows of {v['tracks']} "
+            f"tracks ({v['rows_by_class'].get('face', 0)} faces, {v['rows_by_class'].get('plate', 0)} plates), "
+            f"{v['rows_per_minute']:.0f} a minute, {v['rows_to_look_at']} marked needs a look")
 
 
 def review_triage() -> str:

@@ -91,9 +91,9 @@ def object_size(cls: int, w: np.ndarray | float, h: np.ndarray | float) -> np.nd
 
 
 # Rows a reviewer should look at (`Group.doubts`). On the review benchmark's generated clips (seed 0, 3 clips a
-# class, 150 frames; benchmarks/results/review_rows.json at f4acdc4) these two rules flag 53 of 130 rows, among
-# them 29 of the 35 rows that are no object (a false detection); the 77 rows left, which a reviewer can accept in
-# one step, hold the other 6.
+# class, 150 frames; benchmarks/results/review_rows.json at a67b434) these two rules flag 35 of 110 rows, among
+# them 21 of the 26 rows that are no object (a false detection); the 75 rows left, which a reviewer can accept in
+# one step, hold the other 5.
 LOOK_SCORE = 0.5
 LOOK_DETECTIONS = 3
 

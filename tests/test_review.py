@@ -785,3 +785,57 @@ def test_triage_shows_the_doubtful_rows_and_accepts_the_confident_ones_at_once(c
         assert all(state["tracks"][str(t)] == {"redact": True, "reason": "b7c"} for t in g.tracks)
     for g in look:
         assert all(state["tracks"][str(t)] == {"redact": False, "reason": "not-exempt"} for t in g.tracks)
+
+
+def rewritten_plan(outdir: Path, extra: Callable[[np.ndarray], list[np.ndarray | None]]) -> Path:
+    """The run's plan written again by PlanWriter with its one face track and tracks made from it: `extra(box)`
+    gives, for each of the track's real boxes, a box per added track (None: that track has no box there)."""
+    from redact.detect import Detections
+    from redact.plan import PlanWriter
+
+    with Plan(plan_path(outdir, STEM)) as plan:
+        (track,) = plan.tracks()
+        boxes = plan.track_boxes(track.id)
+        meta = {k: v for k, v in plan.meta.items() if k not in ("version", "speech", "joined_by_overlap")}
+        times = plan.db.execute("SELECT frame, pts FROM frames ORDER BY frame").fetchall()
+    target = outdir / "again"
+    target.mkdir()
+    writer = PlanWriter(plan_path(target, STEM))
+    entries: dict[int, dict] = {}
+    for frame, pts in times:
+        at = boxes.at(frame)
+        xyxy, ids = list(at.xyxy), [track.id] * len(at)
+        for n, box in enumerate(extra(at.xyxy[0]) if len(at) else []):
+            if box is not None:
+                xyxy.append(box)
+                ids.append(track.id + 1 + n)
+        for tid in ids:
+            e = entries.setdefault(tid, {"id": tid, "class": "face", "first_frame": frame, "detections": 0,
+                                         "max_score": 0.9, "mean_score": 0.9})
+            e["last_frame"], e["detections"] = frame, e["detections"] + 1
+        writer.add(frame, pts, Detections(np.array(xyxy, np.float32).reshape(-1, 4), np.full(len(xyxy), 0.9),
+                                          np.zeros(len(xyxy), np.int64), np.array(ids)))
+    writer.finish(meta, entries.values(), None)
+    return writer.publish()
+
+
+def test_tracks_on_one_face_at_once_are_one_row(run_outdir: Path, tmp_path: Path) -> None:
+    """Issue 27, fewer rows: a second track on the same head (a smaller box inside the face's, on half its frames,
+    as on vtest.avi) joins the face's row and the row says so; a face beside it (no overlap) stays its own row."""
+    shutil.copytree(run_outdir, tmp_path / "out")
+
+    def extra(box: np.ndarray) -> list[np.ndarray | None]:
+        w = box[2] - box[0]
+        inner = box + np.array([0.1, 0.1, -0.1, -0.1]) * w  # IoU 0.64 with the face's box
+        beside = box + np.array([1.05, 0, 1.05, 0]) * w  # the next face in a row of people: IoU 0
+        extra.n += 1
+        return [inner if extra.n % 2 else None, beside]
+
+    extra.n = 0
+    with Plan(rewritten_plan(tmp_path / "out", extra)) as plan:
+        groups = plan.groups()
+        tracks = plan.tracks()
+    assert len(tracks) == 3
+    assert [len(g.tracks) for g in groups] == [2, 1]
+    assert groups[0].overlapping == 1 and groups[1].overlapping == 0
+    assert groups[0].tracks == (tracks[0].id, tracks[0].id + 1)
