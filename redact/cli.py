@@ -163,6 +163,11 @@ def run_options(func: Callable) -> Callable:
         click.option("--plate-pad-frames", type=click.IntRange(0, 120), default=d.plate_pad_frames,
                      show_default="--pad-frames" if d.plate_pad_frames is None else True,
                      help="The same for plate tracks (plates are found late and lost early as they shrink)."),
+        click.option("--segment-minutes", "segment_s", type=click.FloatRange(0), default=d.segment_s / 60,
+                     show_default=True, callback=lambda ctx, param, v: v * 60 or None,
+                     help="A recording longer than 1.5x this is redacted in segments of about this length: a rerun "
+                          "after a crash redoes only the unfinished ones, and `run --jobs` spreads one file's "
+                          "segments over worker processes. 0: one pass."),
         click.option("--crf", type=click.IntRange(0, 51), default=d.crf, show_default=True),
         click.option("--preset", default=d.preset, show_default=True),
         click.option("--encoder", type=click.Choice(["auto", "libx264", "h264_nvenc"]), default=d.encoder,
@@ -463,7 +468,8 @@ def job_options(func: Callable) -> Callable:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @job_options
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Files redacted at once, sharing one set of models and their detector batches (a GPU node).")
+              help="Files redacted at once, sharing one set of models and their detector batches (a GPU node); "
+                   "for one long INPUT, worker processes for its segments (--segment-minutes).")
 @click.option("--progress-every", type=click.FloatRange(0), default=10.0, show_default=True, metavar="SECONDS",
               help="Where stderr is not a terminal (a log file, a batch job): a progress line this often "
                    "(file, frames done of all, frames/s, time left). A terminal gets a progress bar.")
@@ -477,7 +483,10 @@ def run(inputs: tuple[Path, ...], jobs: int, progress_every: float, **kwargs) ->
 
     outdir: Path = kwargs["outdir"]
     output_stems(list(inputs))  # a clash of names fails before the models load
-    redactor = Redactor(options_from(kwargs))
+    options = options_from(kwargs)
+    if len(inputs) == 1:  # one file: --jobs are its segments' workers
+        options.segment_jobs, jobs = jobs, 1
+    redactor = Redactor(options)
     failed = 0
     for path, result in redactor.run_many(list(inputs), outdir, jobs, progress=progress_every):
         if isinstance(result, UserError):

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 from redact.anonymize import MODES, RedactionPolicy, anonymize
 from redact.audio import (
     TRANSCRIPT_SUFFIXES,
@@ -51,15 +53,26 @@ from redact.detect import (
     fuse,
     resolve_device,
 )
-from redact.errors import UserError, writing_to
+from redact.errors import MediaError, UserError, writing_to
 from redact.gpu import TorchStage
 from redact.models import resolve
 from redact.plan import PlanWriter, plan_path
 from redact.progress import frame_progress
 from redact.review.custody import Custody
+from redact.segments import Journal, Segment, SegmentBoxes, cut, global_ids, records, segment_frames
 from redact.track import CameraPath, Smoother, Tracker, TrackPolicy
 from redact.transcribe import load_asr
-from redact.video import Frame, VideoInfo, VideoWriter, nvenc_available, probe, read_frames, threaded
+from redact.video import (
+    Frame,
+    VideoInfo,
+    VideoWriter,
+    frame_times,
+    nvenc_available,
+    probe,
+    read_frames,
+    read_range,
+    threaded,
+)
 
 # the two packaged plate models with the best recall (benchmarks/detector_eval.py), run together: on the leak
 # bench's moving clips each misses plates the other finds (>= 10 px plate box-frames leaked: mahdi 7.4%, both 4.3%)
@@ -129,6 +142,9 @@ class RedactOptions:
     index: str | None = None  # transcript index: None = index.sqlite in the state home, a path, or postgresql://
     index_transcripts: bool = True
     tags: tuple[str, ...] = ()  # free tags stored with the indexed transcript (case number, ...)
+    segment_s: float | None = 300.0  # a recording longer than 1.5x this is redacted in segments of about this many
+    # seconds (`redact.segments`): resumable inside the file, spread over `segment_jobs` worker processes. None: one pass
+    segment_jobs: int = 1  # worker processes for one file's segments (each loads its own models)
 
 
 @dataclass
@@ -456,39 +472,41 @@ class Redactor:
         if video_out.resolve() == input_path.resolve():
             raise UserError(f"{input_path}: output would overwrite the input")
         workdir = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".work", dir=outdir))
-        smoother = Smoother(self.track_policy)
         start = time.perf_counter()
         writer = None
         plan = PlanWriter(plan_path(outdir, stem))
         published: list[Path] = []
+        pieces = self._segments(input_path, info)
+        journal = Journal(outdir / f".{stem}.segments", self._journal_key(input_path, pieces[1])) if pieces else None
+        segments_log = {"segments": {"count": len(pieces[1]), "frames": [[s.start, s.stop] for s in pieces[1]],
+                                     "reused": sum(journal.done(s.index) for s in pieces[1]),
+                                     "jobs": self.options.segment_jobs}} if journal else {}
         try:
-            audio: list[AudioResult] = []
-            if self.options.audio is not None:
-                audio = process_tracks(input_path, stem, workdir, self.options.audio, file=str(video_out.resolve()))
-            writer = VideoWriter(video_out, info, crf=self.options.crf, preset=self.options.preset, encoder=self.encoder,
-                                 audio=[(a.audio_path, 0) if a.audio_path else (input_path, k)
-                                        for k, a in enumerate(audio)] if audio else None)
-            redacted = 0
-            with ThreadPoolExecutor(1) as encode, frame_progress(info.frames or None, input_path.name, progress) as bar:
-                pending: deque[Future] = deque()
-                frames = read_frames(input_path, hwaccel="cuda" if self.options.decoder == "nvdec" else None)
-                for frame, boxes in self.frames_with_boxes(threaded(frames), smoother):
-                    redacted += bool(len(boxes))
-                    plan.add(frame.index, frame.pts, boxes)
-                    if self.stage is None:
-                        image = anonymize(frame.image, boxes, self.redaction_policy) if len(boxes) else frame.image
-                        pending.append(encode.submit(writer.write, image, frame.pts))
-                    else:
-                        fetch = self.stage.finish(frame, boxes, self.redaction_policy)
-                        pending.append(encode.submit(lambda f=fetch, pts=frame.pts: writer.write(f(), pts)))
-                    while len(pending) > 8 or (pending and pending[0].done()):
-                        pending.popleft().result()
-                    bar.update(1)
-                for f in pending:
-                    f.result()
+            with frame_progress(info.frames or None, input_path.name, progress) as bar:
+                audio: list[AudioResult] = []
+                tracks_audio = lambda: [(a.audio_path, 0) if a.audio_path else (input_path, k)  # noqa: E731
+                                        for k, a in enumerate(audio)] if audio else None
+                if journal is None:
+                    if self.options.audio is not None:
+                        audio = process_tracks(input_path, stem, workdir, self.options.audio, file=str(video_out.resolve()))
+                    writer = VideoWriter(video_out, info, crf=self.options.crf, preset=self.options.preset,
+                                         encoder=self.encoder, audio=tracks_audio())
+                    smoother = Smoother(self.track_policy)
+                    frames = read_frames(input_path, hwaccel="cuda" if self.options.decoder == "nvdec" else None)
+                    redacted = self._encode(self.frames_with_boxes(threaded(frames), smoother), writer, bar,
+                                            lambda frame, boxes: plan.add(frame.index, frame.pts, boxes) or True)
+                    found = smoother.records.values()
+                else:
+                    pts, segments = pieces
+                    with self._segment_runs(input_path, info, pts, segments, journal, bar):  # workers, meanwhile audio
+                        if self.options.audio is not None:
+                            audio = process_tracks(input_path, stem, workdir, self.options.audio,
+                                                   file=str(video_out.resolve()))
+                    writer = VideoWriter(video_out, info, audio=tracks_audio(), joins=journal.piece(0))
+                    redacted, found = self._join(segments, pts, journal, writer, plan)
             writer.finish()
             elapsed = time.perf_counter() - start
-            tracks = [r.as_dict(info.fps) for r in smoother.records.values()]
+            tracks = [r.as_dict(info.fps) for r in found]
             source = file_entry(input_path)
             credentials = self.custody.credentials(
                 writer.tmp, workdir, Counter(t["class"] for t in tracks),
@@ -505,7 +523,7 @@ class Redactor:
                 models=self.model_entries, policy=self.policy(), tracks=tracks,
                 audio=self._audio_log(audio), stats={
                     "frames": writer.frames, "frames_redacted": redacted, "tracks": len(tracks),
-                    "elapsed_s": round(elapsed, 3), "fps": round(writer.frames / elapsed, 2)},
+                    "elapsed_s": round(elapsed, 3), "fps": round(writer.frames / elapsed, 2), **segments_log},
             )
             self._plan(plan, log, info, audio, outdir, stem)
             write_json_atomic(self.custody.seal(log), pending_log)
@@ -515,6 +533,8 @@ class Redactor:
             published.append(plan.publish())
             published.append(self._fresh_decisions(outdir, stem))
             os.replace(pending_log, log_out)
+            if journal is not None:  # published: the finished segments are no longer needed to resume
+                journal.clear()
         except BaseException:
             plan.abort()
             if writer is not None:
@@ -532,6 +552,149 @@ class Redactor:
         transcripts = [p for p in published if p.name.endswith(TRANSCRIPT_SUFFIXES)]
         return RunResult(video_out, log_out, writer.frames, len(tracks), writer.frames / elapsed, transcripts, log,
                          warnings)
+
+    def _encode(self, pairs: Iterable[tuple[Frame, Detections]], writer: VideoWriter, bar,
+                seen: Callable[[Frame, Detections], bool]) -> int:
+        """Redact and encode each frame that `seen` (told every frame and its boxes, in order) keeps; returns how
+        many kept frames had a box. Encoding runs in a thread of its own, a few frames behind."""
+        redacted = 0
+        with ThreadPoolExecutor(1) as encode:
+            pending: deque[Future] = deque()
+            for frame, boxes in pairs:
+                if not seen(frame, boxes):
+                    continue
+                redacted += bool(len(boxes))
+                if self.stage is None:
+                    image = anonymize(frame.image, boxes, self.redaction_policy) if len(boxes) else frame.image
+                    pending.append(encode.submit(writer.write, image, frame.pts))
+                else:
+                    fetch = self.stage.finish(frame, boxes, self.redaction_policy)
+                    pending.append(encode.submit(lambda f=fetch, pts=frame.pts: writer.write(f(), pts)))
+                while len(pending) > 8 or (pending and pending[0].done()):
+                    pending.popleft().result()
+                if bar is not None:
+                    bar.update(1)
+            for f in pending:
+                f.result()
+        return redacted
+
+    # ------------------------------------------------------------------------------------ long files: segments
+    def _segments(self, input_path: Path, info: VideoInfo) -> tuple[np.ndarray, list[Segment]] | None:
+        """The frames' timestamps and the segments of a recording long enough to be cut (`segment_s`); None for
+        one pass (short, or a stream whose frames cannot be addressed by timestamp)."""
+        o = self.options
+        if not o.segment_s or not info.fps or (info.frames or 0) < 1.5 * segment_frames(info.fps, o.segment_s):
+            return None
+        times = frame_times(input_path)
+        if times is None:
+            return None
+        pts, keys = times
+        lookahead = self.track_policy.lookahead
+        before = 2 * (lookahead + self.track_policy.max_gap)  # the tracker's gaps and the smoother's padding
+        segments = cut(keys, len(pts), segment_frames(info.fps, o.segment_s), before, lookahead)
+        return (pts, segments) if len(segments) > 1 else None
+
+    def _journal_key(self, input_path: Path, segments: list[Segment]) -> dict:
+        """What the finished segments of a run depend on: the input (path, size, time) and every option but the
+        audio and the index (the video pieces and boxes do not depend on them)."""
+        st = input_path.stat()
+        options = {k: v for k, v in asdict(self.options).items() if k not in ("audio", "index", "index_transcripts",
+                                                                             "tags", "segment_jobs")}
+        return json.loads(json.dumps({"input": str(input_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                      "options": options, "segments": [list(s) for s in segments]}, default=str))
+
+    def redact_segment(self, input_path: Path, info: VideoInfo, pts: np.ndarray, segment: Segment,
+                       journal: Journal) -> int:
+        """Detect and encode one segment into the journal (its piece, then its boxes); returns its frames."""
+        writer = VideoWriter(journal.piece(segment.index), info, crf=self.options.crf, preset=self.options.preset,
+                             encoder=self.encoder, audio=[], piece=True)
+        kept: list[tuple[int, Detections]] = []
+
+        def own(frame: Frame, boxes: Detections) -> bool:
+            kept.append((frame.index, boxes))
+            return segment.start <= frame.index < segment.stop
+
+        try:
+            frames = read_range(input_path, pts, segment.read_from, segment.read_to)
+            self._encode(self.frames_with_boxes(threaded(frames), Smoother(self.track_policy)), writer, None, own)
+            writer.finish()
+            if writer.frames != segment.stop - segment.start:
+                raise MediaError(f"{input_path}: segment {segment.index} gave {writer.frames} frames, not "
+                                 f"{segment.stop - segment.start}")
+            writer.publish()
+        except BaseException:
+            writer.abort()
+            raise
+        SegmentBoxes.collect(kept).save(journal.boxes(segment.index))
+        return writer.frames
+
+    def _segment_runs(self, input_path: Path, info: VideoInfo, pts: np.ndarray, segments: list[Segment],
+                      journal: Journal, bar):
+        """A context that runs the unfinished segments: in `segment_jobs` worker processes, while the body of the
+        `with` runs (the audio), or here after it with one job."""
+        from contextlib import contextmanager
+
+        todo = [s for s in segments if not journal.done(s.index)]
+        if bar is not None:
+            bar.update(sum(s.stop - s.start for s in segments if journal.done(s.index)))
+
+        @contextmanager
+        def running():
+            if self.options.segment_jobs <= 1:
+                yield
+                for seg in todo:
+                    self.redact_segment(input_path, info, pts, seg, journal)
+                    if bar is not None:
+                        bar.update(seg.stop - seg.start)
+                return
+            from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
+
+            options = RedactOptions(**{**asdict(self.options), "audio": None, "index_transcripts": False,
+                                       "segment_jobs": 1})
+            options.audio = None
+            pool = ProcessPoolExecutor(self.options.segment_jobs, mp_context=get_context("spawn"),
+                                       initializer=_segment_worker, initargs=(options,))
+            try:
+                futures = {pool.submit(_segment_work, input_path, info, pts, seg, journal): seg for seg in todo}
+                yield
+                for future in as_completed(futures):
+                    future.result()
+                    if bar is not None:
+                        seg = futures[future]
+                        bar.update(seg.stop - seg.start)
+            finally:
+                for process in list(getattr(pool, "_processes", {}).values()):  # stop work in flight on any exit
+                    process.kill()
+                pool.shutdown(wait=True, cancel_futures=True)
+
+        return running()
+
+    def _join(self, segments: list[Segment], pts: np.ndarray, journal: Journal, writer: VideoWriter,
+              plan: PlanWriter) -> tuple[int, list]:
+        """The finished segments as one output: pieces end to end, boxes under the file's track ids into the plan;
+        returns frames with a box and the track records."""
+        boxes = [SegmentBoxes.load(journal.boxes(s.index)) for s in segments]
+        ids = global_ids(segments, boxes)
+        redacted = 0
+
+        def published() -> Iterator[tuple[int, Detections]]:
+            nonlocal redacted
+            for seg, b, to_global in zip(segments, boxes, ids, strict=True):
+                own = b.within(seg.start, seg.stop)
+                bounds = np.searchsorted(own.frame, np.arange(seg.start, seg.stop + 1))
+                for f, (i, j) in enumerate(zip(bounds[:-1], bounds[1:], strict=True), start=seg.start):
+                    dets = Detections(own.xyxy[i:j], own.score[i:j], own.cls[i:j],
+                                      np.array([to_global[t] for t in own.track[i:j].tolist()], np.int64))
+                    plan.add(f, int(pts[f]), dets)
+                    redacted += bool(len(dets))
+                    yield f, dets
+                writer.append(journal.piece(seg.index))
+
+        found = records(published())
+        if writer.frames != len(pts):
+            raise MediaError(f"{writer.path.name}: the joined segments hold {writer.frames} frames, not {len(pts)}")
+        return redacted, [found[t] for t in sorted(found)]
 
     def _plan(self, plan: PlanWriter, log: dict, info: VideoInfo, audio: list[AudioResult], outdir: Path,
               stem: str) -> None:
@@ -607,3 +770,20 @@ class Redactor:
         except Exception as e:  # noqa: BLE001 - say what failed, the outputs themselves are complete
             return [f"{video}: published, but the transcript was not indexed: {e}"]
         return []
+
+
+_segment_redactor: Redactor | None = None
+
+
+def _segment_worker(options: RedactOptions) -> None:
+    """A segment worker process: its own models, loaded once."""
+    import signal
+
+    global _segment_redactor
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers itself
+    _segment_redactor = Redactor(options)
+
+
+def _segment_work(input_path: Path, info: VideoInfo, pts: np.ndarray, segment: Segment, journal: Journal) -> int:
+    assert _segment_redactor is not None
+    return _segment_redactor.redact_segment(input_path, info, pts, segment, journal)

@@ -177,6 +177,57 @@ def read_frames(path: str | os.PathLike[str], threads: int = 0, hwaccel: str | N
             raise MediaError(f"{path}: truncated or corrupt: decoded {index} of {stream.frames} frames")
 
 
+def frame_times(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every frame's pts in presentation order and whether it is a keyframe, read from the packets without
+    decoding (seconds for an hour of footage). None where the stream cannot be addressed by pts (a packet without
+    one, or two frames with the same): such a file is read from its start only (`read_frames`)."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        pts, key = [], []
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the demuxer's flush packet
+                continue
+            if packet.pts is None:
+                return None
+            pts.append(packet.pts)
+            key.append(packet.is_keyframe)
+    order = np.argsort(pts, kind="stable")
+    pts_sorted = np.asarray(pts, np.int64)[order]
+    if not len(pts_sorted) or (np.diff(pts_sorted) <= 0).any():
+        return None
+    return pts_sorted, np.asarray(key, bool)[order]
+
+
+def read_range(path: str | os.PathLike[str], pts: np.ndarray, first: int, stop: int) -> Iterator[Frame]:
+    """Frames `first` .. `stop` - 1 (indices into `pts`, from `frame_times`), upright, BGR: decoding starts at the
+    keyframe before `first`. Raises MediaError when the decoder does not give exactly those frames (a file whose
+    packets and frames disagree must not be redacted piecewise)."""
+    index = {int(p): i for i, p in enumerate(pts[max(0, first - 1000):stop], start=max(0, first - 1000))}
+    want = first
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            if first:
+                container.seek(int(pts[first]), stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                i = index.get(frame.pts, -1) if frame.pts is not None else -1
+                if i < want:
+                    if i < 0 and frame.pts is not None and frame.pts > pts[want]:
+                        raise MediaError(f"{path}: frame {want} (pts {pts[want]}) was not decoded")
+                    continue
+                if i != want:
+                    raise MediaError(f"{path}: decoded frame {i} where frame {want} was due")
+                yield Frame(i, int(frame.pts), _upright(frame.to_ndarray(format="bgr24"), int(frame.rotation or 0) % 360))
+                want += 1
+                if want == stop:
+                    return
+        except av.error.FFmpegError as e:
+            raise MediaError(f"{path}: corrupt or truncated video stream at frame {want} ({e})") from None
+    if want < stop:
+        raise MediaError(f"{path}: truncated or corrupt: decoded up to frame {want} of {stop}")
+
+
 class AudioTrack:
     """One audio track of the output, fed from audio stream `stream` of `source` (the input, or a redacted WAV):
     copied when MP4 can carry its codec, else transcoded to AAC; read as a stream so memory stays flat."""
@@ -243,7 +294,12 @@ class VideoWriter:
         encoder: str = "libx264",
         threads: int = 0,
         audio: list[tuple[str | os.PathLike[str], int]] | None = None,
+        joins: Path | None = None,
+        piece: bool = False,
     ):
+        """`piece`: a segment of a longer output (`Redactor` with segments), encoded without B-frames so that
+        pieces joined end to end keep their decoding timestamps increasing. `joins`: write no frames but
+        join such pieces (`append`), the first of which is `joins`: its stream is this output's."""
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.info = info
@@ -251,18 +307,23 @@ class VideoWriter:
         self.width = info.width + info.width % 2
         self.height = info.height + info.height % 2
         self.container = av.open(str(self.tmp), "w", format="mp4", options={"movflags": "+faststart"})
-        self.stream = self.container.add_stream(encoder, rate=Fraction(info.fps).limit_denominator(1001) if info.fps else 25)
-        self.stream.width, self.stream.height = self.width, self.height
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.time_base = info.time_base
-        self.stream.codec_context.time_base = info.time_base
-        if encoder == "libx264":
-            self.stream.options = {"crf": str(crf), "preset": preset}
+        self.joining = joins is not None
+        if joins is not None:
+            with av.open(str(joins)) as first:
+                self.stream = self.container.add_stream_from_template(first.streams.video[0])
         else:
-            self.stream.options = {"cq": str(crf), "preset": "p4"}
-        self.stream.thread_type = "AUTO"  # frame threads: PyAV's default slices scale worse over many cores
-        if threads:
-            self.stream.codec_context.thread_count = threads
+            self.stream = self.container.add_stream(encoder, rate=Fraction(info.fps).limit_denominator(1001) if info.fps else 25)
+            self.stream.width, self.stream.height = self.width, self.height
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.time_base = info.time_base
+            self.stream.codec_context.time_base = info.time_base
+            if encoder == "libx264":
+                self.stream.options = {"crf": str(crf), "preset": preset, **({"bf": "0"} if piece else {})}
+            else:
+                self.stream.options = {"cq": str(crf), "preset": "p4", **({"bf": "0"} if piece else {})}
+            self.stream.thread_type = "AUTO"  # frame threads: PyAV's default slices scale worse over many cores
+            if threads:
+                self.stream.codec_context.thread_count = threads
         self.frames = 0
         self.audio: list[AudioTrack] = []
         for source, stream in audio if audio is not None else [(info.path, k) for k in range(info.audio_tracks)]:
@@ -283,9 +344,23 @@ class VideoWriter:
         self.container.mux(self.stream.encode(frame))
         self.frames += 1
 
+    def append(self, piece: Path) -> None:
+        """The packets of `piece` (an MP4 written with `piece=True`) after those already here, as they are."""
+        with av.open(str(piece)) as source:
+            stream = source.streams.video[0]
+            for packet in source.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.pts is not None:
+                    self._mux_audio_until(float(packet.pts * packet.time_base) + 0.5)
+                packet.stream = self.stream
+                self.container.mux(packet)
+                self.frames += 1
+
     def finish(self) -> None:
         """Flush the encoder and write the trailer; the file is complete but still under its temporary name."""
-        self.container.mux(self.stream.encode(None))
+        if not self.joining:
+            self.container.mux(self.stream.encode(None))
         self._mux_audio_until(None)
         self.container.close()
         for track in self.audio:
