@@ -13,7 +13,8 @@ Each run is `redact run` in a process of its own (solid fill, as the leak benchm
 memory sampled every second (resident set of the process and of each worker process); per run:
 
 - `single`: one pass (`--segment-minutes 0`); `split`: in segments, one process; `split_jobs`: in segments over
-  `--jobs` worker processes;
+  `--jobs` worker processes; `ray_1` and `ray_n`: `redact batch --backend ray` on a local Ray instance, each
+  segment a Ray task declaring all of this machine's CPUs (one at a time) or one CPU (as many at once as CPUs);
 - `killed`: the split run killed (SIGKILL) once `--kill` of its segments are finished, then run again: how many
   segments the rerun reused, and whether its decoded frames equal the uninterrupted split run's (frame hashes).
 
@@ -115,10 +116,11 @@ def recording(work: Path, minutes: float, size: tuple[int, int]) -> tuple[Path, 
 
 # ---------------------------------------------------------------------------------------------- runs
 def run(name: str, video: Path, outdir: Path, args: list[str], kill_at: float | None = None,
-        segments: int | None = None) -> dict:
-    """`redact run` in a process of its own; its tree's resident memory sampled every second. With `kill_at`,
-    SIGKILL once that share of the `segments` are finished in the journal."""
-    cmd = [sys.executable, "-m", "redact", "run", str(video), "-o", str(outdir), "--mode", "fill", "--device", "cpu",
+        segments: int | None = None, batch: bool = False) -> dict:
+    """`redact run` (`batch`: `redact batch` of the recording's folder) in a process of its own; its tree's resident
+    memory sampled every second. With `kill_at`, SIGKILL once that share of the `segments` are finished."""
+    what = ["batch", str(video.parent / "input")] if batch else ["run", str(video)]
+    cmd = [sys.executable, "-m", "redact", *what, "-o", str(outdir), "--mode", "fill", "--device", "cpu",
            "--no-index-transcripts", *args]
     journal = outdir / f".{video.stem}.segments"
     if kill_at is not None or name != "resumed":
@@ -232,9 +234,20 @@ def main() -> None:
             "split": run("split", video, a.work / "split", seg)}
     count = runs["split"]["segments"]["count"]
     runs["split_jobs"] = run("split_jobs", video, a.work / "split-jobs", [*seg, "--jobs", str(a.jobs)])
+    # Ray on this machine: a local instance with its CPUs; a segment task declaring all of them runs one at a time
+    # (one worker), declaring 1 CPU runs as many at once as there are CPUs
+    (a.work / "input").mkdir(exist_ok=True)
+    if not (a.work / "input" / video.name).exists():
+        os.link(video, a.work / "input" / video.name)
+    cpus = os.cpu_count() or 1
+    runs["ray_1"] = run("ray_1", video, a.work / "ray-1", [*seg, "--backend", "ray", "--cpus-per-task", str(cpus)],
+                        batch=True)
+    runs["ray_n"] = run("ray_n", video, a.work / "ray-n", [*seg, "--backend", "ray", "--cpus-per-task", "1"],
+                        batch=True)
     runs["killed"] = run("killed", video, a.work / "killed", seg, kill_at=a.kill, segments=count)
     runs["resumed"] = run("resumed", video, a.work / "killed", seg)
-    out = {name: a.work / name.replace("_", "-") / f"{video.stem}.redacted.mp4" for name in ("single", "split", "split_jobs")}
+    out = {name: a.work / name.replace("_", "-") / f"{video.stem}.redacted.mp4"
+           for name in ("single", "split", "split_jobs", "ray_1", "ray_n")}
     out["resumed"] = a.work / "killed" / f"{video.stem}.redacted.mp4"
     single_pts, split_pts = frame_times(out["single"])[0], frame_times(out["split"])[0]
     cuts = [s for s, _ in runs["split"]["segments"]["frames"][1:]]
@@ -242,6 +255,7 @@ def main() -> None:
     result = {
         "recording": info, "runs": runs,
         "speedup_jobs": round(runs["split_jobs"]["fps"] / runs["split"]["fps"], 3),
+        "speedup_ray": round(runs["ray_n"]["fps"] / runs["ray_1"]["fps"], 3),
         "split_vs_single": {
             "frames": [len(single_pts), len(split_pts)],
             "same_timestamps": bool(np.array_equal(single_pts, split_pts)),
@@ -252,7 +266,8 @@ def main() -> None:
         "resume": {"segments": count, "finished_when_killed": runs["killed"]["killed_with_segments_done"],
                    "reused": runs["resumed"]["segments"]["reused"],
                    "frames_equal_uninterrupted": frame_hashes(out["resumed"]) == split_hashes,
-                   "jobs_frames_equal": frame_hashes(out["split_jobs"]) == split_hashes},
+                   "jobs_frames_equal": frame_hashes(out["split_jobs"]) == split_hashes,
+                   "ray_frames_equal": [frame_hashes(out[k]) == split_hashes for k in ("ray_1", "ray_n")]},
     }
     write_result(a.out, result, __file__)
     print(json.dumps(result, indent=1))

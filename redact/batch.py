@@ -9,7 +9,8 @@ when the next run starts. A bad file fails alone: its error goes to the journal 
 Backends: `local` runs `jobs` worker processes on this machine, each loading the models once (on a GPU, `jobs`
 threads sharing one set of models and their detector batches instead); `ray` runs one
 Ray task per file with its CPU and GPU needs declared, on a local Ray instance or an existing cluster (OUTDIR
-must then be a folder every node sees at the same path).
+must then be a folder every node sees at the same path). A file long enough to be cut into segments
+(`--segment-minutes`) has each segment run as a Ray task of its own, so one long recording uses the cluster.
 """
 
 from __future__ import annotations
@@ -272,6 +273,7 @@ def run_ray(items: list[BatchItem], options: RedactOptions, address: str | None,
     try:
         options = replace(options, device=cluster_device(options.device, ray.cluster_resources()))
         gpus = 1.0 / max(1, jobs) if options.device == "cuda" else 0.0
+        options = replace(options, segment_ray=(cpus, gpus))  # a long file's segments: Ray tasks of their own
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_ray_work)
         pending = {task.remote(options, item): item for item in items}
         while pending:

@@ -167,7 +167,7 @@ def run_options(func: Callable) -> Callable:
                      show_default=True, callback=lambda ctx, param, v: v * 60 or None,
                      help="A recording longer than 1.5x this is redacted in segments of about this length: a rerun "
                           "after a crash redoes only the unfinished ones, and `run --jobs` spreads one file's "
-                          "segments over worker processes. 0: one pass."),
+                          "segments over worker processes (`batch --backend ray`: over the cluster). 0: one pass."),
         click.option("--crf", type=click.IntRange(0, 51), default=d.crf, show_default=True),
         click.option("--preset", default=d.preset, show_default=True),
         click.option("--encoder", type=click.Choice(["auto", "libx264", "h264_nvenc"]), default=d.encoder,

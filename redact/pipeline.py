@@ -17,7 +17,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -145,6 +145,8 @@ class RedactOptions:
     segment_s: float | None = 300.0  # a recording longer than 1.5x this is redacted in segments of about this many
     # seconds (`redact.segments`): resumable inside the file, spread over `segment_jobs` worker processes. None: one pass
     segment_jobs: int = 1  # worker processes for one file's segments (each loads its own models)
+    segment_ray: tuple[float, float] | None = None  # (CPUs, GPUs): each segment a Ray task of its own, declaring
+    # these (set by `batch --backend ray` in its task for the file, so one long file spreads over the cluster)
 
 
 @dataclass
@@ -478,14 +480,13 @@ class Redactor:
         published: list[Path] = []
         pieces = self._segments(input_path, info)
         journal = Journal(outdir / f".{stem}.segments", self._journal_key(input_path, pieces[1])) if pieces else None
-        segments_log = {"segments": {"count": len(pieces[1]), "frames": [[s.start, s.stop] for s in pieces[1]],
-                                     "reused": sum(journal.done(s.index) for s in pieces[1]),
-                                     "jobs": self.options.segment_jobs}} if journal else {}
+        reused = {s.index for s in pieces[1] if journal.done(s.index)} if journal else set()
         try:
             with frame_progress(info.frames or None, input_path.name, progress) as bar:
                 audio: list[AudioResult] = []
                 tracks_audio = lambda: [(a.audio_path, 0) if a.audio_path else (input_path, k)  # noqa: E731
                                         for k, a in enumerate(audio)] if audio else None
+                segments_log: dict = {}
                 if journal is None:
                     if self.options.audio is not None:
                         audio = process_tracks(input_path, stem, workdir, self.options.audio, file=str(video_out.resolve()))
@@ -504,6 +505,10 @@ class Redactor:
                                                    file=str(video_out.resolve()))
                     writer = VideoWriter(video_out, info, audio=tracks_audio(), joins=journal.piece(0))
                     redacted, found = self._join(segments, pts, journal, writer, plan)
+                    segments_log = {"segments": {
+                        "count": len(segments), "frames": [[s.start, s.stop] for s in segments], "reused": len(reused),
+                        "workers": "ray" if self.options.segment_ray else self.options.segment_jobs,
+                        "runs": [{**journal.run(s.index), "reused": s.index in reused} for s in segments]}}
             writer.finish()
             elapsed = time.perf_counter() - start
             tracks = [r.as_dict(info.fps) for r in found]
@@ -599,13 +604,18 @@ class Redactor:
         audio and the index (the video pieces and boxes do not depend on them)."""
         st = input_path.stat()
         options = {k: v for k, v in asdict(self.options).items() if k not in ("audio", "index", "index_transcripts",
-                                                                             "tags", "segment_jobs")}
+                                                                             "tags", "segment_jobs",
+                                                                             "segment_ray")}
         return json.loads(json.dumps({"input": str(input_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                       "options": options, "segments": [list(s) for s in segments]}, default=str))
 
     def redact_segment(self, input_path: Path, info: VideoInfo, pts: np.ndarray, segment: Segment,
                        journal: Journal) -> int:
-        """Detect and encode one segment into the journal (its piece, then its boxes); returns its frames."""
+        """Detect and encode one segment into the journal (its piece, how it was made, then its boxes); returns
+        its frames."""
+        import socket
+
+        start = time.perf_counter()
         writer = VideoWriter(journal.piece(segment.index), info, crf=self.options.crf, preset=self.options.preset,
                              encoder=self.encoder, audio=[], piece=True)
         kept: list[tuple[int, Detections]] = []
@@ -625,48 +635,45 @@ class Redactor:
         except BaseException:
             writer.abort()
             raise
+        journal.record(segment.index, {"frames": writer.frames, "read": segment.read_to - segment.read_from,
+                                       "seconds": round(time.perf_counter() - start, 2),
+                                       "worker": f"{socket.gethostname()}:{os.getpid()}"})
         SegmentBoxes.collect(kept).save(journal.boxes(segment.index))
         return writer.frames
 
     def _segment_runs(self, input_path: Path, info: VideoInfo, pts: np.ndarray, segments: list[Segment],
                       journal: Journal, bar):
-        """A context that runs the unfinished segments: in `segment_jobs` worker processes, while the body of the
-        `with` runs (the audio), or here after it with one job."""
+        """A context that runs the unfinished segments while the body of the `with` runs (the audio): as Ray tasks
+        (`segment_ray`), in `segment_jobs` worker processes, or here after the body with one job."""
         from contextlib import contextmanager
 
         todo = [s for s in segments if not journal.done(s.index)]
         if bar is not None:
             bar.update(sum(s.stop - s.start for s in segments if journal.done(s.index)))
 
+        def finished(seg: Segment) -> None:
+            if bar is not None:
+                bar.update(seg.stop - seg.start)
+
         @contextmanager
         def running():
-            if self.options.segment_jobs <= 1:
+            if self.options.segment_ray is None and self.options.segment_jobs <= 1:
                 yield
                 for seg in todo:
                     self.redact_segment(input_path, info, pts, seg, journal)
-                    if bar is not None:
-                        bar.update(seg.stop - seg.start)
+                    finished(seg)
                 return
-            from concurrent.futures import ProcessPoolExecutor
-            from multiprocessing import get_context
-
-            options = RedactOptions(**{**asdict(self.options), "audio": None, "index_transcripts": False,
-                                       "segment_jobs": 1})
-            options.audio = None
-            pool = ProcessPoolExecutor(self.options.segment_jobs, mp_context=get_context("spawn"),
-                                       initializer=_segment_worker, initargs=(options,))
+            # the workers' options: video only (the audio is this process's), each worker one segment at a time
+            options = replace(self.options, audio=None, index_transcripts=False, segment_jobs=1, segment_ray=None)
+            workers = RaySegments(options, self.options.segment_ray) if self.options.segment_ray is not None \
+                else ProcessSegments(options, self.options.segment_jobs)
             try:
-                futures = {pool.submit(_segment_work, input_path, info, pts, seg, journal): seg for seg in todo}
+                pending = {workers.submit(input_path, info, pts, seg, journal): seg for seg in todo}
                 yield
-                for future in as_completed(futures):
-                    future.result()
-                    if bar is not None:
-                        seg = futures[future]
-                        bar.update(seg.stop - seg.start)
+                for key in workers.finished(list(pending)):
+                    finished(pending[key])
             finally:
-                for process in list(getattr(pool, "_processes", {}).values()):  # stop work in flight on any exit
-                    process.kill()
-                pool.shutdown(wait=True, cancel_futures=True)
+                workers.stop()
 
         return running()
 
@@ -787,3 +794,67 @@ def _segment_worker(options: RedactOptions) -> None:
 def _segment_work(input_path: Path, info: VideoInfo, pts: np.ndarray, segment: Segment, journal: Journal) -> int:
     assert _segment_redactor is not None
     return _segment_redactor.redact_segment(input_path, info, pts, segment, journal)
+
+
+class ProcessSegments:
+    """One file's segments in `jobs` local worker processes, each loading its models once."""
+
+    def __init__(self, options: RedactOptions, jobs: int):
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        self.pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_segment_worker,
+                                        initargs=(options,))
+
+    def submit(self, *args) -> Future:
+        return self.pool.submit(_segment_work, *args)
+
+    def finished(self, pending: list[Future]) -> Iterator[Future]:
+        """Each future as it finishes; a segment's error is raised here."""
+        for future in as_completed(pending):
+            future.result()
+            yield future
+
+    def stop(self) -> None:
+        """Work in flight is stopped on any exit (an error, Ctrl-C): its segments are simply not in the journal."""
+        for process in list(getattr(self.pool, "_processes", {}).values()):
+            process.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ray_segment(options: RedactOptions, *args) -> int:
+    """A segment as a Ray task: the worker process keeps its Redactor for the next segment of the same options."""
+    global _segment_redactor
+    if _segment_redactor is None or _segment_redactor.options != options:
+        _segment_redactor = Redactor(options)
+    return _segment_redactor.redact_segment(*args)
+
+
+class RaySegments:
+    """One file's segments as Ray tasks, each declaring `resources` (CPUs, GPUs): inside `batch --backend ray`'s
+    task for the file, so a long file spreads over every node. The file's task waits with `ray.wait`, during which
+    Ray lends its CPUs to the segments (a task that held them while waiting could starve the cluster)."""
+
+    def __init__(self, options: RedactOptions, resources: tuple[float, float]):
+        import ray
+
+        self.ray = ray
+        cpus, gpus = resources
+        self.task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_ray_segment)
+        self.options = ray.put(options)
+        self.refs: list = []
+
+    def submit(self, *args):
+        self.refs.append(self.task.remote(self.options, *args))
+        return self.refs[-1]
+
+    def finished(self, pending: list) -> Iterator:
+        left = list(pending)
+        while left:
+            ready, left = self.ray.wait(left, num_returns=1)
+            self.ray.get(ready[0])
+            yield ready[0]
+
+    def stop(self) -> None:
+        for ref in self.refs:
+            self.ray.cancel(ref, force=True)

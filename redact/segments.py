@@ -205,6 +205,18 @@ class Journal:
     def boxes(self, k: int) -> Path:
         return self.folder / f"segment-{k:05d}.boxes.npz"
 
+    def note(self, k: int) -> Path:
+        return self.folder / f"segment-{k:05d}.json"
+
+    def record(self, k: int, run: dict) -> None:
+        """How segment k was made (seconds, worker), for the audit log; written before its boxes."""
+        tmp = self.folder / f".segment-{k:05d}.json.partial"
+        tmp.write_text(json.dumps(run))
+        os.replace(tmp, self.note(k))
+
+    def run(self, k: int) -> dict:
+        return json.loads(self.note(k).read_text())
+
     def done(self, k: int) -> bool:
         """Its boxes are written last, after the piece was renamed into place: both there means finished."""
         return self.piece(k).is_file() and self.boxes(k).is_file()

@@ -109,15 +109,28 @@ def test_a_recording_in_segments_is_published_as_one_pass_makes_it(segmented, gr
     assert said[0] and [s["text"] for s in said[0]] == [s["text"] for s in said[1]]
 
 
-def test_a_run_killed_midway_redoes_only_the_unfinished_segments(tmp_path) -> None:
+WALK_ARGS = ["--segment-minutes", str(1 / 60), "--no-transcribe", "--device", "cpu"]  # 4 segments of 30 frames
+
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory) -> tuple[Path, Path]:
+    """A generated 120-frame clip and its uninterrupted run in 4 segments (`redact run`, one process)."""
+    folder = tmp_path_factory.mktemp("walk")
+    (folder / "in").mkdir()
+    clip = make_clip(folder / "in" / "walk.mp4", size=(480, 270), frames=120, audio=False)
+    whole = run_cli("run", clip, *WALK_ARGS, "-o", folder / "whole")
+    assert whole.returncode == 0, whole.stderr
+    return clip, folder / "whole"
+
+
+def test_a_run_killed_midway_redoes_only_the_unfinished_segments(walk, tmp_path) -> None:
     """`redact run` killed (SIGKILL) once its first segment is finished; the rerun, with two worker processes,
-    reuses that segment, runs the others, and publishes the frames an uninterrupted run publishes."""
-    clip = make_clip(tmp_path / "walk.mp4", size=(480, 270), frames=120, audio=False)
-    args = ["run", clip, "--segment-minutes", str(1 / 60), "--no-transcribe", "--device", "cpu"]
+    reuses what was finished, runs the rest on both workers, and publishes the frames an uninterrupted run does."""
+    clip, whole = walk
     out = tmp_path / "out"
     journal = out / ".walk.segments"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    run = subprocess.Popen([*REDACT, *map(str, args), "-o", str(out)], stdout=subprocess.DEVNULL,
+    run = subprocess.Popen([*REDACT, "run", str(clip), *WALK_ARGS, "-o", str(out)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 240
     while not (journal / "segment-00000.boxes.npz").exists():
@@ -128,17 +141,34 @@ def test_a_run_killed_midway_redoes_only_the_unfinished_segments(tmp_path) -> No
     done = sorted(p.name for p in journal.glob("segment-*.boxes.npz"))
     assert 1 <= len(done) < 4 and not (out / "walk.redacted.mp4").exists()
 
-    again = run_cli(*args, "-o", out, "--jobs", "2")
+    again = run_cli("run", clip, *WALK_ARGS, "-o", out, "--jobs", "2")
     assert again.returncode == 0, again.stderr
     segments = json.loads((out / "walk.redaction.json").read_text())["stats"]["segments"]
-    assert segments["count"] == 4 and segments["reused"] == len(done) and segments["jobs"] == 2
+    assert segments["count"] == 4 and segments["reused"] == len(done) and segments["workers"] == 2
+    assert [r["reused"] for r in segments["runs"]] == [k < len(done) for k in range(4)]
+    assert sum(r["frames"] for r in segments["runs"]) == 120
+    if len(done) < 3:
+        assert len({r["worker"] for r in segments["runs"] if not r["reused"]}) == 2
     assert not journal.exists()
+    assert_same_output(out, whole)
 
-    whole = run_cli(*args, "-o", tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
-    resumed_pts, resumed = frames_and_pts(out / "walk.redacted.mp4")
-    whole_pts, uninterrupted = frames_and_pts(tmp_path / "whole/walk.redacted.mp4")
-    assert resumed_pts == whole_pts and len(whole_pts) == 120
-    assert all(np.array_equal(a, b) for a, b in zip(resumed, uninterrupted, strict=True))
-    assert np.array_equal(plan_boxes(out, "walk")[1], plan_boxes(tmp_path / "whole", "walk")[1])
 
+def test_ray_spreads_one_files_segments_over_its_workers(walk, tmp_path) -> None:
+    """`redact batch --backend ray` on a local Ray of this machine's 2 CPUs: each segment of the file is a Ray task
+    of its own, made by more than one worker, and the output is the one `redact run` makes in segments."""
+    clip, whole = walk
+    done = run_cli("batch", clip.parent, "-o", tmp_path, "--backend", "ray", "--cpus-per-task", "1", *WALK_ARGS)
+    assert done.returncode == 0, done.stderr
+    segments = json.loads((tmp_path / "walk.redaction.json").read_text())["stats"]["segments"]
+    assert segments["workers"] == "ray" and segments["count"] == 4 and segments["reused"] == 0
+    assert len({r["worker"] for r in segments["runs"]}) >= 2
+    assert_same_output(tmp_path, whole)
+
+
+def assert_same_output(a: Path, b: Path) -> None:
+    """The same timestamps, the same decoded frames and the same plan boxes."""
+    pts_a, frames_a = frames_and_pts(a / "walk.redacted.mp4")
+    pts_b, frames_b = frames_and_pts(b / "walk.redacted.mp4")
+    assert pts_a == pts_b and len(pts_a) == 120
+    assert all(np.array_equal(x, y) for x, y in zip(frames_a, frames_b, strict=True))
+    assert np.array_equal(plan_boxes(a, "walk")[1], plan_boxes(b, "walk")[1])
