@@ -15,13 +15,11 @@ must then be a folder every node sees at the same path). A file long enough to b
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import itertools
 import os
 import resource
 import shutil
-import signal
 import sqlite3
 import sys
 import time
@@ -35,7 +33,7 @@ from typing import NamedTuple
 
 from redact.errors import UserError
 from redact.models import sha256_file
-from redact.pipeline import RedactOptions, Redactor, as_finished, output_stems
+from redact.pipeline import RedactOptions, Redactor, as_finished, output_stems, worker_process
 from redact.review.keys import CERT_ENV, KEY_ENV
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mpg", ".mpeg", ".mkv", ".webm", ".ts", ".mts", ".m2ts",
@@ -181,19 +179,9 @@ def peak_rss_mb() -> float:
 _redactor: Redactor | None = None
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel kill this worker when the batch process dies (a SIGKILL gives it no chance to stop
-    its workers), so no orphan keeps writing into OUTDIR while a rerun cleans it."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _init_worker(options: RedactOptions) -> None:
     global _redactor
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers itself
+    worker_process()
     _redactor = Redactor(options)
 
 

@@ -482,7 +482,8 @@ class Redactor:
         journal = Journal(outdir / f".{stem}.segments", self._journal_key(input_path, pieces[1])) if pieces else None
         reused = {s.index for s in pieces[1] if journal.done(s.index)} if journal else set()
         try:
-            with frame_progress(info.frames or None, input_path.name, progress) as bar:
+            done_before = sum(s.stop - s.start for s in pieces[1] if s.index in reused) if pieces else 0
+            with frame_progress(info.frames or None, input_path.name, progress, initial=done_before) as bar:
                 audio: list[AudioResult] = []
                 tracks_audio = lambda: [(a.audio_path, 0) if a.audio_path else (input_path, k)  # noqa: E731
                                         for k, a in enumerate(audio)] if audio else None
@@ -610,7 +611,7 @@ class Redactor:
                                       "options": options, "segments": [list(s) for s in segments]}, default=str))
 
     def redact_segment(self, input_path: Path, info: VideoInfo, pts: np.ndarray, segment: Segment,
-                       journal: Journal) -> int:
+                       journal: Journal, bar=None) -> int:
         """Detect and encode one segment into the journal (its piece, how it was made, then its boxes); returns
         its frames."""
         import socket
@@ -626,7 +627,7 @@ class Redactor:
 
         try:
             frames = read_range(input_path, pts, segment.read_from, segment.read_to)
-            self._encode(self.frames_with_boxes(threaded(frames), Smoother(self.track_policy)), writer, None, own)
+            self._encode(self.frames_with_boxes(threaded(frames), Smoother(self.track_policy)), writer, bar, own)
             writer.finish()
             if writer.frames != segment.stop - segment.start:
                 raise MediaError(f"{input_path}: segment {segment.index} gave {writer.frames} frames, not "
@@ -648,20 +649,24 @@ class Redactor:
         from contextlib import contextmanager
 
         todo = [s for s in segments if not journal.done(s.index)]
-        if bar is not None:
-            bar.update(sum(s.stop - s.start for s in segments if journal.done(s.index)))
+        count = len(segments) - len(todo)
 
-        def finished(seg: Segment) -> None:
-            if bar is not None:
-                bar.update(seg.stop - seg.start)
+        def finished(frames: int) -> None:
+            """The bar counts the frames of a worker's segment when it is finished, and the segments done."""
+            nonlocal count
+            count += 1
+            bar.set_postfix_str(f"segments {count}/{len(segments)}")
+            bar.update(frames)
+
+        bar.set_postfix_str(f"segments {count}/{len(segments)}")
 
         @contextmanager
         def running():
             if self.options.segment_ray is None and self.options.segment_jobs <= 1:
                 yield
                 for seg in todo:
-                    self.redact_segment(input_path, info, pts, seg, journal)
-                    finished(seg)
+                    self.redact_segment(input_path, info, pts, seg, journal, bar)  # counts its frames as it goes
+                    finished(0)
                 return
             # the workers' options: video only (the audio is this process's), each worker one segment at a time
             options = replace(self.options, audio=None, index_transcripts=False, segment_jobs=1, segment_ray=None)
@@ -671,7 +676,7 @@ class Redactor:
                 pending = {workers.submit(input_path, info, pts, seg, journal): seg for seg in todo}
                 yield
                 for key in workers.finished(list(pending)):
-                    finished(pending[key])
+                    finished(pending[key].stop - pending[key].start)
             finally:
                 workers.stop()
 
@@ -782,12 +787,24 @@ class Redactor:
 _segment_redactor: Redactor | None = None
 
 
-def _segment_worker(options: RedactOptions) -> None:
-    """A segment worker process: its own models, loaded once."""
+def worker_process() -> None:
+    """Set up a pool's worker process (a batch's files, a run's segments). Linux: the kernel kills it when its
+    parent dies (a SIGKILL gives the parent no chance to stop it), so no orphan keeps writing into OUTDIR while a
+    rerun cleans it or redoes its work. Ctrl-C is the parent's, which stops its workers itself."""
+    import ctypes
     import signal
 
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _segment_worker(options: RedactOptions) -> None:
+    """A segment worker process: its own models, loaded once."""
     global _segment_redactor
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers itself
+    worker_process()
     _segment_redactor = Redactor(options)
 
 

@@ -17,13 +17,18 @@ def _clock(seconds: float) -> str:
 
 
 class Lines:
-    """tqdm's update/close (and its `n` and `total`) as a line every `every` seconds: what, frames done of how many,
-    frames per second, the time left."""
+    """tqdm's update/close/set_postfix_str (and its `n`, `initial` and `total`) as a line every `every` seconds:
+    what, frames done of how many, frames per second (of this run: not the `initial` frames a crashed run had done),
+    the time left."""
 
-    def __init__(self, total: int | None, desc: str, every: float, stream: TextIO):
+    def __init__(self, total: int | None, desc: str, every: float, stream: TextIO, initial: int = 0):
         self.total, self.desc, self.every, self.stream = total, desc, every, stream
-        self.n = 0
+        self.n = self.initial = initial
+        self.postfix = ""
         self.start = self.last = time.monotonic()
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -34,12 +39,14 @@ class Lines:
             self.stream.flush()
 
     def line(self, elapsed: float) -> str:
-        rate = self.n / elapsed if elapsed > 0 else 0.0
+        rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
+        more = f", {self.postfix}" if self.postfix else ""
         if not self.total:
-            return f"redact: {self.desc}: {self.n} frames, {rate:.1f} frames/s"
+            return f"redact: {self.desc}: {self.n} frames, {rate:.1f} frames/s{more}"
         total = max(self.total, self.n)  # a container's frame count is an estimate
         left = f", ETA {_clock((total - self.n) / rate)}" if rate > 0 else ""
-        return f"redact: {self.desc}: {self.n}/{total} frames ({100 * self.n / total:.0f}%), {rate:.1f} frames/s{left}"
+        return (f"redact: {self.desc}: {self.n}/{total} frames ({100 * self.n / total:.0f}%), {rate:.1f} frames/s"
+                f"{left}{more}")
 
     def close(self) -> None:
         pass
@@ -51,10 +58,13 @@ class Lines:
         self.close()
 
 
-def frame_progress(total: int | None, desc: str, every: float | None, stream: TextIO | None = None) -> tqdm | Lines:
-    """A progress reporter for `total` frames (None: unknown) of `desc`: none when `every` is None, a bar when
-    `stream` (stderr by default) is a terminal, else a line every `every` seconds."""
+def frame_progress(total: int | None, desc: str, every: float | None, stream: TextIO | None = None,
+                   initial: int = 0) -> tqdm | Lines:
+    """A progress reporter for `total` frames (None: unknown) of `desc`, `initial` of them done before (by a run
+    that was stopped): none when `every` is None, a bar when `stream` (stderr by default) is a terminal, else a
+    line every `every` seconds."""
     stream = stream or sys.stderr
     if every is not None and not stream.isatty():
-        return Lines(total, desc, every, stream)
-    return tqdm(total=total, unit="frame", desc=desc, leave=False, file=stream, disable=every is None)
+        return Lines(total, desc, every, stream, initial)
+    return tqdm(total=total, initial=initial, unit="frame", desc=desc, leave=False, file=stream,
+                disable=every is None)

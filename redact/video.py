@@ -306,7 +306,12 @@ class VideoWriter:
         # yuv420p needs even sizes: odd footage is padded by one replicated row/column, never cropped.
         self.width = info.width + info.width % 2
         self.height = info.height + info.height % 2
-        self.container = av.open(str(self.tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        options = {"movflags": "+faststart"}
+        if piece:
+            # A piece starts late: its MP4 edit list states the start in the movie timescale (1/1000 s by default),
+            # which would move every frame of the joined output by up to half a millisecond. State it exactly.
+            options["movie_timescale"] = str(info.time_base.denominator)
+        self.container = av.open(str(self.tmp), "w", format="mp4", options=options)
         self.joining = joins is not None
         if joins is not None:
             with av.open(str(joins)) as first:

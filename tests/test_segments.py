@@ -141,8 +141,11 @@ def test_a_run_killed_midway_redoes_only_the_unfinished_segments(walk, tmp_path)
     done = sorted(p.name for p in journal.glob("segment-*.boxes.npz"))
     assert 1 <= len(done) < 4 and not (out / "walk.redacted.mp4").exists()
 
-    again = run_cli("run", clip, *WALK_ARGS, "-o", out, "--jobs", "2")
+    again = run_cli("run", clip, *WALK_ARGS, "-o", out, "--jobs", "2", "--progress-every", "0")
     assert again.returncode == 0, again.stderr
+    progress = [line for line in again.stderr.splitlines() if line.startswith("redact: walk.mp4:")]
+    assert progress[0].startswith(f"redact: walk.mp4: {30 * (len(done) + 1)}/120 frames")  # finished ones counted
+    assert progress[-1].startswith("redact: walk.mp4: 120/120 frames") and progress[-1].endswith("segments 4/4")
     segments = json.loads((out / "walk.redaction.json").read_text())["stats"]["segments"]
     assert segments["count"] == 4 and segments["reused"] == len(done) and segments["workers"] == 2
     assert [r["reused"] for r in segments["runs"]] == [k < len(done) for k in range(4)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from media import EVALDATA, make_clip, set_mp4_rotation
-from redact.video import probe, read_frames
+from redact.video import VideoWriter, probe, read_frames
 
 GRID = sorted((EVALDATA / "video" / "grid").glob("*.mpg"))
 
@@ -79,3 +79,25 @@ def test_containers_and_codecs(redactor, tmp_path, container, codec):
     clip = make_clip(tmp_path / f"c.{suffix}", frames=15, audio=False, container=container, codec=codec)
     result = redactor.run(clip, tmp_path / "out")
     assert probe(result.video, count=True).frames == 15
+
+
+def test_pieces_joined_keep_every_timestamp_exactly(tmp_path):
+    """A piece that starts between two milliseconds (frame 7 at 30 fps) must not move by the MP4 edit list's
+    rounding: segmented and one-pass outputs have the same timestamps, tick for tick."""
+    clip = make_clip(tmp_path / "src.mp4", frames=14, audio=False)
+    info = probe(clip)
+    tick = round(1 / (30 * info.time_base))
+    frames = list(read_frames(clip))
+    pieces = []
+    for k, part in enumerate((frames[:7], frames[7:])):
+        writer = VideoWriter(tmp_path / f"piece{k}.mp4", info, piece=True, audio=[])
+        for frame in part:
+            writer.write(frame.image, frame.pts)
+        writer.finish()
+        pieces.append(writer.publish())
+    joined = VideoWriter(tmp_path / "joined.mp4", info, joins=pieces[0], audio=[])
+    for piece in pieces:
+        joined.append(piece)
+    joined.finish()
+    with av.open(str(joined.publish())) as c:
+        assert [f.pts for f in c.decode(c.streams.video[0])] == [i * tick for i in range(14)]
