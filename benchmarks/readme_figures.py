@@ -252,6 +252,56 @@ def review_triage() -> str:
             f"non-objects")
 
 
+def long_segments() -> str:
+    """A long recording in one pass against segments (`benchmarks/long_bench.py`)."""
+    r = load("long")
+    rec, runs, cmp, resume = r["recording"], r["runs"], r["split_vs_single"], r["resume"]
+    w, h = rec["size"]
+
+    def leak(which: str, kind: str, bucket: str) -> str:
+        b = cmp[which][kind]["buckets"][bucket]
+        return leaked(b) if b["box_frames"] else "none (none in view)"
+
+    def peak(run: dict) -> str:
+        return ", ".join(f"{max(m['peak_mb_per_minute']) / 1024:.1f}" for m in run["memory"].values()
+                         if max(m["peak_mb_per_minute"]) > 500)
+
+    rows = [[name, f"{runs[key]['fps']:.2f}", peak(runs[key])] for name, key in (
+        ("one pass (`--segment-minutes 0`)", "single"), ("segments, one process", "split"),
+        (f"segments, `--jobs {rec['jobs']}`", "split_jobs"), ("`batch --backend ray`, 1 segment at a time", "ray_1"),
+        (f"`batch --backend ray`, {rec['cpus']} at a time", "ray_n"))]
+    crossing = cmp["tracks_across_cuts"]
+    return (f"A {rec['minutes']:g}-minute {w}x{h} recording ({rec['frames']} frames) in "
+            f"{runs['split']['segments']['count']} segments of {rec['segment_minutes']:g} min, on this "
+            f"{rec['cpus']}-core machine ({source('long')}):"
+            + table(["run", "frames/s", "peak GB per process"], rows)
+            + f"- The segmented output has the single pass's {cmp['frames'][1]} frames and "
+            f"{'the same' if cmp['same_timestamps'] else '**not** the same'} timestamps; faces >= 20 px leaked "
+            f"{leak('leaks_split', 'faces', FACES)} against {leak('leaks_single', 'faces', FACES)} in one pass, "
+            f"plates >= 10 px {leak('leaks_split', 'plates', PLATES)} against {leak('leaks_single', 'plates', PLATES)}"
+            f" (the leak benchmark's measure on the recording's truth); {crossing['one_id']} of the "
+            f"{crossing['crossing']} tracks that the single pass carries across a cut keep one id across it.\n"
+            f"- Killed (SIGKILL) with {resume['finished_when_killed']} of {resume['segments']} segments finished, "
+            f"the rerun reused {resume['reused']} and its frames "
+            f"{'equal' if resume['frames_equal_uninterrupted'] else '**differ from**'} the uninterrupted run's; "
+            f"the `--jobs` and Ray outputs' frames "
+            f"{'equal' if resume['jobs_frames_equal'] and all(resume['ray_frames_equal']) else '**differ from**'} "
+            f"it too.\n"
+            f"- Workers against one: `--jobs {rec['jobs']}` {r['speedup_jobs']:.2f}x, Ray {r['speedup_ray']:.2f}x.\n"
+            f"- Memory: the largest growth of any process's peak from the second minute of its run to the last full "
+            f"minute is {growth(runs)}.\n")
+
+
+def growth(runs: dict) -> str:
+    """The largest `memory.growth` (`long_bench.memory`) of any process of any run, with where it was."""
+    found = [(m["growth"], name, proc) for name, run in runs.items() for proc, m in run["memory"].items()
+             if m["growth"] is not None and max(m["peak_mb_per_minute"]) > 500]
+    if not found:
+        return "not measured (no run lasted three minutes)"
+    g, name, proc = max(found)
+    return f"{pct(g, 1)} ({name}, {proc}; {len(found)} processes measured)"
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "settings": lambda: runs_table([
         ("defaults", "leak"),
@@ -269,6 +319,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "batch_jobs": batch_jobs,
     "review_rows": review_rows,
     "review_triage": review_triage,
+    "long_segments": long_segments,
 }
 
 

@@ -9,6 +9,7 @@ import csv
 import http.client
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -839,3 +840,127 @@ def test_tracks_on_one_face_at_once_are_one_row(run_outdir: Path, tmp_path: Path
     assert [len(g.tracks) for g in groups] == [2, 1]
     assert groups[0].overlapping == 1 and groups[1].overlapping == 0
     assert groups[0].tracks == (tracks[0].id, tracks[0].id + 1)
+
+
+def test_undo_takes_back_the_reviewers_own_last_changes_and_replays(tmp_path: Path) -> None:
+    """Ctrl+Z's operation: each kind of change is taken back exactly (state as before it, approval withdrawn
+    unless the approval itself is undone), one after another; someone else's later change stops it; the history
+    with its undo entries replays to the same state when the file is loaded again."""
+    from redact.review.decisions import Bounds, Conflict, Decisions, load, load_reasons
+
+    reasons, bounds = load_reasons(), Bounds(100, 640, 360, frozenset({1, 2, 3}), 10.0, frozenset({"S1"}))
+    d = Decisions(tmp_path / "x.decisions.json")
+    states = [json.dumps(d.state, sort_keys=True)]
+    region = {"box": [10, 10, 60, 60], "follow": False, "mode": "fill", "reason": "b6"}
+    ops = [{"op": "tracks", "ids": [1, 2], "value": {"redact": False, "reason": "not-exempt", "frames": [[10, 20]]}},
+           {"op": "tracks", "ids": [2], "value": {"redact": False, "reason": "not-exempt", "frames": [[40, 50]]},
+            "merge": True},
+           {"op": "add", "list": "regions", "value": {"frames": [5, 9], **region}},
+           {"op": "speakers", "label": "S1", "name": "Officer Diaz"},
+           {"op": "replace", "list": "regions", "id": "r1",
+            "value": {"frames": [5, 30], **region}},
+           {"op": "approve"}]
+    for op in ops:
+        d.apply(op, "Ann", reasons, bounds)
+        states.append(json.dumps(d.state, sort_keys=True))
+    assert d.state["tracks"]["2"]["frames"] == [[10, 20], [40, 50]] and d.state["approved"]["by"] == "Ann"
+    d.apply({"op": "undo"}, "Ann", reasons, bounds)  # the approval: back to the state it approved, unapproved
+    assert json.dumps(d.state, sort_keys=True) == states[-2]
+    d.apply({"op": "approve"}, "Bob", reasons, bounds)
+    with pytest.raises(Conflict, match="Nothing of yours to undo: the last change is Bob approved the decisions"):
+        d.apply({"op": "undo"}, "Ann", reasons, bounds)
+    d.apply({"op": "undo"}, "Bob", reasons, bounds)
+    for n in range(len(ops) - 1, 1, -1):  # Ann's changes 5 to 2, last first: each gives the state before it
+        entry = d.apply({"op": "undo"}, "Ann", reasons, bounds)
+        assert entry["op"]["n"] == n and json.dumps(d.state, sort_keys=True) == states[n - 1], n
+    assert d.state["tracks"] == {"1": ops[0]["value"], "2": ops[0]["value"]} and d.state["regions"] == []
+    assert d.history[-1]["op"]["what"] == "Ann released track 2, frames 40-50"
+    d.save()
+    again, outside = load(d.path, reasons, bounds)
+    assert not outside and again.state == d.state and len(again.history) == len(d.history) == 13
+    again.apply({"op": "undo"}, "Ann", reasons, bounds)
+    assert again.state["tracks"] == {}
+    with pytest.raises(Conflict, match="Nothing to undo"):
+        again.apply({"op": "undo"}, "Ann", reasons, bounds)
+
+
+def test_ctrl_z_undoes_the_last_change_on_the_page(fresh: Server, chromium) -> None:
+    """Issue 27 ("undo with Ctrl+Z"): a row released in two pieces, then Ctrl+Z twice: one piece, then the
+    automatic redaction again, each said in the message; a third says there is nothing to undo."""
+    from playwright.sync_api import expect
+
+    track = track_id(fresh)
+    with opened(chromium, fresh) as page:
+        release_row(page, 10, 20)
+        release_row(page, 40, 50)
+        page.keyboard.press("Control+z")
+        expect(page.locator("#message")).to_contain_text("Undone: change 2")
+        expect(page.locator(".decisions li").first).to_contain_text("frames 10–20")
+        expect(page.locator(".decisions li").first).not_to_contain_text("40–50")
+        assert decisions(fresh)["tracks"][str(track)]["frames"] == [[10, 20]]
+        shoot(page, "ctrl-z")
+        page.keyboard.press("Control+z")
+        expect(page.locator(".group .state")).to_have_text("redacted")
+        page.keyboard.press("Control+z")
+        expect(page.locator("#message")).to_have_text("Not undone: Nothing to undo.")
+        expect(page.locator("#history")).to_have_text("4 changes in the history")
+    assert decisions(fresh)["tracks"] == {}
+
+
+def test_the_large_player_zooms_and_a_region_drawn_zoomed_lands_where_it_was_drawn(fresh: Server, chromium) -> None:
+    """Issue 27 ("a large player that fills the screen, zoom and pan on a frame"): `f` makes the player as large
+    as the window allows; the wheel zooms at the cursor; a region drawn on the zoomed frame is stored in the
+    video's pixels; 0 shows the whole frame again."""
+    from playwright.sync_api import expect
+
+    with opened(chromium, fresh, size=(1920, 1080)) as page:
+        small = page.locator("#stage").bounding_box()
+        page.evaluate("document.activeElement.blur()")  # shortcuts are off while typing in a field
+        page.keyboard.press("f")
+        expect(page.locator("#large")).to_have_class(re.compile(r"\bon\b"))
+        large = page.locator("#stage").bounding_box()
+        assert large["width"] > 1.4 * small["width"] and large["y"] + large["height"] < 1080, (small, large)
+        center = (large["x"] + large["width"] / 2, large["y"] + large["height"] / 2)
+        page.mouse.move(*center)
+        page.mouse.wheel(0, -400 * np.log(2))  # 2x at the cursor: the frame's centre stays under it
+        expect(page.locator("#zoom-badge")).to_have_text("2.0x · 0: whole frame")
+        page.locator("#draw").click()
+        page.mouse.move(*center)
+        page.mouse.down()
+        page.mouse.move(center[0] + 100, center[1] + 80, steps=4)
+        page.mouse.up()
+        expect(page.locator("#action")).to_be_visible()
+        page.select_option("#action-reason", "home-interior")
+        page.locator("#action-ok").click()
+        expect(page.locator("#action")).to_be_hidden()
+        shoot(page, "large-zoomed-1920")
+        per_px = 360 / (2 * large["width"])  # video pixels per screen pixel at 2x
+        box = decisions(fresh)["regions"][0]["box"]
+        assert np.allclose(box, [180, 144, 180 + 100 * per_px, 144 + 80 * per_px], atol=2), box
+        page.keyboard.press("0")
+        expect(page.locator("#zoom-badge")).to_be_hidden()
+        assert page.locator("#overlay").bounding_box()["width"] == pytest.approx(large["width"], abs=1)
+        # z: the selected row's face, large in the middle
+        page.keyboard.press("n")
+        expect(page.locator(".group.sel")).to_have_count(1)
+        page.keyboard.press("z")
+        expect(page.locator("#zoom-badge")).to_be_visible()
+        frame = int(page.locator("#frame").get_attribute("data-frame"))
+        _, body, _ = request(fresh, "GET", f"/api/v/{STEM}/boxes?first={frame}&last={frame}")
+        x1, y1, x2, y2 = json.loads(body)["frames"][str(frame)][0]["b"]
+        shown = page.locator("#overlay").bounding_box()
+        k = shown["width"] / 360
+        assert shown["x"] + k * (x1 + x2) / 2 == pytest.approx(center[0], abs=2)
+        assert shown["y"] + k * (y1 + y2) / 2 == pytest.approx(center[1], abs=2)
+        assert k * (x2 - x1) > 0.3 * large["width"] or k * (y2 - y1) > 0.3 * large["height"]
+        shoot(page, "zoomed-to-row-1920")
+        # the timeline zooms in time at the cursor: a click at its left edge is then a frame well inside the video
+        lanes = page.locator("#lanes").bounding_box()
+        page.mouse.move(lanes["x"] + lanes["width"] / 2, lanes["y"] + 5)
+        page.mouse.wheel(0, -400 * np.log(4))
+        expect(page.locator("#timeline")).to_have_class(re.compile(r"\bzoomed\b"))
+        page.mouse.click(lanes["x"] + 1, lanes["y"] + 5)
+        assert 25 <= int(page.locator("#frame-no").input_value()) <= 30  # 75 frames, 20 shown around 37
+        page.select_option("#lane-mode", "class")
+        expect(page.locator("#lanes .lane .label")).to_have_text(["faces (1 row)", "regions"])
+        shoot(page, "timeline-zoomed-1920")

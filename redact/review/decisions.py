@@ -309,9 +309,72 @@ def _apply(state: dict, op: dict, by: str, reasons: Reasons, bounds: Bounds) -> 
             else:
                 items[at[0]] = {**dict(op.get("value") or {}), "id": op["id"]}
         new["approved"] = None
+    elif kind == "undo":  # made by `Decisions.apply` from the entry it undoes: `restore` puts back what it replaced
+        previous = _restore(new, op.get("restore") or {})
+        if "approved" not in (op.get("restore") or {}):
+            new["approved"] = None
     else:
         raise UserError(f"unknown operation {op!r}")
     return validate(new, reasons, bounds), previous
+
+
+def _inverse(entry: dict) -> dict:
+    """What undoing history `entry` puts back, in a form `_restore` applies without the history (so a replay of
+    the history gives the same state): the tracks' decisions, an item of a list, a speaker's name, the approval."""
+    op, previous = entry["op"], entry.get("previous")
+    kind = op.get("op")
+    if kind in ("approve", "unapprove"):
+        return {"approved": previous}
+    if kind == "tracks":
+        return {"tracks": previous}
+    if kind == "speakers":
+        return {"speaker": [op.get("label"), previous]}
+    if kind == "add":
+        return {"remove": [op["list"], op["id"]]}
+    if kind in ("remove", "replace"):
+        return {"put": [op["list"], previous]}
+    raise Conflict(f"{summary(entry)}: that cannot be undone")
+
+
+def _restore(state: dict, restore: dict) -> dict:
+    """Apply an `_inverse` to `state` (in place); returns what it replaced, for the undo's own history entry."""
+    if "approved" in restore:
+        previous, state["approved"] = state["approved"], restore["approved"]
+        return previous
+    if "tracks" in restore:
+        previous = {i: state["tracks"].get(i) for i in restore["tracks"]}
+        for i, value in restore["tracks"].items():
+            if value is None:
+                state["tracks"].pop(i, None)
+            else:
+                state["tracks"][i] = value
+        return previous
+    if "speaker" in restore:
+        label, name = restore["speaker"]
+        names = state.setdefault("speakers", {})
+        previous = names.get(label)
+        if name:
+            names[label] = name
+        else:
+            names.pop(label, None)
+        if not names:
+            del state["speakers"]
+        return previous
+    if "remove" in restore:
+        key, item_id = restore["remove"]
+        at = [n for n, i in enumerate(state[key]) if i["id"] == item_id]
+        if not at:
+            raise Conflict(f"{key}: no item {item_id!r} any more")
+        return state[key].pop(at[0])
+    if "put" in restore:
+        key, item = restore["put"]
+        at = [n for n, i in enumerate(state[key]) if i["id"] == item["id"]]
+        if at:
+            previous, state[key][at[0]] = state[key][at[0]], item
+            return previous
+        state[key].append(item)
+        return None
+    raise UserError(f"undo: nothing to restore in {restore!r}")
 
 
 @dataclass
@@ -356,12 +419,29 @@ class Decisions:
         if not isinstance(by, str) or not by.strip():
             raise UserError("every change needs the reviewer's name")
         op = {k: v for k, v in op.items() if k != "base"}
+        if op.get("op") == "undo":
+            target = self.undoable(by.strip())
+            op = {"op": "undo", "n": target["n"], "what": summary(target), "restore": _inverse(target)}
         if op.get("op") == "approve":
             op["at"] = op.get("at") or now()  # in the operation, so replaying the history gives the same state
         state, previous = _apply(self.state, op, by.strip(), reasons, bounds)
         if op.get("op") == "add":
             op["id"] = state[op["list"]][-1]["id"]  # recorded, so the exemption log can say who added which item
         return self._append(op, by.strip(), previous, state)
+
+    def undoable(self, by: str) -> dict:
+        """The entry an undo by `by` takes back (Ctrl+Z on the page): the last change not undone yet, if it is
+        theirs. Someone else's change after it must be undone by name from the decisions list, never by a key."""
+        undone = {e["op"].get("n") for e in self.history if e["op"].get("op") == "undo"}
+        for entry in reversed(self.history):
+            if entry["op"].get("op") == "undo" or entry["n"] in undone:
+                continue
+            if entry["op"].get("op") in ("outside_edit", "migrate"):
+                raise Conflict(f"Nothing to undo: the last change is not a reviewer's ({summary(entry)}).")
+            if entry["by"] != by:
+                raise Conflict(f"Nothing of yours to undo: the last change is {summary(entry)}.")
+            return entry
+        raise Conflict("Nothing to undo.")
 
     def changes_since(self, head: str | None, most: int = 5) -> list[str]:
         """What the entries after `head` did, one `summary` each (the last `most`); none when `head` is not in the
@@ -383,6 +463,11 @@ class Decisions:
                 out[f"{op['list']} {op['id']}"] = entry["by"]
             elif op.get("op") == "outside_edit":
                 out.update({target: entry["by"] for target in op["targets"]})
+            elif op.get("op") == "undo":
+                restore = op.get("restore", {})
+                out.update({f"track {int(i)}": entry["by"] for i in restore.get("tracks", {})})
+                if restore.get("put"):
+                    out[f"{restore['put'][0]} {restore['put'][1]['id']}"] = entry["by"]
         return out
 
 
@@ -416,6 +501,8 @@ def summary(entry: dict) -> str:
     elif kind in ("add", "remove", "replace"):
         verb = {"add": "added", "remove": "removed", "replace": "changed"}[kind]
         what = f"{verb} {NOUNS.get(op.get('list'), 'item')} {op.get('id', '')}"
+    elif kind == "undo":
+        what = f"undid change {op.get('n')} ({op.get('what', '')})"
     elif kind == "outside_edit":
         return f"the file was edited outside the page ({'; '.join(op.get('changes', []))})"
     elif kind == "migrate":

@@ -36,7 +36,16 @@ from redact.detect import CLASS_NAMES
 from redact.errors import UserError
 from redact.plan import Plan, plan_path
 from redact.review.custody import Custody
-from redact.review.decisions import Conflict, Decisions, Reasons, decisions_path, digest, load, load_reasons
+from redact.review.decisions import (
+    Conflict,
+    Decisions,
+    Reasons,
+    decisions_path,
+    digest,
+    load,
+    load_reasons,
+    summary,
+)
 
 COOKIE = "redact_token"
 HEADER = "x-redact-token"
@@ -528,7 +537,8 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
             decisions = await run_in_threadpool(v.apply, body, by, base)
         except Conflict as e:
             return PlainTextResponse(str(e), 409)
-        return JSONResponse({"decisions": decisions.state, "head": decisions.head, "history": len(decisions.history)})
+        return JSONResponse({"decisions": decisions.state, "head": decisions.head, "history": len(decisions.history),
+                             "change": summary(decisions.history[-1])})
 
     def head(request: Request) -> Response:
         """The decisions' head, for pages to learn of others' changes (polled): with what changed after `since`."""

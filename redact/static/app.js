@@ -15,6 +15,7 @@ const S = {
   stem: null, info: null, head: null, frame: 0, view: "preview",
   playing: false, shown: -1, loading: false, wanted: null,
   boxes: new Map(), selected: null, checked: new Set(), rowFilter: "all", rowSort: "time", drawing: false, drag: null, pending: null, anchor: null, action: null, renderTimer: null,
+  zoom: { z: 1, x: 0, y: 0 }, pan: null, span: null, lanes: "row",
 };
 
 // ------------------------------------------------------------------------------------------------ server
@@ -66,7 +67,7 @@ async function loadVideos() {
 async function openVideo(stem) {
   pause();
   history.replaceState(null, "", `#v=${encodeURIComponent(stem)}`);
-  S.stem = stem; S.frame = 0; S.shown = -1; S.selected = null; S.checked.clear(); S.boxes.clear();
+  S.stem = stem; S.frame = 0; S.shown = -1; S.selected = null; S.checked.clear(); S.boxes.clear(); S.span = null;
   await reload();
   const v = S.info.video;
   S.audio = v.audio ? new Audio(vpath("/audio.wav")) : null;
@@ -74,6 +75,7 @@ async function openVideo(stem) {
   const overlay = $("overlay");
   overlay.width = v.width; overlay.height = v.height;
   $("stage").style.setProperty("--ar", String(v.width / v.height));
+  setZoom(1);
   $("frame-no").max = v.frames - 1;
   $("frame-last").textContent = v.frames - 1;
   seek(0);
@@ -133,7 +135,9 @@ function seek(n) {
   S.frame = Math.max(0, Math.min(last, Math.round(n)));
   $("frame-no").value = S.frame;
   $("time").textContent = clock(timeOf(S.frame));
-  $("playhead").style.left = `calc(8px + (100% - 16px) * ${(S.frame + 0.5) / S.info.video.frames})`;
+  const at = tpos(S.frame + 0.5);
+  $("playhead").style.left = `calc(8px + (100% - 16px) * ${at})`;
+  $("playhead").hidden = at < 0 || at > 1;
   markWordNow();
   requestFrame();
   drawOverlay();
@@ -269,6 +273,72 @@ function initDrawing() {
   });
 }
 
+// ------------------------------------------------------------------------------------------------ zoom and pan
+// The frame and its overlay are one layer, scaled by `S.zoom.z` and moved by (x, y) screen pixels inside the stage;
+// the frame is fetched at the video's own size, so a zoomed face is the video's pixels, not an upscaled preview.
+function applyZoom(z, x, y) {
+  const st = $("stage").getBoundingClientRect();
+  z = Math.max(1, Math.min(8, z));
+  x = Math.min(0, Math.max(st.width * (1 - z), x)); y = Math.min(0, Math.max(st.height * (1 - z), y));
+  S.zoom = { z, x, y };
+  $("zoom").style.transform = z === 1 ? "" : `translate(${x}px, ${y}px) scale(${z})`;
+  $("stage").classList.toggle("zoomed", z > 1);
+  $("zoom-badge").hidden = z === 1;
+  $("zoom-badge").textContent = `${z.toFixed(1)}x · 0: whole frame`;
+  drawOverlay();
+}
+
+function setZoom(z, at) {
+  const st = $("stage").getBoundingClientRect();
+  const { z: z0, x: x0, y: y0 } = S.zoom;
+  z = Math.max(1, Math.min(8, z));
+  const [ax, ay] = at || [st.width / 2, st.height / 2]; // the point under the cursor stays under it
+  applyZoom(z, ax - ((ax - x0) * z) / z0, ay - ((ay - y0) * z) / z0);
+}
+
+// z: the selected row's box on this frame, large in the middle of the stage (a face decided on is a face seen)
+async function zoomToSelected() {
+  if (S.selected === null) { say("Select a row first (n / p, or click it)."); return; }
+  const b = (await boxesAt(S.frame)).find((x) => x.g === S.selected);
+  if (!b) { say("The selected row has no box on this frame: n / p go to its first frame."); return; }
+  const st = $("stage").getBoundingClientRect(), k = st.width / S.info.video.width;
+  const [x1, y1, x2, y2] = b.b.map((v) => v * k);
+  // the box over half the stage, at least 2x where it fits (a face already large is still brought to the middle)
+  const fit = Math.min(st.width / Math.max(1, x2 - x1), st.height / Math.max(1, y2 - y1));
+  const z = Math.max(1, Math.min(8, fit, Math.max(2, 0.5 * fit)));
+  applyZoom(z, st.width / 2 - (z * (x1 + x2)) / 2, st.height / 2 - (z * (y1 + y2)) / 2);
+}
+
+function initZoom() {
+  const stage = $("stage");
+  stage.addEventListener("wheel", (ev) => {
+    ev.preventDefault();
+    const st = stage.getBoundingClientRect();
+    setZoom(S.zoom.z * Math.exp(-ev.deltaY / 400), [ev.clientX - st.left, ev.clientY - st.top]);
+  }, { passive: false });
+  stage.addEventListener("mousedown", (ev) => {
+    if (S.drawing || S.zoom.z === 1 || ev.button !== 0) return;
+    ev.preventDefault();
+    S.pan = { x: ev.clientX - S.zoom.x, y: ev.clientY - S.zoom.y };
+    stage.classList.add("panning");
+  });
+  window.addEventListener("mousemove", (ev) => {
+    if (!S.pan) return;
+    const st = stage.getBoundingClientRect(), z = S.zoom.z;
+    S.zoom.x = Math.min(0, Math.max(st.width * (1 - z), ev.clientX - S.pan.x));
+    S.zoom.y = Math.min(0, Math.max(st.height * (1 - z), ev.clientY - S.pan.y));
+    $("zoom").style.transform = `translate(${S.zoom.x}px, ${S.zoom.y}px) scale(${z})`;
+  });
+  window.addEventListener("mouseup", () => { S.pan = null; stage.classList.remove("panning"); });
+}
+
+function setLarge(on) {
+  document.body.classList.toggle("large", on);
+  $("large").classList.toggle("on", on);
+  localStorage.setItem("redact.large", on ? "1" : "");
+  setZoom(1);
+}
+
 // ------------------------------------------------------------------------------------------------ panels
 function trackDecision(id) { return S.info.decisions.tracks[String(id)]; }
 
@@ -389,39 +459,75 @@ function selectGroup(id, jump) {
   drawOverlay();
 }
 
+// The timeline shows frames span()[0] up to span()[1]: the wheel on it zooms in time at the cursor, Shift+wheel
+// (or a sideways wheel) moves along; 0 frames of video is the left edge, the whole video when not zoomed.
+function span() { return S.span || [0, S.info.video.frames]; }
+function tpos(frame) { const [a, b] = span(); return (frame - a) / (b - a); }
+
+function setSpan(a, b) {
+  const n = S.info.video.frames, w = Math.max(Math.min(20, n), Math.min(n, b - a));
+  a = Math.max(0, Math.min(n - w, a));
+  S.span = w >= n ? null : [a, a + w];
+  $("timeline").classList.toggle("zoomed", S.span !== null);
+  drawTimeline();
+  seek(S.frame); // the playhead
+}
+
+function timelineWheel(ev) {
+  ev.preventDefault();
+  const lanes = $("lanes").getBoundingClientRect(), [a, b] = span();
+  const sideways = ev.shiftKey || Math.abs(ev.deltaX) > Math.abs(ev.deltaY);
+  if (sideways) { const d = ((ev.shiftKey ? ev.deltaY : ev.deltaX) / lanes.width) * (b - a); setSpan(a + d, b + d); return; }
+  const at = a + ((ev.clientX - lanes.left) / lanes.width) * (b - a), k = Math.exp(ev.deltaY / 400);
+  setSpan(at - (at - a) * k, at + (b - at) * k);
+}
+
 function seg(first, last, cls, title) {
-  const n = S.info.video.frames;
   const d = document.createElement("div");
+  const [a, b] = span();
   d.className = `seg ${cls}`;
-  d.style.left = `${(100 * first) / n}%`;
-  d.style.width = `max(2px, ${(100 * (last - first + 1)) / n}%)`;
+  d.style.left = `${100 * tpos(first)}%`;
+  d.style.width = `max(2px, ${(100 * (last - first + 1)) / (b - a)}%)`;
   d.title = title;
   return d;
 }
 
+// a track's span on a lane, and over it the frames a reviewer released
+function trackSegs(lane, g, t, name) {
+  lane.append(seg(t.first, t.last, g.cls === "plate" ? "plate" : "", `${name}: frames ${t.first}–${t.last}`));
+  const d = trackDecision(t.id);
+  if (!d || d.redact) return;
+  for (const [a, b] of d.frames || [[t.first, t.last]]) {
+    const [x, y] = [Math.max(a, t.first), Math.min(b, t.last)];
+    if (x <= y) lane.append(seg(x, y, "released", `track ${t.id} released, frames ${x}–${y} (${d.reason})`));
+  }
+}
+
 function drawTimeline() {
-  const n = S.info.video.frames, dur = timeOf(n - 1) + 1 / S.info.video.fps;
+  const [a, b] = span(), t0 = timeOf(a), t1 = timeOf(b - 1) + 1 / S.info.video.fps;
   const ruler = $("ruler");
-  const step = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800].find((s) => dur / s <= 10) || 3600;
+  const step = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800].find((s) => (t1 - t0) / s <= 10) || 3600;
   ruler.replaceChildren();
-  for (let t = 0; t <= dur; t += step) {
-    const s = document.createElement("span"); s.style.left = `${(100 * t) / dur}%`; s.textContent = clock(t).replace(/\.00$/, "");
+  for (let t = Math.ceil(t0 / step - 1e-9) * step; t <= t1; t += step) {
+    const s = document.createElement("span"); s.style.left = `${(100 * (t - t0)) / (t1 - t0)}%`; s.textContent = clock(t).replace(/\.00$/, "");
     ruler.append(s);
   }
   const lanes = [];
-  for (const g of S.info.groups.filter(ROW_FILTERS[S.rowFilter])) { // the rows the list shows, in time order
+  if (S.lanes === "class") { // one lane a class: every row's tracks in it, for a long video's overview
+    for (const cls of ["face", "plate"]) {
+      const rows = S.info.groups.filter(ROW_FILTERS[S.rowFilter]).filter((g) => g.cls === cls);
+      if (!rows.length) continue;
+      const lane = document.createElement("div"); lane.className = "lane";
+      for (const g of rows) for (const t of g.tracks) trackSegs(lane, g, t, `${cls} row ${g.id}, track ${t.id}`);
+      const label = document.createElement("span"); label.className = "label"; label.textContent = `${cls}s (${rows.length} row${rows.length === 1 ? "" : "s"})`;
+      lane.append(label);
+      lanes.push(lane);
+    }
+  }
+  for (const g of S.lanes === "class" ? [] : S.info.groups.filter(ROW_FILTERS[S.rowFilter])) { // the rows the list shows, in time order
     const lane = document.createElement("div");
     lane.className = "lane" + (S.selected === g.id ? " sel" : ""); lane.dataset.group = g.id;
-    for (const t of g.tracks) {
-      lane.append(seg(t.first, t.last, g.cls === "plate" ? "plate" : "", `${g.cls} track ${t.id}: frames ${t.first}–${t.last}`));
-      const d = trackDecision(t.id);
-      if (d && !d.redact) {
-        for (const [a, b] of d.frames || [[t.first, t.last]]) {
-          const [x, y] = [Math.max(a, t.first), Math.min(b, t.last)];
-          if (x <= y) lane.append(seg(x, y, "released", `track ${t.id} released, frames ${x}–${y} (${d.reason})`));
-        }
-      }
-    }
+    for (const t of g.tracks) trackSegs(lane, g, t, `${g.cls} track ${t.id}`);
     const label = document.createElement("span"); label.className = "label"; label.textContent = `${g.cls} ${g.id}`;
     lane.append(label);
     lanes.push(lane);
@@ -723,6 +829,21 @@ async function send(op, by) {
   say(`Saved (${op.op}${op.list ? ` ${op.list}` : ""}) by ${by}.`);
 }
 
+// Ctrl+Z: the server takes back this reviewer's last change, if it is still the last one (someone else's change
+// after it is undone by name from the decisions list); again, the one before it
+async function undo() {
+  const by = reviewer();
+  if (!by) return;
+  // a change still being saved is the one to undo: wait for it, or the undo would be refused as after a stale read
+  while (S.busy) await new Promise((done) => setTimeout(done, 50));
+  S.busy = true;
+  let r;
+  try { r = await post(vpath("/decisions"), { op: "undo", base: S.head, by }); } finally { S.busy = false; }
+  await reload();
+  if (r.ok) say(`Undone: ${r.body.change.replace(/^.*? undid /, "")}. Ctrl+Z again undoes your change before it.`);
+  else say(`Not undone: ${typeof r.body === "string" ? r.body : JSON.stringify(r.body)}`, true);
+}
+
 // ------------------------------------------------------------------------------------------------ other reviewers
 // every couple of seconds the page asks for the decisions' head; when someone else changed them it shows the new
 // state and says who changed what (while a dialog is open it waits: a save from it is refused and says so)
@@ -835,15 +956,25 @@ function init() {
   $("message").onclick = () => say("");
   $("timeline").addEventListener("click", (ev) => {
     const lanes = $("lanes").getBoundingClientRect();
-    const x = (ev.clientX - lanes.left) / lanes.width;
+    const x = (ev.clientX - lanes.left) / lanes.width, [a, b] = span();
     pause();
-    seek(Math.floor(Math.max(0, Math.min(0.9999, x)) * S.info.video.frames));
+    seek(Math.floor(a + Math.max(0, Math.min(0.9999, x)) * (b - a)));
     const lane = ev.target.closest(".lane");
     if (lane?.dataset.group) selectGroup(Number(lane.dataset.group), false);
   });
+  $("timeline").addEventListener("wheel", timelineWheel, { passive: false });
+  $("lane-mode").onchange = () => { S.lanes = $("lane-mode").value; drawTimeline(); };
   initDrawing();
+  initZoom();
+  $("large").onclick = () => setLarge(!document.body.classList.contains("large"));
+  setLarge(Boolean(localStorage.getItem("redact.large")));
   document.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape" && S.drawing) { S.drag = null; setDrawing(false); drawOverlay(); return; }
+    if ((ev.ctrlKey || ev.metaKey) && !ev.shiftKey && !ev.altKey && ev.key.toLowerCase() === "z" && !typing(ev) && S.info) {
+      ev.preventDefault();
+      undo();
+      return;
+    }
     if (typing(ev) || !S.info || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const step = ev.shiftKey ? 10 : 1;
     if (ev.key === " ") { ev.preventDefault(); S.playing ? pause() : play(); }
@@ -852,6 +983,11 @@ function init() {
     else if (ev.key === "n") stepGroup(1);
     else if (ev.key === "p") stepGroup(-1);
     else if (ev.key === "o") setView(S.view === "preview" ? "original" : "preview");
+    else if (ev.key === "f") setLarge(!document.body.classList.contains("large"));
+    else if (ev.key === "+" || ev.key === "=") setZoom(S.zoom.z * 1.5);
+    else if (ev.key === "-") setZoom(S.zoom.z / 1.5);
+    else if (ev.key === "0") setZoom(1);
+    else if (ev.key === "z") zoomToSelected();
   });
   loadVideos().then(watch).catch((e) => say(`Could not load: ${e.message}`, true));
 }
