@@ -30,6 +30,14 @@ def batch(source: Path, outdir: Path, *args: str, **popen) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
+def journal_so_far(outdir: Path) -> dict[str, dict]:
+    """The journal of a batch still starting: none while its file or its table is not made yet."""
+    try:
+        return journal(outdir) if (outdir / JOURNAL).exists() else {}
+    except sqlite3.OperationalError:
+        return {}
+
+
 def journal(outdir: Path) -> dict[str, dict]:
     db = sqlite3.connect(outdir / JOURNAL)
     db.row_factory = sqlite3.Row
@@ -68,7 +76,7 @@ def test_sigkill_then_rerun_does_every_file_exactly_once(tmp_path):
     proc = batch(source, outdir, "--jobs", "1", start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:  # kill it once one file is done
-        if (outdir / JOURNAL).exists() and any(r["status"] == "done" for r in journal(outdir).values()):
+        if any(r["status"] == "done" for r in journal_so_far(outdir).values()):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the batch finished before it could be killed"
