@@ -281,15 +281,7 @@ def _apply(state: dict, op: dict, by: str, reasons: Reasons, bounds: Bounds) -> 
                 new["tracks"][i] = value
         new["approved"] = None
     elif kind == "speakers":  # {"label": "S1", "name": "Officer Diaz"}; no name: back to the label
-        label, name = op.get("label"), op.get("name")
-        names = new.setdefault("speakers", {})
-        previous = names.get(label)
-        if name:
-            names[label] = name
-        else:
-            names.pop(label, None)
-        if not names:
-            del new["speakers"]
+        previous = _name_speaker(new, op.get("label"), op.get("name"))
         new["approved"] = None
     elif kind in ("add", "remove", "replace") and op.get("list") in LIST_KEYS:
         items = new[op["list"]]
@@ -300,14 +292,14 @@ def _apply(state: dict, op: dict, by: str, reasons: Reasons, bounds: Bounds) -> 
             n = 1 + max((int(i["id"][1:]) for i in items if i["id"][1:].isdigit()), default=0)
             items.append({"id": f"{LIST_KEYS[op['list']]}{n}", **value})
         else:
-            at = [n for n, i in enumerate(items) if i["id"] == op.get("id")]
-            if not at:
+            at = _index(items, op.get("id"))
+            if at is None:
                 raise Conflict(f"{op['list']}: no item {op.get('id')!r} (removed by someone else?)")
-            previous = items[at[0]]
+            previous = items[at]
             if kind == "remove":
-                del items[at[0]]
+                del items[at]
             else:
-                items[at[0]] = {**dict(op.get("value") or {}), "id": op["id"]}
+                items[at] = {**dict(op.get("value") or {}), "id": op["id"]}
         new["approved"] = None
     elif kind == "undo":  # made by `Decisions.apply` from the entry it undoes: `restore` puts back what it replaced
         previous = _restore(new, op.get("restore") or {})
@@ -316,6 +308,25 @@ def _apply(state: dict, op: dict, by: str, reasons: Reasons, bounds: Bounds) -> 
     else:
         raise UserError(f"unknown operation {op!r}")
     return validate(new, reasons, bounds), previous
+
+
+def _name_speaker(state: dict, label: str | None, name: str | None) -> str | None:
+    """Name speaker `label` in `state` (in place; no name: back to the label, and no empty `speakers` kept);
+    returns the name it had."""
+    names = state.setdefault("speakers", {})
+    previous = names.get(label)
+    if name:
+        names[label] = name
+    else:
+        names.pop(label, None)
+    if not names:
+        del state["speakers"]
+    return previous
+
+
+def _index(items: list[dict], item_id: object) -> int | None:
+    """Where the item with id `item_id` is in a decisions list, if it is there."""
+    return next((n for n, i in enumerate(items) if i["id"] == item_id), None)
 
 
 def _inverse(entry: dict) -> dict:
@@ -350,27 +361,18 @@ def _restore(state: dict, restore: dict) -> dict:
                 state["tracks"][i] = value
         return previous
     if "speaker" in restore:
-        label, name = restore["speaker"]
-        names = state.setdefault("speakers", {})
-        previous = names.get(label)
-        if name:
-            names[label] = name
-        else:
-            names.pop(label, None)
-        if not names:
-            del state["speakers"]
-        return previous
+        return _name_speaker(state, *restore["speaker"])
     if "remove" in restore:
         key, item_id = restore["remove"]
-        at = [n for n, i in enumerate(state[key]) if i["id"] == item_id]
-        if not at:
+        at = _index(state[key], item_id)
+        if at is None:
             raise Conflict(f"{key}: no item {item_id!r} any more")
-        return state[key].pop(at[0])
+        return state[key].pop(at)
     if "put" in restore:
         key, item = restore["put"]
-        at = [n for n, i in enumerate(state[key]) if i["id"] == item["id"]]
-        if at:
-            previous, state[key][at[0]] = state[key][at[0]], item
+        at = _index(state[key], item["id"])
+        if at is not None:
+            previous, state[key][at] = state[key][at], item
             return previous
         state[key].append(item)
         return None
