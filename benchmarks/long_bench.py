@@ -53,12 +53,14 @@ GOP = 60  # a keyframe every 2 s at 30 fps
 
 
 # ---------------------------------------------------------------------------------------------- the recording
-def clips(work: Path, size: tuple[int, int]) -> list[Clip]:
-    """Six face and six plate clips, alternating: two minutes of distinct footage, cycled."""
+def clips(work: Path, size: tuple[int, int], count: int = 12) -> list[Clip]:
+    """Six face and six plate clips, alternating: two minutes of distinct footage, cycled (the first `count` of
+    them: a shorter recording makes only those it shows)."""
     w, h = size
     faces, plates = (clip_specs(kind, 6, CLIP_FRAMES, w, h, seed=0) for kind in ("faces", "plates"))
     photos = {"faces": load_photos("faces"), "plates": load_photos("plates")}
-    return [make_clip(spec, photos[spec.kind], work / "clips") for pair in zip(faces, plates, strict=True) for spec in pair]
+    specs = [spec for pair in zip(faces, plates, strict=True) for spec in pair][:count]
+    return [make_clip(spec, photos[spec.kind], work / "clips") for spec in specs]
 
 
 def speech(seconds: float, rate: int = 16000) -> np.ndarray:
@@ -80,8 +82,8 @@ def speech(seconds: float, rate: int = 16000) -> np.ndarray:
 
 def recording(work: Path, minutes: float, size: tuple[int, int]) -> tuple[Path, list[tuple[Clip, int]]]:
     """The long recording and (clip, first frame) of each clip in it; made once per length and size."""
-    parts = clips(work, size)
     frames = int(round(minutes * 60 * 30))
+    parts = clips(work, size, min(12, -(-frames // CLIP_FRAMES)))
     layout = [(parts[k % len(parts)], k * CLIP_FRAMES) for k in range(-(-frames // CLIP_FRAMES))]
     path = work / f"long-{minutes:g}min-{size[0]}x{size[1]}.mp4"
     if path.exists():

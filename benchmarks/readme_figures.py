@@ -252,6 +252,21 @@ def review_triage() -> str:
             f"non-objects")
 
 
+def review_task() -> str:
+    """The scripted reviewer's standard task (`benchmarks/review_task.py`)."""
+    r = load("review_task")
+    runs = r["runs"]
+    views = "; ".join(
+        f"at {x['view']}: {x['actions']} actions, {x['page_s']:.0f} s on the page of which {x['machine_wait_s']:.0f} s "
+        f"waiting for the render and the release, ranges dragged within {x['partial_ranges_off_by']} frames of those "
+        f"meant ({x['frames_a_pixel']:.1f} frames a pixel), the package verified: {'yes' if x['package_verified'] else 'NO'}, "
+        f"the missed plate under the region on {x['missed_cover']['frames_90']} of {x['missed_cover']['frames']} frames "
+        f"(90% of its box or more; {x['missed_cover']['min']:.0%} at least)" for x in runs)
+    return (f"{r['seconds']:.0f} s of {r['size'][0]}x{r['size'][1]} footage, {r['rows']} rows; the named person is "
+            f"{len(r['task']['named_rows'])} row{'s' if len(r['task']['named_rows']) > 1 else ''} ({source('review_task')}): "
+            + views)
+
+
 def long_segments() -> str:
     """A long recording in one pass against segments (`benchmarks/long_bench.py`)."""
     r = load("long")
@@ -320,6 +335,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "review_rows": review_rows,
     "review_triage": review_triage,
     "long_segments": long_segments,
+    "review_task": review_task,
 }
 
 

@@ -40,7 +40,7 @@ import torch
 import torchvision
 
 from benchmarks.provenance import ROOT, write_result
-from benchmarks.synth import Clip, clip_specs, load_photos, make_clip
+from benchmarks.synth import Clip, ClipTruth, clip_specs, load_photos, make_clip
 from redact.detect import CLASS_NAMES
 from redact.models import sha256_file
 from redact.pipeline import RedactOptions, Redactor
@@ -51,7 +51,7 @@ JOIN_BOXES, JOIN_SHARE = 3, 0.10
 OBJECT_SHARE = 0.20
 
 
-def row_objects(plan: Plan, row, clip: Clip) -> tuple[Counter, int]:
+def row_objects(plan: Plan, row, truth: ClipTruth) -> tuple[Counter, int]:
     """Truth object id -> how many of the row's boxes match it, and the row's number of boxes."""
     matched: Counter = Counter()
     total = 0
@@ -59,14 +59,14 @@ def row_objects(plan: Plan, row, clip: Clip) -> tuple[Counter, int]:
         boxes = plan.track_boxes(track)
         total += len(boxes.frame)
         for frame in np.unique(boxes.frame):
-            truth = clip.truth.rows(int(frame))
-            if not len(truth):
+            rows = truth.rows(int(frame))
+            if not len(rows):
                 continue
             ious = torchvision.ops.box_iou(torch.from_numpy(boxes.at(int(frame)).xyxy.astype(np.float32)),
-                                           torch.from_numpy(clip.truth.box[truth].astype(np.float32))).numpy()
+                                           torch.from_numpy(truth.box[rows].astype(np.float32))).numpy()
             for best, value in zip(ious.argmax(1), ious.max(1), strict=True):
                 if value >= IOU:
-                    matched[int(clip.truth.obj[truth[best]])] += 1
+                    matched[int(truth.obj[rows[best]])] += 1
     return matched, total
 
 
@@ -84,7 +84,7 @@ def measure(clip: Clip, outdir: Path) -> dict:
                 not_objects += 1
                 not_objects_doubted += bool(row.doubts)
                 continue
-            matched, total = row_objects(plan, row, clip)
+            matched, total = row_objects(plan, row, clip.truth)
             hits = sum(matched.values())
             if hits < OBJECT_SHARE * total:
                 not_objects += 1

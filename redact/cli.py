@@ -708,10 +708,12 @@ def verify_cmd(package: Path, expect_key: str | None, trust_anchor: Path | None,
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port (0: a free one).")
 @reasons_option
 @click.option("--reviewer", metavar="NAME", default=None, help="Reviewer name to prefill on the page.")
+@click.option("--releases", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder the page's Release button writes packages into [default: OUTDIR/releases].")
 @custody_options
 @guarded
 def review_cmd(outdir: Path, host: str, port: int, reasons_file: Path | None, reviewer: str | None,
-               allow_unsigned: bool) -> None:
+               releases: Path | None, allow_unsigned: bool) -> None:
     """Serve the review page for the redacted videos of OUTDIR; the first line printed is its URL (with its token)."""
     from redact.review.decisions import load_reasons
     from redact.review.server import serve
@@ -724,7 +726,7 @@ def review_cmd(outdir: Path, host: str, port: int, reasons_file: Path | None, re
 
     from redact.review.custody import Custody
 
-    serve(outdir, host=host, port=port, reasons=codes, reviewer=reviewer,
+    serve(outdir, host=host, port=port, reasons=codes, reviewer=reviewer, releases=releases,
           custody=Custody.resolve(allow_unsigned=allow_unsigned), announce=announce)
 
 

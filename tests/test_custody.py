@@ -250,7 +250,8 @@ def test_the_credentialed_video_plays_frame_for_frame(signed_run: Path, grid_run
 
 def test_chromium_plays_the_credentialed_video(signed_run: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
-    from test_review import CHROMIUM_ARGS
+
+    from benchmarks.review_task import CHROMIUM_ARGS
 
     shutil.copy(signed_run / f"{STEM}.redacted.mp4", tmp_path / "v.mp4")
     (tmp_path / "play.html").write_text('<video id="v" src="v.mp4" muted></video>')

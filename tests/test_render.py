@@ -368,6 +368,31 @@ def test_a_followed_region_moves_with_what_was_drawn(tmp_path):
     assert still[25].tolist() == region["box"]
 
 
+def test_a_followed_region_grows_as_the_camera_zooms_in():
+    """A region drawn over a face while the camera zooms in (1.5% a frame, about the frame's centre) keeps covering
+    the face: the follower used to keep the drawn size and let the growing face out of it (found by issue 27's
+    scripted reviewer: 80% of a face covered after 22 frames of the leak benchmark's zoom)."""
+    from media import face_photo
+    from redact.video import Frame
+
+    photo = face_photo()
+    h, w = photo.shape[:2]
+    face = np.array([381, 89, 381 + 45, 89 + 44], np.float64)  # evaldata/faces/gt.csv
+    frames, truth = [], []
+    for k in range(30):
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), 0, 1.015**k)
+        frames.append(Frame(k, k, cv2.warpAffine(photo, m, (w, h), borderMode=cv2.BORDER_REFLECT)))
+        corners = np.array([face[:2], face[2:]]) @ m[:, :2].T + m[:, 2]
+        truth.append(np.clip(np.concatenate([corners.min(0), corners.max(0)]), 0, [w, h, w, h]))  # what is in view
+    margin = 0.2 * 45
+    region = {"frames": [0, 29], "box": [*(face[:2] - margin), *(face[2:] + margin)], "follow": True}
+    for k, box in follow(frames, region):
+        t = truth[k]
+        ix = max(0.0, min(box[2], t[2]) - max(box[0], t[0]))
+        iy = max(0.0, min(box[3], t[3]) - max(box[1], t[1]))
+        assert ix * iy / ((t[2] - t[0]) * (t[3] - t[1])) >= 0.97, (k, box.tolist(), t.tolist())
+
+
 def test_fragments_of_one_face_are_one_review_row():
     def track(i, first, last):
         return TrackRow(i, 0, first, last, 1, 0.5, 0.5, first, i)
@@ -394,3 +419,56 @@ def test_a_rerun_keeps_a_reviewers_decisions(tmp_path, redactor):
     redactor.run(clip, out)
     kept = list(out.glob("cam.decisions.*.json"))
     assert len(kept) == 1 and json.loads(kept[0].read_text()) == filled and path.read_text() == empty
+
+
+def test_a_fixed_box_moves_and_scales_with_the_detection_between_its_keyframes():
+    """Issue 27, fixing boxes: a keyframe's correction is relative to the detected box (so it follows the object
+    and the camera's zoom), held before the first keyframe and after the last, interpolated between."""
+    from redact.review.render import fixed_box
+
+    keys = [{"frame": 10, "was": [100, 100, 140, 150], "box": [90, 80, 150, 150]},  # 10 px wider a side, 20 higher
+            {"frame": 20, "was": [100, 100, 140, 150], "box": [100, 100, 140, 150]}]  # no correction at 20
+    plan_box = np.array([200, 200, 280, 300], np.float32)  # the detection twice the size, elsewhere
+    assert fixed_box(plan_box, keys, 5).tolist() == [180, 160, 300, 300]  # held: -0.25 w, -0.4 h, +0.25 w, 0
+    assert fixed_box(plan_box, keys, 15).tolist() == [190, 180, 290, 300]  # halfway
+    assert fixed_box(plan_box, keys, 25).tolist() == plan_box.tolist()
+
+
+def test_a_box_fix_is_rendered_recorded_and_removable(outdir, clip):
+    """A reviewer widens the detected face box upward (over the hair) at one frame, for the whole track: the
+    render redacts the hair above the detected box in every frame, nowhere else changes; the decisions list it
+    with a history entry; removing it brings back the decisions' digest of before (no `fixes` key while empty)."""
+    from redact.review.custody import digest
+
+    reasons = load_reasons()
+    with Plan(plan_path(outdir, STEM)) as plan:
+        bounds = bounds_of(plan)
+        face = plan.tracks()[0]
+        was = plan.boxes(10, 10).dets.xyxy[0].tolist()
+        boxes = plan.boxes(0, plan.frame_count - 1)
+    h = was[3] - was[1]
+    drawn = [was[0], max(0.0, was[1] - 0.5 * h), was[2], was[3]]
+    decisions, _ = load(decisions_path(outdir, STEM), reasons, bounds)
+    before = digest(decisions.state)
+    with pytest.raises(UserError, match="not within frames"):
+        decisions.apply({"op": "add", "list": "fixes", "value": {"track": face.id, "frames": [0, 5],
+                                                                  "keys": [{"frame": 10, "was": was, "box": drawn}]}},
+                        "R. Officer", reasons, bounds)
+    decisions.apply({"op": "add", "list": "fixes", "value": {"track": face.id, "frames": [face.first, face.last],
+                                                              "keys": [{"frame": 10, "was": was, "box": drawn}]}},
+                    "R. Officer", reasons, bounds)
+    assert decisions.state["fixes"][0]["id"] == "x1" and "box fix x1" in decisions.changes_since("0" * 64)[-1]
+    decisions.save()
+    result = render(outdir, STEM, reasons=reasons)
+    original, out = decoded(clip), decoded(result.video)
+    changed = []
+    for i in range(0, len(out), 10):
+        b = boxes.at(i).xyxy[0]
+        above = [b[0] + 4, max(0.0, b[1] - 0.4 * (b[3] - b[1])), b[2] - 4, b[1] - 2]  # inside the fix, outside the box
+        changed.append(box_difference(out[i], original[i], above))
+    assert min(changed) > 8, changed  # the hair above the face is redacted on every frame looked at
+    assert max(box_difference(out[i], original[i], [0, 0, 40, 40]) for i in range(0, len(out), 10)) < 6
+
+    decisions, _ = load(decisions_path(outdir, STEM), reasons, bounds)
+    decisions.apply({"op": "remove", "list": "fixes", "id": "x1"}, "R. Officer", reasons, bounds)
+    assert "fixes" not in decisions.state and digest(decisions.state) == before

@@ -11,40 +11,25 @@ import io
 import json
 import re
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
 
+from benchmarks.review_task import CHROMIUM_ARGS, Server, serving
 from conftest import EVALDATA, REDACT, wait_until
 from media import box_difference, decoded
 from redact.plan import Plan, plan_path
 from redact.review.decisions import decisions_path
-from redact.review.server import allowed_hosts, create_app
 
 STEM = "bbaf2n"
 ORIGINAL = EVALDATA / "video" / "grid" / f"{STEM}.mpg"
 REGION = [10, 10, 100, 80]  # drawn on frame 10, through frame 30: background, away from the face
 REGION_FRAMES = (10, 30)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-class Server(NamedTuple):
-    host: str  # 127.0.0.1:PORT
-    token: str
-    outdir: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}/?token={self.token}"
 
 
 @pytest.fixture(scope="module")
@@ -60,37 +45,6 @@ def server(run_outdir: Path, tmp_path_factory) -> Iterator[Server]:
     shutil.copytree(run_outdir, outdir)
     with serving(outdir) as running:
         yield running
-
-
-@contextmanager
-def serving(outdir: Path, reviewer: str = "", bound: str = "127.0.0.1") -> Iterator[Server]:
-    """The review app on `outdir`, served by uvicorn in a thread on a free loopback port; it accepts the Host values
-    of a server bound to `bound` (the tests send nothing beyond loopback)."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(outdir, hosts=allowed_hosts(bound, port), reviewer=reviewer)
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_for(lambda: uv.started, 20, "the server to start")
-    try:
-        yield Server(f"127.0.0.1:{port}", app.state.token, outdir)
-    finally:
-        uv.should_exit = True
-        thread.join(10)
-
-
-def wait_for(check: Callable[[], object], timeout: float, what: str) -> object:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def request(server: Server, method: str, path: str, *, headers: dict | None = None, body: bytes | None = None,
@@ -565,7 +519,7 @@ def test_the_page_says_when_a_render_is_needed(fresh: Server, chromium) -> None:
 
     state = "#render-state"
     with opened(chromium, fresh) as page:
-        expect(page.locator(state)).to_have_text("rendered: the release files are up to date")  # the run's own render
+        expect(page.locator(state)).to_have_text("rendered: up to date")  # the run's own render
         release_row(page, 5, 9)
         expect(page.locator(state)).to_have_attribute("data-state", "needed")
         expect(page.locator(state)).to_contain_text("render needed")
@@ -573,7 +527,7 @@ def test_the_page_says_when_a_render_is_needed(fresh: Server, chromium) -> None:
         with pytest.raises(UserError, match="render first"):  # what the page says is what release finds
             check_releasable(fresh.outdir, STEM, read_log(fresh.outdir, STEM), True, None)
         page.locator("#render").click()
-        expect(page.locator(state)).to_have_text("rendered: the release files are up to date", timeout=120_000)
+        expect(page.locator(state)).to_have_text("rendered: up to date", timeout=120_000)
         check_releasable(fresh.outdir, STEM, read_log(fresh.outdir, STEM), True, None)
         page.locator("#approve").click()
         page.locator("#action-ok").click()
@@ -714,16 +668,21 @@ def test_a_page_learns_of_another_reviewers_change(fresh: Server, chromium) -> N
 
 
 @pytest.fixture(scope="module")
-def crowd_run(redactor, tmp_path_factory) -> Path:
-    """A real run on a generated clip of many small, moving faces (the leak benchmark's first face clip, 60
-    frames): dozens of rows, some confident, some weak or lone."""
+def crowd_clip(tmp_path_factory):
+    """A generated clip of many small, moving faces with its truth (the leak benchmark's first face clip, 60
+    frames)."""
     from benchmarks.synth import clip_specs, load_photos, make_clip
 
-    work = tmp_path_factory.mktemp("crowd")
     spec = clip_specs("faces", 3, 60, 1280, 720, seed=0)[0]
-    clip = make_clip(spec, load_photos("faces"), work / "clips")
-    redactor.run(clip.video, work / "out", stem="crowd")
-    return work / "out"
+    return make_clip(spec, load_photos("faces"), tmp_path_factory.mktemp("crowd-clip"))
+
+
+@pytest.fixture(scope="module")
+def crowd_run(redactor, crowd_clip, tmp_path_factory) -> Path:
+    """A real run on the crowd clip: dozens of rows, some confident, some weak or lone."""
+    out = tmp_path_factory.mktemp("crowd") / "out"
+    redactor.run(crowd_clip.video, out, stem="crowd")
+    return out
 
 
 def rows_in_order(page) -> list[int]:
@@ -964,3 +923,126 @@ def test_the_large_player_zooms_and_a_region_drawn_zoomed_lands_where_it_was_dra
         page.select_option("#lane-mode", "class")
         expect(page.locator("#lanes .lane .label")).to_have_text(["faces (1 row)", "regions"])
         shoot(page, "timeline-zoomed-1920")
+
+
+def test_a_scripted_reviewer_does_the_standard_task_from_the_page(crowd_run: Path, crowd_clip, tmp_path: Path,
+                                                                   chromium) -> None:
+    """Issue 27's standard task (benchmarks/review_task.py: the benchmark runs it on 60 s of footage), here on the
+    crowd clip, with a missed face in place of the missed plate: every face of one person un-redacted, two ranges of
+    another released by dragging along its lane, a region drawn over a missed face and followed, approve, render,
+    and release from the page. Under 25 actions; what is on disk is what was asked; the package verifies; the
+    region covers the missed face on every frame it was drawn for."""
+    from benchmarks.review_task import check, do_task, plan_task
+
+    shutil.copytree(crowd_run, tmp_path / "out")
+    truth = crowd_clip.truth
+    with Plan(plan_path(tmp_path / "out", "crowd")) as plan:
+        task = plan_task(plan, truth, {int(o): "face" for o in np.unique(truth.obj)}, missed="face")
+    releases = tmp_path / "releases"
+    context = chromium.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        with serving(tmp_path / "out", reviewer="Records Officer", releases=releases) as server:
+            reviewer = do_task(page, server, task, case="PRR-7", requester="A. Requester",
+                               shots=Path("/tmp/redact-review-27/task"))
+            outcome = check(server, "crowd", task, truth, releases)
+    finally:
+        context.close()
+    assert not errors, errors
+    assert len(reviewer.actions) < 25, reviewer.actions
+    assert outcome["named_released_whole"], outcome
+    assert outcome["partial_ranges_off_by"] <= max(1, reviewer.frames_a_pixel), (outcome["partial_ranges"], task.ranges)
+    assert outcome["regions"] == 1 and outcome["approved"], outcome
+    assert outcome["package"] == "PRR-7-crowd.zip" and outcome["package_verified"], outcome
+    cover = outcome["missed_cover"]
+    assert cover["frames"] == task.missed.last - task.missed.first + 1 and cover["min"] >= 0.9, (cover, task.missed)
+
+
+def test_a_box_fixed_on_two_frames_is_one_fix_with_two_keyframes(fresh: Server, chromium) -> None:
+    """Issue 27 ("fix boxes"): with a row selected, Fix box (or b) and a drag redraw its box on the frame; the fix
+    covers the track's frames; a fix on a second frame is a keyframe of the same fix; the boxes API, the outline
+    (labelled "fixed", the detector's box faint beneath) and the Decisions list show it."""
+    from playwright.sync_api import expect
+
+    from benchmarks.review_task import on_frame
+
+    def boxes_at(frame: int) -> dict:
+        _, body, _ = request(fresh, "GET", f"/api/v/{STEM}/boxes?first={frame}&last={frame}")
+        return json.loads(body)["frames"][str(frame)][0]
+
+    def redraw(frame: int, grow: float) -> list[float]:
+        page.fill("#frame-no", str(frame))
+        page.press("#frame-no", "Enter")
+        wait_until(page, f"S.shown === {frame}")
+        page.evaluate("document.activeElement.blur()")
+        page.keyboard.press("b")
+        x1, y1, x2, y2 = boxes_at(frame)["b"]
+        drawn = [x1, max(2.0, y1 - grow * (y2 - y1)), x2, y2]
+        page.mouse.move(*on_frame(page, drawn[0], drawn[1]))
+        page.mouse.down()
+        page.mouse.move(*on_frame(page, drawn[2], drawn[3]), steps=6)
+        page.mouse.up()
+        expect(page.locator("#action-title")).to_have_text("Fix the box of face row 2")
+        expect(page.locator("#action-reason-row")).to_be_hidden()
+        page.locator("#action-ok").click()
+        expect(page.locator("#action")).to_be_hidden()
+        return drawn
+
+    track = track_id(fresh)
+    with opened(chromium, fresh) as page:
+        page.evaluate("document.activeElement.blur()")
+        page.keyboard.press("b")  # no row selected: it says so, nothing to draw
+        expect(page.locator("#message")).to_have_text("Select the row whose box to fix first.")
+        page.locator(".group").click()
+        plan_box = boxes_at(10)["b"]
+        first = redraw(10, 0.4)
+        fix = decisions(fresh)["fixes"]
+        assert len(fix) == 1 and fix[0]["track"] == track and fix[0]["frames"] == [0, 74]
+        assert fix[0]["keys"][0]["frame"] == 10 and np.allclose(fix[0]["keys"][0]["was"], plan_box, atol=0.1)
+        assert np.allclose(fix[0]["keys"][0]["box"], first, atol=2), (fix, first)
+        redraw(50, 0.2)
+        fix = decisions(fresh)["fixes"]
+        assert len(fix) == 1 and [k["frame"] for k in fix[0]["keys"]] == [10, 50]
+        assert len(decisions(fresh)["history"]) == 2  # an add, then a replace adding the keyframe
+        at30 = boxes_at(30)
+        assert "was" in at30 and at30["b"][1] < at30["was"][1] - 5  # between the keyframes: still higher than detected
+        expect(page.locator(".decisions li").first).to_contain_text("fixed, frames 0–74, 2 keyframes (x1)")
+        page.locator(".log summary").click()  # the history, newest first, says who did what and when
+        expect(page.locator("#log li")).to_have_count(2)
+        when = r"^20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC: "
+        expect(page.locator("#log li").first).to_have_text(re.compile(when + "Alice changed box fix x1$"))
+        expect(page.locator("#log li").last).to_contain_text("Alice added box fix x1")
+        shoot(page, "box-fixed")
+
+
+def test_the_audio_lane_shows_the_sound_under_what_is_bleeped(fresh: Server, chromium) -> None:
+    """Issue 27 ("an audio lane"): the original sound's loudness every 0.1 s, drawn along the timeline's span, with
+    the bleeped spans in red under it; a word bleeped on the page shows as red in the lane at its time."""
+    from playwright.sync_api import expect
+
+    status, body, _ = request(fresh, "GET", f"/api/v/{STEM}/loudness")
+    data = json.loads(body)
+    peaks = np.array(data["peaks"])
+    assert status == 200 and data["step"] == 0.1 and len(peaks) == 30  # GRID clips are 3 s
+    assert peaks.max() > 10 and peaks.min() < peaks.max() / 3, peaks  # speech, and quieter moments around it
+    count = """(() => { const c = document.getElementById('audio-lane'), d = c.getContext('2d').getImageData(0, 0, c.width,
+        c.height).data; let bars = 0, red = 0; for (let i = 0; i < d.length; i += 4) { if (d[i + 3] && d[i] > 150 &&
+        d[i + 1] < 120) red++; else if (d[i + 3]) bars++; } return [bars, red, c.width]; })()"""
+    with opened(chromium, fresh) as page:
+        expect(page.locator("#audio-lane")).to_be_visible()
+        wait_until(page, "S.loudness !== null")
+        bars, red, width = page.evaluate(count)
+        assert bars > 0 and red == 0 and width > 400, (bars, red, width)
+        word = page.locator("#transcript .word").first
+        word.click()
+        page.select_option("#action-reason", "b6")
+        page.locator("#action-ok").click()
+        expect(page.locator("#action")).to_be_hidden()
+        wait_until(page, "S.info.spans.some((s) => s.redact)")
+        bars, red, width = page.evaluate(count)
+        start, end = page.evaluate("[S.info.spans[0].start, S.info.spans[0].end]")
+        assert red > 0.3 * (end - start) / 3.0 * width * 22, (red, start, end, width)  # the span's share of the lane
+        shoot(page, "audio-lane")

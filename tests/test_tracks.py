@@ -136,7 +136,8 @@ def test_the_review_page_bleeps_on_the_track_of_the_word_and_names_speakers(ran,
     """In a real browser: each track's words under their own heading; a word clicked on track 2 is bleeped on
     track 2; a speaker chip opens the rename dialog and the name is kept in the decisions."""
     from playwright.sync_api import expect, sync_playwright
-    from test_review import CHROMIUM_ARGS, serving
+
+    from benchmarks.review_task import CHROMIUM_ARGS, serving
 
     outdir = shutil.copytree(ran[1], tmp_path / "out")
     with serving(outdir, reviewer="R. Officer") as server:

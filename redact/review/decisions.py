@@ -28,9 +28,10 @@ VERSION = 2  # 1: a track's "frames" was one [first, last]; such files are read 
 SUFFIX = ".decisions.json"
 MODES = ("blur", "pixelate", "fill")
 FRAME_MODES = ("fill", "blur")
-STATE_KEYS = ("version", "tracks", "regions", "frame_ranges", "words", "speakers", "approved")
+STATE_KEYS = ("version", "tracks", "regions", "frame_ranges", "words", "fixes", "speakers", "approved")
 MAX_NAME = 80  # characters of a speaker's name
-LIST_KEYS = {"regions": "r", "frame_ranges": "f", "words": "w"}  # list -> id prefix of its items
+LIST_KEYS = {"regions": "r", "frame_ranges": "f", "words": "w", "fixes": "x"}  # list -> id prefix of its items
+OPTIONAL_LISTS = ("fixes",)  # absent while empty: files (and the hashes renders recorded) from before stay as they were
 
 
 class Reason(NamedTuple):
@@ -180,6 +181,10 @@ def validate(state: object, reasons: Reasons, bounds: Bounds) -> dict:
         items = state.get(key, [])
         if not isinstance(items, list):
             raise UserError(f"decisions: {key} must be a list")
+        if key in OPTIONAL_LISTS:
+            if not items:
+                continue
+            out[key] = []
         used = {i.get("id") for i in items if isinstance(i, dict)}
         counter = 0
         for n, item in enumerate(items):
@@ -221,18 +226,15 @@ def validate(state: object, reasons: Reasons, bounds: Bounds) -> dict:
 def _item(key: str, item: object, reasons: Reasons, bounds: Bounds, where: str) -> dict:
     if key == "regions":
         d = _fields(item, {"id", "frames", "box", "follow", "reason"}, {"mode"}, where)
-        box = d["box"]
-        if not isinstance(box, list) or len(box) != 4:
-            raise UserError(f"{where}: box must be [x1, y1, x2, y2]")
-        x1, y1, x2, y2 = (_number(v, where) for v in box)
-        if not (0 <= x1 < x2 <= bounds.width and 0 <= y1 < y2 <= bounds.height):
-            raise UserError(f"{where}: box {box} is not inside the {bounds.width}x{bounds.height} frame")
+        box = _box(d["box"], bounds, where)
         _bool(d, "follow", where)
         mode = d.get("mode", "blur")
         if mode not in MODES:
             raise UserError(f"{where}: mode must be one of {', '.join(MODES)}")
-        return {"id": str(d["id"]), "frames": _frames(d["frames"], bounds, where), "box": [x1, y1, x2, y2],
+        return {"id": str(d["id"]), "frames": _frames(d["frames"], bounds, where), "box": box,
                 "follow": d["follow"], "mode": mode, "reason": reasons.check(d["reason"], where)}
+    if key == "fixes":
+        return _fix(item, bounds, where)
     if key == "frame_ranges":
         d = _fields(item, {"id", "frames", "mode", "reason"}, set(), where)
         if d["mode"] not in FRAME_MODES:
@@ -254,6 +256,42 @@ def _item(key: str, item: object, reasons: Reasons, bounds: Bounds, where: str) 
         if track > 1:
             out["track"] = track
     return out
+
+
+def _box(value: object, bounds: Bounds, where: str, inside: bool = True) -> list[float]:
+    """[x1, y1, x2, y2], not empty, and (`inside`) within the frame."""
+    if not isinstance(value, list) or len(value) != 4:
+        raise UserError(f"{where}: box must be [x1, y1, x2, y2]")
+    x1, y1, x2, y2 = (_number(v, where) for v in value)
+    if not (x1 < x2 and y1 < y2) or inside and not (0 <= x1 and 0 <= y1 and x2 <= bounds.width and y2 <= bounds.height):
+        raise UserError(f"{where}: box {value} is not inside the {bounds.width}x{bounds.height} frame")
+    return [x1, y1, x2, y2]
+
+
+def _fix(item: object, bounds: Bounds, where: str) -> dict:
+    """A reviewer's correction of a track's boxes: keyframes, each the box the plan had at a frame (`was`) and the
+    box drawn there instead (`box`), applied over `frames` (`redact.review.render.fixed_box`). No reason code: it
+    changes where a redaction is, not whether."""
+    d = _fields(item, {"id", "track", "frames", "keys"}, set(), where)
+    track = d["track"]
+    if isinstance(track, bool) or not isinstance(track, int) or track not in bounds.tracks:
+        raise UserError(f"{where}: no track {track!r} in the plan")
+    frames = _frames(d["frames"], bounds, where)
+    keys = d["keys"]
+    if not isinstance(keys, list) or not keys:
+        raise UserError(f"{where}: keys must be a list of keyframes {{frame, was, box}}")
+    out = []
+    for n, key in enumerate(keys):
+        k = _fields(key, {"frame", "was", "box"}, set(), f"{where}.keys[{n}]")
+        f = k["frame"]
+        if isinstance(f, bool) or not isinstance(f, int) or not frames[0] <= f <= frames[1]:
+            raise UserError(f"{where}.keys[{n}]: frame {f!r} is not within frames {frames}")
+        out.append({"frame": f, "was": _box(k["was"], bounds, f"{where}.keys[{n}]", inside=False),
+                    "box": _box(k["box"], bounds, f"{where}.keys[{n}]")})
+    out.sort(key=lambda k: k["frame"])
+    if len({k["frame"] for k in out}) != len(out):
+        raise UserError(f"{where}: two keyframes at one frame")
+    return {"id": str(d["id"]), "track": track, "frames": frames, "keys": out}
 
 
 # ------------------------------------------------------------------------------------------------ operations
@@ -284,7 +322,7 @@ def _apply(state: dict, op: dict, by: str, reasons: Reasons, bounds: Bounds) -> 
         previous = _name_speaker(new, op.get("label"), op.get("name"))
         new["approved"] = None
     elif kind in ("add", "remove", "replace") and op.get("list") in LIST_KEYS:
-        items = new[op["list"]]
+        items = new.setdefault(op["list"], [])
         if kind == "add":
             previous = None
             value = dict(op.get("value") or {})
@@ -364,13 +402,13 @@ def _restore(state: dict, restore: dict) -> dict:
         return _name_speaker(state, *restore["speaker"])
     if "remove" in restore:
         key, item_id = restore["remove"]
-        at = _index(state[key], item_id)
+        at = _index(state.setdefault(key, []), item_id)
         if at is None:
             raise Conflict(f"{key}: no item {item_id!r} any more")
         return state[key].pop(at)
     if "put" in restore:
         key, item = restore["put"]
-        at = _index(state[key], item["id"])
+        at = _index(state.setdefault(key, []), item["id"])
         if at is not None:
             previous, state[key][at] = state[key][at], item
             return previous
@@ -473,7 +511,7 @@ class Decisions:
         return out
 
 
-NOUNS = {"regions": "region", "frame_ranges": "frame range", "words": "audio span"}
+NOUNS = {"regions": "region", "frame_ranges": "frame range", "words": "audio span", "fixes": "box fix"}
 
 
 def _ids(ids: list) -> str:
@@ -587,7 +625,7 @@ def describe_changes(old: dict, new: dict) -> dict[str, str]:
         if a != b:
             out[f"track {tid}"] = f"tracks[{tid}]: {json.dumps(a)} -> {json.dumps(b)}"
     for key in LIST_KEYS:
-        a, b = {i["id"]: i for i in old[key]}, {i["id"]: i for i in new[key]}
+        a, b = {i["id"]: i for i in old.get(key, [])}, {i["id"]: i for i in new.get(key, [])}
         for i in sorted(a.keys() | b.keys()):
             if a.get(i) != b.get(i):
                 out[f"{key} {i}"] = f"{key}[{i}]: {json.dumps(a.get(i))} -> {json.dumps(b.get(i))}"

@@ -57,16 +57,31 @@ class RenderSpec:
     reasons: dict[int, str]  # track -> reason code a reviewer gave its redaction (others carry the automatic one)
     regions: list[dict]
     frame_ranges: list[dict]
+    fixes: dict[int, list[dict]]  # track -> the reviewer's box fixes of it, in the order made (the last one counts)
 
     @classmethod
     def of(cls, state: dict) -> RenderSpec:
-        hidden, reasons = {}, {}
+        hidden, reasons, fixes = {}, {}, {}
         for key, d in state["tracks"].items():
             if d["redact"]:
                 reasons[int(key)] = d["reason"]
             else:
                 hidden[int(key)] = d.get("frames")
-        return cls(hidden, reasons, list(state["regions"]), list(state["frame_ranges"]))
+        for fix in state.get("fixes", []):
+            fixes.setdefault(fix["track"], []).append(fix)
+        return cls(hidden, reasons, list(state["regions"]), list(state["frame_ranges"]), fixes)
+
+    def fixed(self, track: int, frame: int, box: np.ndarray) -> np.ndarray:
+        """The plan's `box` of `track` at `frame`, as the last box fix over that frame corrects it."""
+        fix = next((f for f in reversed(self.fixes.get(track, ())) if f["frames"][0] <= frame <= f["frames"][1]), None)
+        return box if fix is None else fixed_box(box, fix["keys"], frame)
+
+    def fix(self, frame: int, dets: Detections) -> Detections:
+        """`dets` of `frame` with the reviewer's box fixes applied."""
+        if not self.fixes or not len(dets):
+            return dets
+        xyxy = np.stack([self.fixed(t, frame, b) for t, b in zip(dets.track_id.tolist(), dets.xyxy, strict=True)])
+        return Detections(xyxy, dets.score, dets.cls, dets.track_id)
 
     def released(self, track: int, frame: int) -> bool:
         """Whether a reviewer un-redacted `track` at `frame`."""
@@ -85,13 +100,33 @@ class RenderSpec:
         return [i for i in items if i["frames"][0] <= frame <= i["frames"][1]]
 
 
+def fixed_box(box: np.ndarray, keys: list[dict], frame: int) -> np.ndarray:
+    """`box` (the plan's, at `frame`) as a fix's keyframes correct it. A keyframe's correction is the box drawn
+    against the plan's box there, in units of the plan box's size, so it moves and scales with the detection (the
+    object's and the camera's motion carry it); between keyframes it is interpolated, before the first and after
+    the last it holds."""
+    def correction(key: dict) -> np.ndarray:
+        was, drawn = np.asarray(key["was"], np.float64), np.asarray(key["box"], np.float64)
+        return (drawn - was) / np.maximum(np.tile(was[2:] - was[:2], 2), 1e-6)
+
+    frames = [k["frame"] for k in keys]
+    at = int(np.searchsorted(frames, frame))
+    if at == 0 or at == len(keys):
+        d = correction(keys[min(at, len(keys) - 1)])
+    else:
+        t = (frame - frames[at - 1]) / (frames[at] - frames[at - 1])
+        d = (1 - t) * correction(keys[at - 1]) + t * correction(keys[at])
+    box = np.asarray(box, np.float64)
+    return (box + d * np.tile(box[2:] - box[:2], 2)).astype(np.float32)
+
+
 def redact_frame(image: np.ndarray, frame: int, dets: Detections, spec: RenderSpec, region_boxes: dict[str, np.ndarray],
                  policy: RedactionPolicy, auto_reason: str = "", label_codes: bool = False) -> np.ndarray:
     """Redact `image` (frame number `frame`, in place) as plan ⊕ decisions say: the kept track boxes with the
     run's policy, each active region with its own mode (rectangles), each active frame range over the whole
     frame. With `label_codes`, each redaction's reason code is written on it (the OPEN Government Act asks for
     the exemption to be marked at the place of deletion where feasible)."""
-    kept = spec.kept(frame, dets)
+    kept = spec.fix(frame, spec.kept(frame, dets))
     if len(kept):
         anonymize(image, kept, policy)
     regions = [r for r in spec.active(spec.regions, frame) if r["id"] in region_boxes]
@@ -123,9 +158,10 @@ def _label(image: np.ndarray, box: np.ndarray, code: str) -> None:
 
 
 class RegionFollower:
-    """Carries a box drawn on one frame through the frames after it: the camera's motion moves it (as it moves the
-    tracks' boxes), then template matching near there puts it back on what was drawn, and keeps the camera's
-    estimate when the match is poor (occlusion, blur): a followed region never jumps to something else."""
+    """Carries a box drawn on one frame through the frames after it: the camera's motion moves and scales it (as it
+    moves the tracks' boxes), then template matching near there puts it back on what was drawn, and keeps the
+    camera's estimate when the match is poor (occlusion, blur): a followed region never jumps to something else.
+    The box keeps the camera's scale, not the template's: as the camera zooms in, what was drawn grows."""
 
     MATCH = 0.5  # normalised correlation a template match needs to move the box
 
@@ -133,14 +169,17 @@ class RegionFollower:
         self.box = np.asarray(box, np.float32)
         self.small = shrink(image)
         self.grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        self.template = self._crop(self.grey, self.box)
+        self.template, self.anchor = self._crop(self.grey, self.box)
 
     @staticmethod
-    def _crop(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
+    def _crop(grey: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pixels under `box`, and where they start from the box's centre: a match puts the centre back at that
+        distance from where the pixels are found (the box is fractional, the crop whole pixels; placing the box at
+        the match itself drifted half a pixel a frame)."""
         h, w = grey.shape
-        x1, y1 = int(np.clip(box[0], 0, w - 1)), int(np.clip(box[1], 0, h - 1))
-        x2, y2 = int(np.clip(box[2], x1 + 1, w)), int(np.clip(box[3], y1 + 1, h))
-        return grey[y1:y2, x1:x2]
+        x1, y1 = int(np.clip(round(box[0]), 0, w - 1)), int(np.clip(round(box[1]), 0, h - 1))
+        x2, y2 = int(np.clip(round(box[2]), x1 + 1, w)), int(np.clip(round(box[3]), y1 + 1, h))
+        return grey[y1:y2, x1:x2], np.array([x1 - (box[0] + box[2]) / 2, y1 - (box[1] + box[3]) / 2])
 
     def step(self, image: np.ndarray) -> np.ndarray:
         """The box in `image`, the frame after the last one given."""
@@ -157,9 +196,10 @@ class RegionFollower:
         if th >= 4 and tw >= 4 and sx2 - sx1 > tw and sy2 - sy1 > th:
             scores = cv2.matchTemplate(grey[sy1:sy2, sx1:sx2], self.template, cv2.TM_CCOEFF_NORMED)
             _, best, _, (mx, my) = cv2.minMaxLoc(scores)
-            if best >= self.MATCH:
-                box = np.array([sx1 + mx, sy1 + my, sx1 + mx + tw, sy1 + my + th], np.float32)
-                self.template = self._crop(grey, box)
+            if best >= self.MATCH:  # the match moves the box; the camera's motion sizes it (a zoom grows it)
+                cx, cy = sx1 + mx - self.anchor[0], sy1 + my - self.anchor[1]
+                box = np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], np.float32)
+                self.template, self.anchor = self._crop(grey, box)
         h, w = grey.shape
         self.box = np.array([np.clip(box[0], 0, w - 1), np.clip(box[1], 0, h - 1), np.clip(box[2], 1, w),
                              np.clip(box[3], 1, h)], np.float32)

@@ -52,6 +52,8 @@ HEADER = "x-redact-token"
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD = ("0.0.0.0", "::", "")  # bound addresses that listen on every interface
 ANY_HOST = "*"  # in a set of accepted Host values: any Host (a server bound to every interface)
+LOUDNESS_STEP = 0.1  # seconds of sound a bar of the timeline's audio lane stands for
+HISTORY_SHOWN = 200  # the last entries of the decisions' history the page lists (who changed what, when)
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}  # the only files served
 MAX_BOX_FRAMES = 1000  # frames of boxes one request may ask for
 THUMB_HEIGHT = 72
@@ -113,6 +115,7 @@ class Video:
     _original: Path | None = None
     _thumbs: dict[int, bytes] = field(default_factory=dict)
     _audio: Path | None = None
+    _loudness: list[int] | None = None
     _rendered: tuple[tuple[int, int] | None, dict] = (None, {})  # the audit log's stat and review section
 
     def __post_init__(self) -> None:
@@ -270,8 +273,28 @@ class Video:
                 self._audio = path
             return self._audio
 
+    def loudness(self) -> list[int]:
+        """The original sound's peak every LOUDNESS_STEP seconds (0-100, of full scale), for the timeline's audio lane:
+        where someone speaks, seen against what is bleeped. Read from the page's WAV a minute at a time, once."""
+        import wave
+
+        with self.lock:
+            if self._loudness is None:
+                step = round(16000 * LOUDNESS_STEP)
+                peaks = []
+                with wave.open(str(self.audio())) as w:
+                    while chunk := w.readframes(16000 * 60):
+                        samples = np.abs(np.frombuffer(chunk, np.int16).astype(np.int32))
+                        bins = -(-len(samples) // step)
+                        padded = np.zeros(bins * step, np.int32)
+                        padded[:len(samples)] = samples
+                        peaks += (padded.reshape(bins, step).max(1) * 100 // 32768).tolist()
+                self._loudness = peaks
+            return self._loudness
+
     def boxes(self, first: int, last: int) -> dict:
-        """Each frame's plan boxes with whether the decisions keep them redacted, and the regions' boxes."""
+        """Each frame's plan boxes (as the reviewer's box fixes correct them; `was`: the plan's own) with whether the
+        decisions keep them redacted, and the regions' boxes."""
         from redact.review.render import RenderSpec
 
         first, last = max(0, first), min(last, self.plan.frame_count - 1, first + MAX_BOX_FRAMES - 1)
@@ -280,10 +303,12 @@ class Video:
             spec = RenderSpec.of(state)
             fb = self.plan.boxes(first, last)
             frames: dict[int, list] = {}
-            for f, box, cls, tid in zip(fb.frame.tolist(), fb.dets.xyxy.tolist(), fb.dets.cls.tolist(),
+            for f, box, cls, tid in zip(fb.frame.tolist(), fb.dets.xyxy, fb.dets.cls.tolist(),
                                         fb.dets.track_id.tolist(), strict=True):
+                fixed = spec.fixed(tid, f, box)
                 frames.setdefault(f, []).append({"t": tid, "g": self.group_of.get(tid, tid), "c": CLASS_NAMES[cls],
-                                                 "b": [round(v, 1) for v in box], "r": not spec.released(tid, f)})
+                                                 "b": [round(float(v), 1) for v in fixed], "r": not spec.released(tid, f),
+                                                 **({"was": [round(float(v), 1) for v in box]} if fixed is not box else {})})
             for r in state["regions"]:
                 a, b = max(r["frames"][0], first), min(r["frames"][1], last)
                 if a > b:
@@ -329,6 +354,8 @@ class Video:
                 "times": None if steady else [round(float(t), 4) for t in times],
                 "groups": groups, "words": words, "spans": spans,
                 "decisions": decisions.state, "head": decisions.head, "history": len(decisions.history),
+                "log": [{"n": e["n"], "at": e["at"], "by": e["by"], "what": summary(e)}
+                        for e in decisions.history[-HISTORY_SHOWN:]],
                 "outside_edits": self._outside,
                 "reasons": [{"code": r.code, "label": r.label, "statute": r.statute} for r in self.reasons.codes.values()],
                 "auto_reason": self.reasons.auto,
@@ -358,6 +385,18 @@ class Video:
 
         threading.Thread(target=work, name=f"render-{self.stem}", daemon=True).start()
         return True
+
+    def release(self, case: str, requester: str, dest: Path):
+        """The release package of the last render, written into `dest` (`redact.review.release.release`: it refuses
+        decisions nobody approved or changed since the render). Never while a render runs: it would package the
+        video being replaced."""
+        from redact.review.release import release
+
+        with self.lock:
+            if self.render_status.state == "running":
+                raise Conflict("a render is running; release once it has finished.")
+            return release(self.outdir, self.stem, case=case, requester=requester, dest=dest,
+                           reasons=self.reasons.source, custody=self.custody)
 
 
 def jpeg(image: np.ndarray, quality: int = 88) -> bytes:
@@ -452,13 +491,16 @@ ERROR_HANDLERS = {UserError: _user_error, 404: _not_found}  # a user's mistake i
 
 
 def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | None = None, *,
-               hosts: set[str] | None = None, reviewer: str | None = None, custody: Custody | None = None) -> Starlette:
+               hosts: set[str] | None = None, reviewer: str | None = None, custody: Custody | None = None,
+               releases: str | Path | None = None) -> Starlette:
     """The review app for the videos of `outdir`. `token` (random when None) is in `app.state.token`; `hosts`
     are the Host header values accepted (None: any port of a loopback name, for tests); `reviewer` prefills the
-    page's reviewer name; `custody` signs the changes (default: the agency's key where there is one)."""
+    page's reviewer name; `custody` signs the changes (default: the agency's key where there is one); the page's
+    release packages go into `releases` (default: OUTDIR/releases)."""
     outdir = Path(outdir)
     if not outdir.is_dir():
         raise UserError(f"{outdir}: no such folder")
+    releases = Path(releases) if releases else outdir / "releases"
     reasons = reasons or load_reasons()
     custody = custody or Custody.resolve()
     token = token or secrets.token_urlsafe(32)
@@ -512,6 +554,9 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
     def audio(request: Request) -> Response:
         return FileResponse(video(request).audio(), media_type="audio/wav")  # answers Range requests (seeking)
 
+    def loudness(request: Request) -> Response:
+        return JSONResponse({"step": LOUDNESS_STEP, "peaks": video(request).loudness()})
+
     def thumb(request: Request) -> Response:
         v = video(request)
         if request.path_params["track"] not in v.group_of:
@@ -555,6 +600,25 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
             return PlainTextResponse("a render is running already", 409)
         return JSONResponse(v.render_status.as_json(), 202)
 
+    async def release_post(request: Request) -> Response:
+        v = video(request)
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return PlainTextResponse("the body is not JSON", 400)
+        case, requester = (body.get(k) if isinstance(body, dict) else None for k in ("case", "requester"))
+        if not isinstance(case, str) or not case.strip() or not isinstance(requester, str) or not requester.strip():
+            return PlainTextResponse("Give the case or request id and the requester's name.", 400)
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            result = await run_in_threadpool(v.release, case, requester, releases)
+        except Conflict as e:
+            return PlainTextResponse(str(e), 409)
+        signer = v.custody.signer
+        return JSONResponse({"folder": str(result.folder), "zip": str(result.zip), "files": len(result.files),
+                             "key": signer.fingerprint if signer is not None else None})
+
     routes = [
         Route("/", page),
         Route("/static/{name}", static),
@@ -564,10 +628,12 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
         Route("/api/v/{stem}/frame/{n:int}.jpg", frame),
         Route("/api/v/{stem}/thumb/{track:int}.jpg", thumb),
         Route("/api/v/{stem}/audio.wav", audio),
+        Route("/api/v/{stem}/loudness", loudness),
         Route("/api/v/{stem}/decisions", change, methods=["POST"]),
         Route("/api/v/{stem}/head", head),
         Route("/api/v/{stem}/render", render_get, methods=["GET"]),
         Route("/api/v/{stem}/render", render_post, methods=["POST"]),
+        Route("/api/v/{stem}/release", release_post, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={**ERROR_HANDLERS, LookupError: _not_found})
     app.add_middleware(Guard, token=token, hosts=hosts)
@@ -593,9 +659,11 @@ def allowed_hosts(host: str, port: int) -> set[str]:
 
 
 def serve(outdir: str | Path, *, host: str = "127.0.0.1", port: int = 0, reasons: Reasons | None = None,
-          reviewer: str | None = None, custody: Custody | None = None, announce=print) -> None:
+          reviewer: str | None = None, custody: Custody | None = None, releases: str | Path | None = None,
+          announce=print) -> None:
     """Serve the review page until interrupted; `announce` gets the URL (with the token) once the port is bound."""
-    serve_app(lambda hosts: create_app(outdir, reasons, hosts=hosts, reviewer=reviewer, custody=custody),
+    serve_app(lambda hosts: create_app(outdir, reasons, hosts=hosts, reviewer=reviewer, custody=custody,
+                                       releases=releases),
               host=host, port=port,
               announce=lambda app, shown: announce(f"{shown}/?token={app.state.token}"))
 

@@ -15,7 +15,8 @@ const S = {
   stem: null, info: null, head: null, frame: 0, view: "preview",
   playing: false, shown: -1, loading: false, wanted: null,
   boxes: new Map(), selected: null, checked: new Set(), rowFilter: "all", rowSort: "time", drawing: false, drag: null, pending: null, anchor: null, action: null, renderTimer: null,
-  zoom: { z: 1, x: 0, y: 0 }, pan: null, span: null, lanes: "row",
+  zoom: { z: 1, x: 0, y: 0 }, pan: null, span: null, lanes: "row", laneDrag: null,
+  reasons: {}, // the reason last given to a release and to a redaction: offered first in the next dialog of its kind
 };
 
 // ------------------------------------------------------------------------------------------------ server
@@ -72,6 +73,9 @@ async function openVideo(stem) {
   const v = S.info.video;
   S.audio = v.audio ? new Audio(vpath("/audio.wav")) : null;
   if (S.audio) S.audio.preload = "auto";
+  S.loudness = null;
+  $("audio-lane").hidden = !v.audio;
+  if (v.audio) api(vpath("/loudness")).then((l) => { if (S.stem === stem) { S.loudness = l; drawAudioLane(); } }).catch(() => {});
   const overlay = $("overlay");
   overlay.width = v.width; overlay.height = v.height;
   $("stage").style.setProperty("--ar", String(v.width / v.height));
@@ -136,7 +140,7 @@ function seek(n) {
   $("frame-no").value = S.frame;
   $("time").textContent = clock(timeOf(S.frame));
   const at = tpos(S.frame + 0.5);
-  $("playhead").style.left = `calc(8px + (100% - 16px) * ${at})`;
+  $("playhead").style.left = `calc(8px + (100% - 16px - var(--sb, 0px)) * ${at})`;
   $("playhead").hidden = at < 0 || at > 1;
   markWordNow();
   requestFrame();
@@ -208,7 +212,11 @@ async function drawOverlay() {
     g.lineWidth = sel ? lw * 2 : lw;
     g.strokeRect(x1, y1, x2 - x1, y2 - y1);
     g.setLineDash([]);
-    const label = b.region ? `region ${b.region}` : `${b.c} ${b.t}${b.r ? "" : " released"}`;
+    if (b.was) { // a fixed box: the detector's own box, faint, under the one the reviewer drew
+      g.save(); g.strokeStyle = "rgba(255,255,255,.6)"; g.lineWidth = lw / 2; g.setLineDash([3, 3]);
+      g.strokeRect(b.was[0], b.was[1], b.was[2] - b.was[0], b.was[3] - b.was[1]); g.restore();
+    }
+    const label = b.region ? `region ${b.region}` : `${b.c} ${b.t}${b.was ? " fixed" : ""}${b.r ? "" : " released"}`;
     const w = g.measureText(label).width + 6 * px;
     g.fillStyle = color; g.fillRect(x1, Math.max(0, y1 - 16 * px), w, 16 * px);
     g.fillStyle = "#000"; g.fillText(label, x1 + 3 * px, Math.max(12 * px, y1 - 4 * px));
@@ -242,12 +250,30 @@ function dragBox() {
   return [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])].map(Math.round);
 }
 
-function setDrawing(on) {
-  S.drawing = on;
-  $("draw").classList.toggle("on", on);
+// what a drag on the frame draws: a region, or ("fix") the selected row's box as it should be
+function setDrawing(on, what = "region") {
+  S.drawing = on; S.drawFor = on ? what : null;
+  $("draw").classList.toggle("on", on && what === "region");
+  $("fix").classList.toggle("on", on && what === "fix");
   $("stage").classList.toggle("drawing", on);
-  if (on) { pause(); say("Drag on the frame to draw the region (Esc cancels)."); } else if (!S.drag) say("");
+  if (on) { pause(); say(what === "fix" ? "Drag the box as it should be on this frame (Esc cancels)." : "Drag on the frame to draw the region (Esc cancels)."); } else if (!S.drag) say("");
 }
+
+// Fix box: the selected row's box on this frame is the one redrawn (its track's, as the plan has it)
+async function startFix() {
+  if (S.drawing) { setDrawing(false); drawOverlay(); return; }
+  const g = S.info.groups.find((x) => x.id === S.selected);
+  const boxes = g ? (await boxesAt(S.frame)).filter((b) => b.g === g.id && !b.region) : [];
+  if (!boxes.length) {
+    say(g ? `${rowName(g, true)} has no box on this frame: go to a frame where it has one.` : "Select the row whose box to fix first.", true);
+    return;
+  }
+  S.fixing = boxes[0];
+  if (S.view !== "original") setView("original"); // the boxes are outlined there
+  setDrawing(true, "fix");
+}
+
+const fixCovering = (track, frame) => [...(S.info.decisions.fixes || [])].reverse().find((f) => f.track === track && f.frames[0] <= frame && frame <= f.frames[1]);
 
 function initDrawing() {
   const c = $("overlay");
@@ -264,12 +290,12 @@ function initDrawing() {
   });
   window.addEventListener("mouseup", () => {
     if (!S.drag) return;
-    const box = dragBox();
+    const box = dragBox(), what = S.drawFor;
     S.drag = null; // the drag is over: a later click (on the dialog's buttons) must not start another region
     setDrawing(false);
     if (box[2] - box[0] < 4 || box[3] - box[1] < 4) { drawOverlay(); return; }
     S.pending = box;
-    openAction("region", { box });
+    openAction(what === "fix" ? "fix" : "region", { box, target: S.fixing });
   });
 }
 
@@ -370,9 +396,12 @@ function shownGroups() {
 function drawApproval() {
   const a = S.info.decisions.approved;
   const el = $("approval");
-  el.textContent = a ? `approved by ${a.by}, ${a.at.replace("T", " ").replace("+00:00", " UTC")}` : "not approved";
+  const at = a ? a.at.replace("T", " ").replace("+00:00", " UTC") : "";
+  el.textContent = a ? `approved by ${a.by}, ${at.slice(11, 16)} UTC` : "not approved"; // the date in the title: the header stays one line
+  el.title = a ? `approved by ${a.by}, ${at}` : "";
   el.classList.toggle("ok", !!a);
-  $("approve").textContent = a ? "Withdraw approval…" : "Approve…";
+  $("approve").textContent = a ? "Withdraw…" : "Approve…";
+  $("approve").title = a ? "withdraw the approval" : "approve the decisions for release";
 }
 
 function drawGroups() {
@@ -451,7 +480,12 @@ const confidentUndecided = () => S.info.groups.filter((g) => !g.doubts.length &&
 function selectGroup(id, jump) {
   S.selected = id;
   for (const li of $("groups").children) li.classList.toggle("sel", Number(li.dataset.group) === id);
-  for (const lane of $("lanes").children) lane.classList.toggle("sel", Number(lane.dataset.group) === id);
+  for (const lane of $("lanes").children) {
+    lane.classList.toggle("sel", Number(lane.dataset.group) === id);
+    if (Number(lane.dataset.group) !== id) continue;
+    const box = $("lanes"), top = lane.offsetTop, bottom = top + lane.offsetHeight; // the lane scrolled into view
+    if (top < box.scrollTop) box.scrollTop = top; else if (bottom > box.scrollTop + box.clientHeight) box.scrollTop = bottom - box.clientHeight;
+  }
   const g = S.info.groups.find((x) => x.id === id);
   const li = [...$("groups").children].find((x) => Number(x.dataset.group) === id);
   li?.scrollIntoView({ block: "nearest" });
@@ -473,9 +507,15 @@ function setSpan(a, b) {
   seek(S.frame); // the playhead
 }
 
+// where the lanes' time axis is on screen: the lanes scroll when there are many rows, and the scrollbar is not time
+function lanesBox() {
+  const el = $("lanes"), r = el.getBoundingClientRect();
+  return { left: r.left, width: el.clientWidth || r.width };
+}
+
 function timelineWheel(ev) {
   ev.preventDefault();
-  const lanes = $("lanes").getBoundingClientRect(), [a, b] = span();
+  const lanes = lanesBox(), [a, b] = span();
   const sideways = ev.shiftKey || Math.abs(ev.deltaX) > Math.abs(ev.deltaY);
   if (sideways) { const d = ((ev.shiftKey ? ev.deltaY : ev.deltaX) / lanes.width) * (b - a); setSpan(a + d, b + d); return; }
   const at = a + ((ev.clientX - lanes.left) / lanes.width) * (b - a), k = Math.exp(ev.deltaY / 400);
@@ -500,6 +540,66 @@ function trackSegs(lane, g, t, name) {
   for (const [a, b] of d.frames || [[t.first, t.last]]) {
     const [x, y] = [Math.max(a, t.first), Math.min(b, t.last)];
     if (x <= y) lane.append(seg(x, y, "released", `track ${t.id} released, frames ${x}–${y} (${d.reason})`));
+  }
+}
+
+// A drag along a row's lane marks a span of frames (shown while dragging) and opens the un-redact dialog for it.
+function frameOnTimeline(clientX) {
+  const lanes = lanesBox(), [a, b] = span();
+  return Math.floor(a + Math.max(0, Math.min(0.9999, (clientX - lanes.left) / lanes.width)) * (b - a));
+}
+
+function initLaneDrag() {
+  $("timeline").addEventListener("mousedown", (ev) => {
+    const lane = ev.target.closest(".lane");
+    if (ev.button !== 0 || !lane?.dataset.group) return;
+    S.laneDrag = { lane, group: Number(lane.dataset.group), x: ev.clientX, from: frameOnTimeline(ev.clientX), moved: false, mark: null };
+  });
+  window.addEventListener("mousemove", (ev) => {
+    const d = S.laneDrag;
+    if (!d || ev.buttons !== 1 || (!d.moved && Math.abs(ev.clientX - d.x) < 5)) return;
+    d.moved = true;
+    const to = frameOnTimeline(ev.clientX), [x, y] = [Math.min(d.from, to), Math.max(d.from, to)];
+    d.mark?.remove();
+    d.mark = seg(x, y, "marking", `frames ${x}–${y}`);
+    d.lane.append(d.mark);
+  });
+  window.addEventListener("mouseup", (ev) => {
+    const d = S.laneDrag;
+    if (!d?.moved) { S.laneDrag = null; return; }
+    d.mark?.remove();
+    const g = S.info.groups.find((x) => x.id === d.group), to = frameOnTimeline(ev.clientX);
+    const frames = [Math.max(g.first, Math.min(d.from, to)), Math.min(g.last, Math.max(d.from, to))];
+    if (!ev.target.closest("#timeline")) S.laneDrag = null; // no click follows a drag that ends off the timeline
+    selectGroup(g.id, false);
+    seek(frames[0]);
+    openAction("untrack", { group: g, frames });
+  });
+}
+
+// The audio lane: the original sound's loudness over the timeline's span, under the spans the release bleeps (red)
+// and those a reviewer released (green): where someone speaks and nothing is bleeped is where to listen.
+function drawAudioLane() {
+  const c = $("audio-lane");
+  if (c.hidden || !S.info) return;
+  const w = Math.max(1, Math.round(c.clientWidth * devicePixelRatio)), h = c.height;
+  if (c.width !== w) c.width = w;
+  const g = c.getContext("2d"), [a, b] = span(), t0 = timeOf(a), t1 = timeOf(b - 1) + 1 / S.info.video.fps;
+  const x = (t) => ((t - t0) / (t1 - t0)) * w;
+  g.clearRect(0, 0, w, h);
+  for (const sp of S.info.spans) {
+    g.fillStyle = sp.redact ? "rgba(217, 83, 79, .55)" : "rgba(58, 165, 91, .55)";
+    g.fillRect(x(sp.start), 0, Math.max(1, x(sp.end) - x(sp.start)), h);
+  }
+  if (!S.loudness) return;
+  const { step, peaks } = S.loudness;
+  g.fillStyle = "#9fb3c8";
+  for (let px = 0; px < w; px++) {
+    const i0 = Math.floor((t0 + (px / w) * (t1 - t0)) / step), i1 = Math.max(i0 + 1, Math.ceil((t0 + ((px + 1) / w) * (t1 - t0)) / step));
+    let peak = 0;
+    for (let i = i0; i < i1 && i < peaks.length; i++) peak = Math.max(peak, peaks[i]);
+    const bar = Math.max(peak ? 1 : 0, (peak / 100) * h);
+    g.fillRect(px, (h - bar) / 2, 1, bar);
   }
 }
 
@@ -543,6 +643,9 @@ function drawTimeline() {
   extra(S.info.decisions.regions, "region", "regions");
   extra(S.info.decisions.frame_ranges, "range", "frames out");
   $("lanes").replaceChildren(...lanes);
+  const sb = $("lanes").offsetWidth - $("lanes").clientWidth; // the ruler and the playhead leave the scrollbar out
+  $("timeline").style.setProperty("--sb", `${sb}px`);
+  drawAudioLane();
 }
 
 function wordSpan(i) {
@@ -669,6 +772,11 @@ function drawDecisions() {
     add(`Region ${r.id}: ${r.mode}, ${r.follow ? "followed" : "static"}, frames ${r.frames[0]}–${r.frames[1]}`, r.reason,
       [button("Go", () => seek(r.frames[0])), button("Remove", () => openAction("remove", { list: "regions", id: r.id, what: `region ${r.id}` }))]);
   }
+  for (const f of d.fixes || []) {
+    const g = S.info.groups.find((x) => x.tracks.some((t) => t.id === f.track));
+    add(`Box of ${g ? rowName(g) : "track"} (track ${f.track}) fixed, frames ${f.frames[0]}–${f.frames[1]}, ${f.keys.length} keyframe${f.keys.length === 1 ? "" : "s"} (${f.id})`, "",
+      [button("Go", () => { if (g) selectGroup(g.id, false); seek(f.keys[0].frame); }), button("Remove", () => openAction("remove", { list: "fixes", id: f.id, what: `box fix ${f.id}` }))]);
+  }
   for (const r of d.frame_ranges) {
     add(`Frames ${r.frames[0]}–${r.frames[1]} ${r.mode === "fill" ? "blacked out" : "blurred"} (${r.id})`, r.reason,
       [button("Go", () => seek(r.frames[0])), button("Remove", () => openAction("remove", { list: "frame_ranges", id: r.id, what: `frames ${r.id}` }))]);
@@ -686,6 +794,12 @@ function drawDecisions() {
     items.push(li);
   }
   $("decisions").replaceChildren(...items);
+  $("log").replaceChildren(...S.info.log.slice().reverse().map((e) => { // newest first, as numbered in the history
+    const li = document.createElement("li");
+    li.value = e.n;
+    li.textContent = `${e.at.replace("T", " ").replace("+00:00", " UTC")}: ${e.what}`;
+    return li;
+  }));
 }
 
 // ------------------------------------------------------------------------------------------------ actions
@@ -701,8 +815,8 @@ function openAction(kind, ctx) {
   if (kind === "untrack") {
     const g = ctx.group;
     title = `Un-redact ${rowName(g)}`;
-    text = `Release ${g.tracks.length === 1 ? "track" : `its ${g.tracks.length} tracks`} ${g.tracks.map((t) => t.id).join(", ")} unredacted: the whole row, or from the current frame to a frame you choose (frames released before stay released).`;
-    frames = [Math.max(g.first, Math.min(S.frame, g.last)), g.last]; whole = true;
+    text = `Release ${g.tracks.length === 1 ? "track" : `its ${g.tracks.length} tracks`} ${g.tracks.map((t) => t.id).join(", ")} unredacted: the whole row, or the frames you give (drag along its lane on the timeline to mark them; frames released before stay released).`;
+    frames = ctx.frames || [Math.max(g.first, Math.min(S.frame, g.last)), g.last]; whole = !ctx.frames;
   } else if (kind === "bulk") {
     const n = ctx.groups.length, tracks = ctx.groups.reduce((k, g) => k + g.tracks.length, 0);
     const rows = `${n} row${n === 1 ? "" : "s"} (${tracks} track${tracks === 1 ? "" : "s"})`;
@@ -719,6 +833,13 @@ function openAction(kind, ctx) {
     title = "Redact a drawn region";
     text = `Box ${ctx.box.join(", ")} (pixels), from the current frame to the frame you choose.`;
     frames = [S.frame, Math.min(last, S.frame + Math.round(2 * S.info.video.fps))]; mode = MODES.region; follow = true;
+  } else if (kind === "fix") {
+    const t = ctx.target, g = S.info.groups.find((x) => x.id === t.g), tr = g.tracks.find((x) => x.id === t.t);
+    const existing = fixCovering(t.t, S.frame);
+    title = `Fix the box of ${rowName(g)}`;
+    text = `Track ${t.t} at frame ${S.frame}: [${ctx.box.join(", ")}] instead of [${(t.was || t.b).map(Math.round).join(", ")}]. ` +
+      `The fix moves and scales with the detected box over the frames below${existing ? `; it is a keyframe of fix ${existing.id} (interpolated between keyframes)` : ""}.`;
+    frames = existing ? existing.frames : [tr.first, tr.last]; reason = false;
   } else if (kind === "blackout") {
     title = "Black out frames"; text = "Hide whole frames, from the current frame to the frame you choose.";
     frames = [S.frame, Math.min(last, S.frame + Math.round(S.info.video.fps))]; mode = MODES.blackout;
@@ -736,6 +857,10 @@ function openAction(kind, ctx) {
     title = `Name speaker ${ctx.label}`;
     text = `The released transcripts say this name wherever ${ctx.label} speaks; the run's own transcripts keep ${ctx.label}. Leave it empty to go back to ${ctx.label}.`;
     reason = false; $("action-name").value = name || "";
+  } else if (kind === "release") {
+    title = "Release package";
+    text = "Write the release package of the last render: the redacted video, transcripts, exemption log, report and signed manifest, as a folder and a zip. The decisions must be approved and rendered.";
+    reason = false;
   } else if (kind === "approve") {
     const approved = S.info.decisions.approved;
     title = approved ? "Withdraw approval" : "Approve the decisions";
@@ -757,17 +882,28 @@ function openAction(kind, ctx) {
   show("action-mode-row", !!mode);
   if (mode) $("action-mode").replaceChildren(...mode.map((m) => new Option(m, m)));
   show("action-name-row", kind === "speaker");
+  show("action-package-row", kind === "release");
   show("action-reason-row", reason);
   const codes = S.info.reasons.map((r) => new Option(`${r.code} — ${r.label}${r.statute ? ` (${r.statute})` : ""}`, r.code));
   $("action-reason").replaceChildren(new Option("— choose a reason code —", ""), ...codes);
+  $("action-reason").value = S.reasons[releasing()] || "";
   $("action-error").hidden = true;
-  $("action-ok").textContent = kind === "approve" ? (S.info.decisions.approved ? "Withdraw" : "Approve") : "Save";
+  $("action-ok").textContent = { approve: S.info.decisions.approved ? "Withdraw" : "Approve", release: "Release" }[kind] || "Save";
   $("action").showModal();
 }
 
+// "whole track" and a frame range exclude each other: typing a frame unticks it, ticking it shows the row's range
 function syncWhole() {
-  const whole = $("action-whole").checked && !$("action-whole-label").hidden;
-  $("action-first").disabled = $("action-last").disabled = whole;
+  const { kind, ctx } = S.action;
+  if (kind !== "untrack") return;
+  const g = ctx.group, frames = $("action-whole").checked ? [g.first, g.last] : ctx.frames || [Math.max(g.first, Math.min(S.frame, g.last)), g.last];
+  $("action-first").value = frames[0]; $("action-last").value = frames[1];
+}
+
+// whether the open dialog releases (un-redacts, un-bleeps) or redacts: each kind of decision offers its last reason
+function releasing() {
+  const { kind, ctx } = S.action;
+  return kind === "untrack" || kind === "release-span" || (kind === "bulk" && !ctx.redact) ? "release" : "redact";
 }
 
 function operation() {
@@ -785,6 +921,13 @@ function operation() {
     case "retrack": return { op: "tracks", ids: ctx.group.tracks.map((t) => t.id), value: { redact: true, reason } };
     case "untrack-undo": return { op: "tracks", ids: ctx.ids, value: null };
     case "region": return { op: "add", list: "regions", value: { frames, box: ctx.box, follow: $("action-follow").checked, mode: $("action-mode").value, reason } };
+    case "fix": {
+      const t = ctx.target, existing = fixCovering(t.t, S.frame);
+      const key = { frame: S.frame, was: t.was || t.b, box: ctx.box };
+      const keys = existing ? [...existing.keys.filter((k) => k.frame !== S.frame), key] : [key];
+      const value = { track: t.t, frames, keys };
+      return existing ? { op: "replace", list: "fixes", id: existing.id, value } : { op: "add", list: "fixes", value };
+    }
     case "blackout": return { op: "add", list: "frame_ranges", value: { frames, mode: $("action-mode").value, reason } };
     case "bleep": {
       const ws = S.info.words.slice(ctx.i, ctx.j + 1);
@@ -809,6 +952,8 @@ async function submitAction(ev) {
   if (!$("action-reason-row").hidden && !$("action-reason").value) {
     $("action-error").textContent = "Choose the reason code for this decision."; $("action-error").hidden = false; return;
   }
+  if (S.action.kind === "release") { await releasePackage(); return; }
+  if (!$("action-reason-row").hidden) S.reasons[releasing()] = $("action-reason").value;
   const op = operation();
   S.busy = true; // the watch must not take this page's own change for another's
   try { await send(op, by); } finally { S.busy = false; }
@@ -869,6 +1014,20 @@ function watch() {
   }, WATCH_MS);
 }
 
+// ------------------------------------------------------------------------------------------------ release
+async function releasePackage() {
+  const caseId = $("action-case").value.trim(), requester = $("action-requester").value.trim();
+  const fail = (text) => { $("action-error").textContent = text; $("action-error").hidden = false; };
+  if (!caseId || !requester) { fail("Give the case or request id and the requester's name."); return; }
+  $("action-ok").disabled = true;
+  try {
+    const r = await post(vpath("/release"), { case: caseId, requester });
+    if (!r.ok) { fail(typeof r.body === "string" ? r.body : JSON.stringify(r.body)); return; }
+    $("action").close();
+    say(`Released ${r.body.files} files: ${r.body.zip}` + (r.body.key ? ` (signed with key ${r.body.key.slice(0, 16)}).` : " (unsigned: this agency has no key)."));
+  } finally { $("action-ok").disabled = false; }
+}
+
 // ------------------------------------------------------------------------------------------------ render
 async function startRender() {
   const r = await post(vpath("/render"), {});
@@ -884,8 +1043,7 @@ function showRender(st) {
   const busy = st.state === "running" || st.state === "failed";
   const state = busy ? st.state : S.info.rendered.current ? "done" : "needed";
   const text = { running: `rendering ${st.done} / ${st.total} frames`, failed: `render failed: ${st.error}`,
-    done: "rendered: the release files are up to date",
-    needed: "render needed: the decisions changed since the last render" }[state];
+    done: "rendered: up to date", needed: "render needed: decisions changed" }[state];
   $("render-state").textContent = text;
   $("render-state").dataset.state = state;
   bar.hidden = st.state !== "running"; // room for what the state says: the header stays one line at 1366 px
@@ -935,6 +1093,7 @@ function init() {
   $("view-preview").onclick = () => setView("preview");
   $("view-original").onclick = () => setView("original");
   $("draw").onclick = () => setDrawing(!S.drawing);
+  $("fix").onclick = startFix;
   $("blackout").onclick = () => openAction("blackout", {});
   $("approve").onclick = () => openAction("approve", {});
   $("render").onclick = startRender;
@@ -952,10 +1111,14 @@ function init() {
   $("action-cancel").onclick = () => { $("action").close(); };
   $("action").addEventListener("close", () => { S.pending = null; drawOverlay(); });
   $("action-whole").onchange = syncWhole;
+  for (const id of ["action-first", "action-last"]) $(id).addEventListener("input", () => { $("action-whole").checked = false; });
+  $("release").onclick = () => openAction("release", {});
   $("action-form").addEventListener("input", () => { $("action-error").hidden = true; }); // it spoke of what was there
   $("message").onclick = () => say("");
+  initLaneDrag();
   $("timeline").addEventListener("click", (ev) => {
-    const lanes = $("lanes").getBoundingClientRect();
+    if (S.laneDrag?.moved) { S.laneDrag = null; return; } // the end of a drag along a lane, not a click
+    const lanes = lanesBox();
     const x = (ev.clientX - lanes.left) / lanes.width, [a, b] = span();
     pause();
     seek(Math.floor(a + Math.max(0, Math.min(0.9999, x)) * (b - a)));
@@ -988,6 +1151,7 @@ function init() {
     else if (ev.key === "-") setZoom(S.zoom.z / 1.5);
     else if (ev.key === "0") setZoom(1);
     else if (ev.key === "z") zoomToSelected();
+    else if (ev.key === "b") startFix();
   });
   loadVideos().then(watch).catch((e) => say(`Could not load: ${e.message}`, true));
 }
