@@ -267,6 +267,20 @@ def review_task() -> str:
             + views)
 
 
+def chain_rules() -> str:
+    """Rows on vtest under wider chaining rules (`benchmarks/chain_bench.py`)."""
+    parts = []
+    for name in ("chain", "chain_wide"):
+        r = load(name)
+        rules = r["rules"]
+        sizes = "box size" if r["spread"] == 1 else "box sizes"
+        parts.append(f"a reach growing {r['spread']:g} {sizes} a second of gap: {rules['spread']['rows']} rows "
+                     f"({rules['spread']['links_beyond_reach']} links beyond today's reach), with the clothes' colours "
+                     f"alike (Bhattacharyya < {r['gate']:g}) {rules['spread+look']['rows']} "
+                     f"({rules['spread+look']['links_beyond_reach']} links; {source(name)})")
+    return f"today's rule {load('chain')['rules']['today']['rows']} rows; " + "; ".join(parts)
+
+
 def long_segments() -> str:
     """A long recording in one pass against segments (`benchmarks/long_bench.py`)."""
     r = load("long")
@@ -336,6 +350,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "review_triage": review_triage,
     "long_segments": long_segments,
     "review_task": review_task,
+    "chain_rules": chain_rules,
 }
 
 

@@ -74,24 +74,33 @@ class Server(NamedTuple):
 
 
 @contextmanager
-def serving(outdir: Path, reviewer: str = "", bound: str = "127.0.0.1", releases: Path | None = None) -> Iterator[Server]:
-    """The review app on `outdir`, served by uvicorn in a thread on a free loopback port; it accepts the Host values
-    of a server bound to `bound`."""
+def threaded(build: Callable[[int], object]) -> Iterator[tuple[int, object]]:
+    """`build(port)`'s app on a free loopback port, served by uvicorn in a thread while the block runs (the review
+    and the search page are tested this way)."""
     import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(outdir, hosts=allowed_hosts(bound, port), reviewer=reviewer, releases=releases)
+    app = build(port)
     uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_for(lambda: uv.started, 20, "the server to start")
     try:
-        yield Server(f"127.0.0.1:{port}", app.state.token, outdir)
+        yield port, app
     finally:
         uv.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def serving(outdir: Path, reviewer: str = "", bound: str = "127.0.0.1", releases: Path | None = None) -> Iterator[Server]:
+    """The review app on `outdir` (`threaded`); it accepts the Host values of a server bound to `bound`."""
+    build = lambda port: create_app(outdir, hosts=allowed_hosts(bound, port), reviewer=reviewer,  # noqa: E731
+                                    releases=releases)
+    with threaded(build) as (port, app):
+        yield Server(f"127.0.0.1:{port}", app.state.token, outdir)
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str) -> object:

@@ -203,6 +203,19 @@ def test_api_conflict_and_user_errors(server: Server) -> None:
     assert snapshot(server.outdir) == before
 
 
+def test_the_release_button_refuses_what_redact_release_refuses(server: Server) -> None:
+    """The page's release (POST /api/v/STEM/release) asks for a case and a requester, and refuses decisions nobody
+    approved with `redact release`'s sentence; nothing is written."""
+    before = snapshot(server.outdir)
+    path = f"/api/v/{STEM}/release"
+    for body, said in [(b"[1]", b"the body must be"), (b"{not json", b"not JSON"),
+                       (json.dumps({"case": " ", "requester": "A"}).encode(), b"Give the case"),
+                       (json.dumps({"case": "PRR-1", "requester": "A. Requester"}).encode(), b"not approved")]:
+        status, answer, _ = request(server, "POST", path, headers=JSON, body=body)
+        assert status == 400 and said in answer, (body, status, answer)
+    assert snapshot(server.outdir) == before and not (server.outdir / "releases").exists()
+
+
 def test_the_original_sound_for_the_player(server: Server) -> None:
     """The page plays the original's sound (the reviewer must hear what the PII rules missed), seekable, only with
     the token."""

@@ -10,9 +10,7 @@ import io
 import json
 import re
 import shutil
-import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import NamedTuple
 import pytest
 from test_search import pg_schema_url, pg_url  # noqa: F401 - fixtures
 
-from benchmarks.review_task import CHROMIUM_ARGS, wait_for
+from benchmarks.review_task import CHROMIUM_ARGS, threaded
 from conftest import EVALDATA, REDACT, wait_until
 from redact.review.server import allowed_hosts
 from redact.search import Index, open_index
@@ -84,21 +82,11 @@ def fill(index: Index, outdir: Path, spoken: dict) -> None:
 
 @contextmanager
 def serving(index: Index, log: Path, user_header: str | None = None) -> Iterator[Server]:
-    import uvicorn
+    def build(port: int):
+        return create_app(index, access_log=log, hosts=allowed_hosts("127.0.0.1", port), user_header=user_header)
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(index, access_log=log, hosts=allowed_hosts("127.0.0.1", port), user_header=user_header)
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_for(lambda: uv.started, 20, "the server to start")
-    try:
+    with threaded(build) as (port, app):
         yield Server(f"127.0.0.1:{port}", app.state.token, log)
-    finally:
-        uv.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -479,6 +479,17 @@ class Guard:
 
 
 # ------------------------------------------------------------------------------------------------ the app
+async def json_object(request: Request, what: str) -> dict:
+    """The request's body, a JSON object; a UserError (a 400 saying so) when it is not JSON or not `what`."""
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise UserError(f"the body must be {what}")
+    return body
+
+
 async def _user_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(str(exc), 400)
 
@@ -565,11 +576,8 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
 
     async def change(request: Request) -> Response:
         v = video(request)
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return PlainTextResponse("the body is not JSON", 400)
-        if not isinstance(body, dict) or not isinstance(body.get("op"), str):
+        body = await json_object(request, "an operation {\"op\": ...}")
+        if not isinstance(body.get("op"), str):
             return PlainTextResponse("the body must be an operation {\"op\": ...}", 400)
         base, by = body.pop("base", None), body.pop("by", None)
         if base is None:
@@ -602,11 +610,8 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
 
     async def release_post(request: Request) -> Response:
         v = video(request)
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return PlainTextResponse("the body is not JSON", 400)
-        case, requester = (body.get(k) if isinstance(body, dict) else None for k in ("case", "requester"))
+        body = await json_object(request, "{\"case\": ..., \"requester\": ...}")
+        case, requester = body.get("case"), body.get("requester")
         if not isinstance(case, str) or not case.strip() or not isinstance(requester, str) or not requester.strip():
             return PlainTextResponse("Give the case or request id and the requester's name.", 400)
         from starlette.concurrency import run_in_threadpool

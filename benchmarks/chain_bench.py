@@ -1,0 +1,195 @@
+"""Review rows under other chaining rules, measured on one plan without running the detectors again (issue 27's
+"fewer, truer rows"): how many rows, and what the links a rule adds join, seen side by side.
+
+    python -m benchmarks.chain_bench PLAN VIDEO [--spread 1.0] [--gate 0.45] [--sheet /tmp/chain-links.png]
+        [--out benchmarks/results/chain.json]
+
+`redact.plan.group_tracks` chains track B onto track A when B starts at most GROUP_GAP frames after A ended within
+GROUP_REACH (1.5) box sizes of where A ended. On OpenCV's vtest.avi (pedestrians at 10 fps) that leaves 178 rows,
+because a walking person's face, lost for a second or two, comes back further away than that. The rules compared:
+
+- `today`: the plan's own rule (recomputed: it must give the plan's rows);
+- `spread`: the reach grows with the gap, by `--spread` box sizes a second (a person keeps walking while lost);
+- `spread+look`: as `spread`, but a link beyond today's reach is kept only where what is under the face (the
+  clothes: a box two faces wide and tall below it; for a plate, the vehicle around it) looks alike at A's last
+  frame and B's first: the Bhattacharyya distance of their hue-saturation histograms under `--gate`.
+
+For each rule: rows, and the links beyond today's reach (the ones a rule adds); a contact sheet (`--sheet`) shows
+12 of them drawn at random for each rule, A's last box and B's first box side by side (around the body), labelled
+with the distance in box sizes, the gap in frames and the histogram distance, so a person can say which join two
+people. Nothing here knows who is who: that is what the sheet is for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks.provenance import ROOT, write_result
+from redact.plan import GROUP_GAP, GROUP_REACH, SHARE_IOU, Plan, TrackRow, join_overlapping
+from redact.video import read_frames
+
+CROP = (96, 160)  # width, height of a crop on the sheet
+
+
+def track_ends(plan: Plan) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each track's first and last box."""
+    out = {}
+    for t in plan.tracks():
+        b = plan.track_boxes(t.id)
+        order = np.argsort(b.frame, kind="stable")
+        out[t.id] = (b.dets.xyxy[order[0]], b.dets.xyxy[order[-1]])
+    return out
+
+
+def shared(path: Path) -> tuple[list[tuple[int, int, int]], dict[int, int]]:
+    """The plan's overlapping track pairs and box counts, as `PlanWriter` gives them to `join_overlapping`."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    inter = "max(0, min(a.x2, b.x2) - max(a.x1, b.x1)) * max(0, min(a.y2, b.y2) - max(a.y1, b.y1))"
+    pairs = db.execute(
+        f"SELECT a.track, b.track, count(*) FROM boxes a JOIN boxes b ON b.frame = a.frame AND b.track > a.track "
+        f"WHERE {inter} >= ? * ((a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - {inter}) "
+        f"GROUP BY a.track, b.track", (SHARE_IOU,)).fetchall()
+    counts = dict(db.execute("SELECT track, count(*) FROM boxes GROUP BY track"))
+    db.close()
+    return pairs, counts
+
+
+def center(box: np.ndarray) -> np.ndarray:
+    return (box[:2] + box[2:]) / 2
+
+
+def size(*boxes: np.ndarray) -> float:
+    return max(1.0, *(max(b[2] - b[0], b[3] - b[1]) for b in boxes))
+
+
+def candidates(tracks: list[TrackRow], ends: dict, fps: float, spread: float) -> list[tuple[TrackRow, TrackRow, float]]:
+    """Every (A, B, distance in box sizes) that the rule with `spread` allows, for `chain` to choose from."""
+    out = []
+    order = sorted(tracks, key=lambda t: (t.first, t.id))
+    for i, t in enumerate(order):
+        for a in order[:i]:
+            if a.cls != t.cls or not (a.last - 4 <= t.first <= a.last + GROUP_GAP) or a.first >= t.first:
+                continue
+            s = size(ends[t.id][0], ends[a.id][1])
+            d = float(np.hypot(*(center(ends[t.id][0]) - center(ends[a.id][1])))) / s
+            if d <= GROUP_REACH + spread * max(0, t.first - a.last) / fps:
+                out.append((a, t, d))
+    return out
+
+
+def chain(tracks: list[TrackRow], links: list[tuple[TrackRow, TrackRow, float]]) -> tuple[dict[int, int], list]:
+    """`group_tracks`' choice among `links`: each track continues at most one earlier track (the nearest), each
+    earlier track is continued at most once (first come, in order of start)."""
+    group = {t.id: t.id for t in tracks}
+    taken: set[int] = set()
+    chosen = []
+    by_b: dict[int, list] = {}
+    for a, b, d in links:
+        by_b.setdefault(b.id, []).append((d, a.id, a, b))
+    for t in sorted(tracks, key=lambda t: (t.first, t.id)):
+        for d, _, a, b in sorted(by_b.get(t.id, [])):
+            if a.id not in taken:
+                group[t.id] = group[a.id]
+                taken.add(a.id)
+                chosen.append((a, b, d))
+                break
+    return group, chosen
+
+
+def pixels(region: tuple, w: int, h: int) -> tuple[slice, slice]:
+    """The rows and columns of `region` (x1, y1, x2, y2) inside a w x h frame: never empty."""
+    x1, y1 = int(np.clip(region[0], 0, w - 1)), int(np.clip(region[1], 0, h - 1))
+    return slice(y1, int(np.clip(region[3], y1 + 1, h))), slice(x1, int(np.clip(region[2], x1 + 1, w)))
+
+
+def looks(video: Path, wanted: dict[int, list[tuple[object, np.ndarray, str]]]) -> dict[object, tuple]:
+    """For each (key, box, class) wanted at a frame: the hue-saturation histogram of what is under a face (the
+    clothes) or around a plate (the vehicle), and the crop shown on the sheet."""
+    out = {}
+    for frame in read_frames(video):
+        for key, box, cls in wanted.get(frame.index, []):
+            h, w = frame.image.shape[:2]
+            x1, y1, x2, y2 = box
+            bw, bh = x2 - x1, y2 - y1
+            cx = (x1 + x2) / 2
+            if cls == "face":
+                region = (cx - bw, y2 + 0.3 * bh, cx + bw, y2 + 2.3 * bh)
+            else:
+                region = (x1 - 1.5 * bw, y1 - 2 * bh, x2 + 1.5 * bw, y2 + 0.5 * bh)
+            hsv = cv2.cvtColor(frame.image[pixels(region, w, h)], cv2.COLOR_BGR2HSV)
+            hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
+            cv2.normalize(hist, hist, 1.0, 0, cv2.NORM_L1)
+            s = max(bw, bh)
+            crop = frame.image[pixels((x1 - s, y1 - s, x2 + s, y2 + 3 * s), w, h)]
+            out[key] = (hist, cv2.resize(crop, CROP, interpolation=cv2.INTER_AREA))
+    return out
+
+
+def sheet(links: list[tuple], look: dict, dist: dict, path: Path, seed: int = 0) -> None:
+    """12 links at random, A's last box beside B's first, 4 a row."""
+    if not links:
+        return
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(links), min(12, len(links)), replace=False))
+    tiles = []
+    for i in pick:
+        a, b, d = links[i]
+        tile = np.hstack([look[(a.id, "last")][1], np.zeros((CROP[1], 8, 3), np.uint8), look[(b.id, "first")][1]])
+        label = f"{d:.1f} {b.first - a.last}f h{dist[(a.id, b.id)]:.2f}"
+        cv2.putText(tile, label, (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    while len(tiles) % 4:
+        tiles.append(np.zeros_like(tiles[0]))
+    cv2.imwrite(str(path), np.vstack([np.hstack(tiles[i:i + 4]) for i in range(0, len(tiles), 4)]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("plan", type=Path)
+    ap.add_argument("video", type=Path)
+    ap.add_argument("--spread", type=float, default=1.0, help="box sizes a second of gap adds to the reach")
+    ap.add_argument("--gate", type=float, default=0.45, help="histogram distance under which a far link is kept")
+    ap.add_argument("--sheet", type=Path, default=Path("/tmp/chain-links.png"))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/chain.json")
+    args = ap.parse_args()
+
+    with Plan(args.plan) as plan:
+        tracks, ends, fps = plan.tracks(), track_ends(plan), plan.video.get("fps") or 30.0
+        stored = len(plan.groups())
+    pairs, counts = shared(args.plan)
+    classes = {t.id: t.cls for t in tracks}
+
+    def rows(group: dict[int, int]) -> int:
+        return len(set(join_overlapping(group, classes, counts, pairs)[0].values()))
+
+    today = candidates(tracks, ends, fps, 0.0)
+    spread = candidates(tracks, ends, fps, args.spread)
+    far = [(a, b, d) for a, b, d in spread if d > GROUP_REACH]
+    from redact.detect import CLASS_NAMES
+
+    wanted: dict[int, list] = {}
+    for a, b, _ in far:
+        wanted.setdefault(a.last, []).append(((a.id, "last"), ends[a.id][1], CLASS_NAMES[a.cls]))
+        wanted.setdefault(b.first, []).append(((b.id, "first"), ends[b.id][0], CLASS_NAMES[b.cls]))
+    look = looks(args.video, wanted)
+    dist = {(a.id, b.id): cv2.compareHist(look[(a.id, "last")][0], look[(b.id, "first")][0],
+                                          cv2.HISTCMP_BHATTACHARYYA) for a, b, _ in far}
+    gated = [(a, b, d) for a, b, d in spread if d <= GROUP_REACH or dist[(a.id, b.id)] < args.gate]
+    result = {"plan": str(args.plan), "tracks": len(tracks), "rows_stored": stored, "spread": args.spread,
+              "gate": args.gate, "rules": {}}
+    for name, links in (("today", today), ("spread", spread), ("spread+look", gated)):
+        group, chosen = chain(tracks, links)
+        added = [c for c in chosen if c[2] > GROUP_REACH]
+        sheet(added, look, dist, args.sheet.with_name(f"{args.sheet.stem}-{name}{args.sheet.suffix}"))
+        result["rules"][name] = {"rows": rows(group), "links": len(chosen), "links_beyond_reach": len(added)}
+        print(name, result["rules"][name])
+    write_result(args.out, result, __file__)
+
+
+if __name__ == "__main__":
+    main()
