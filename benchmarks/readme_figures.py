@@ -276,7 +276,7 @@ def chain_rules() -> str:
         sizes = "box size" if r["spread"] == 1 else "box sizes"
         parts.append(f"a reach growing {r['spread']:g} {sizes} a second of gap: {rules['spread']['rows']} rows "
                      f"({rules['spread']['links_beyond_reach']} links beyond today's reach), with the clothes' colours "
-                     f"alike (Bhattacharyya < {r['gate']:g}) {rules['spread+look']['rows']} "
+                     f"alike (distance < {r['gate']:g}) {rules['spread+look']['rows']} "
                      f"({rules['spread+look']['links_beyond_reach']} links; {source(name)})")
     return f"today's rule {load('chain')['rules']['today']['rows']} rows; " + "; ".join(parts)
 
