@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from benchmarks.provenance import ROOT, write_result
-from redact.plan import FACE, GROUP_GAP, GROUP_REACH, SHARE_IOU, Plan, TrackRow, join_overlapping
+from redact.plan import FACE, GROUP_GAP, GROUP_REACH, Plan, TrackRow, join_overlapping, shared_boxes
 from redact.video import read_frames
 
 CROP = (96, 160)  # width, height of a crop on the sheet
@@ -53,11 +53,7 @@ def track_ends(plan: Plan) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], di
 def shared(path: Path) -> tuple[list[tuple[int, int, int]], dict[int, int]]:
     """The plan's overlapping track pairs and box counts, as `PlanWriter` gives them to `join_overlapping`."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    inter = "max(0, min(a.x2, b.x2) - max(a.x1, b.x1)) * max(0, min(a.y2, b.y2) - max(a.y1, b.y1))"
-    pairs = db.execute(
-        f"SELECT a.track, b.track, count(*) FROM boxes a JOIN boxes b ON b.frame = a.frame AND b.track > a.track "
-        f"WHERE {inter} >= ? * ((a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - {inter}) "
-        f"GROUP BY a.track, b.track", (SHARE_IOU,)).fetchall()
+    pairs = shared_boxes(db)
     counts = dict(db.execute("SELECT track, count(*) FROM boxes GROUP BY track"))
     db.close()
     return pairs, counts

@@ -147,27 +147,27 @@ def merged_truth(parts: list[tuple[ClipTruth, int]], frames: int) -> ClipTruth:
                      photos=np.zeros((0, 4), np.float32))
 
 
-def covered(truth_box: np.ndarray, boxes: np.ndarray, share: float = 0.8) -> bool:
-    """Whether one of `boxes` (xyxy) covers `share` of `truth_box`."""
+def cover(truth_box: np.ndarray, boxes: np.ndarray) -> float:
+    """The largest share of `truth_box` that one of `boxes` (xyxy) covers (0 without boxes)."""
     if not len(boxes):
-        return False
+        return 0.0
     ix = np.clip(np.minimum(boxes[:, 2], truth_box[2]) - np.maximum(boxes[:, 0], truth_box[0]), 0, None)
     iy = np.clip(np.minimum(boxes[:, 3], truth_box[3]) - np.maximum(boxes[:, 1], truth_box[1]), 0, None)
     area = max(1e-6, (truth_box[2] - truth_box[0]) * (truth_box[3] - truth_box[1]))
-    return bool((ix * iy / area).max() >= share)
+    return float((ix * iy / area).max())
 
 
 def plan_task(plan: Plan, truth: ClipTruth, classes: dict[int, str], missed: str = "plate") -> Task:
     """The task in rows and frames, found from the truth as an officer finds it by looking. `classes`: object id ->
     "face" or "plate"; `missed`: the class of the missed object to draw a region over."""
+    rows = {g.id: g for g in plan.groups()}
     owner: dict[int, int] = {}  # row -> the object it mostly is
-    for row in plan.groups():
+    for row in rows.values():
         matched, total = row_objects(plan, row, truth)
         if matched and CLASS_NAMES[row.cls] == classes[matched.most_common(1)[0][0]]:
             obj, n = matched.most_common(1)[0]
             if n >= MOSTLY * total:
                 owner[row.id] = obj
-    rows = {g.id: g for g in plan.groups()}
     seen = Counter(int(o) for o in truth.obj)
     faces = [o for o, _ in seen.most_common() if classes[o] == "face" and o in owner.values()]
     if len(faces) < 2:
@@ -200,7 +200,7 @@ def missed_object(plan: Plan, truth: ClipTruth, classes: dict[int, str], cls: st
         run_start, prev = None, None
         for i in rows:
             f = int(truth.frame[i])
-            hit = covered(truth.box[i], boxes.at(f).xyxy)
+            hit = cover(truth.box[i], boxes.at(f).xyxy) >= 0.8
             if hit or prev is None or f != prev + 1:
                 if run_start is not None and (best is None or prev - run_start + 1 > best[0]):
                     best = (prev - run_start + 1, int(obj), run_start, prev)
@@ -232,6 +232,10 @@ class Reviewer:
 
     def _did(self, what: str) -> None:
         self.actions.append({"t": round(time.monotonic() - self.t0, 2), "action": what})
+
+    def open(self, url: str) -> None:
+        self.page.goto(url)
+        self._did("open the page")
 
     def click(self, selector: str, what: str) -> None:
         self.page.locator(selector).click()
@@ -296,8 +300,7 @@ def do_task(page, server: Server, task: Task, *, case: str, requester: str, shot
             release_reason: str = "not-exempt", redact_reason: str = "b6", timeout: float = 600) -> Reviewer:
     """The standard task on an opened page (its reviewer named, as `redact review --reviewer` does)."""
     r = Reviewer(page, shots)
-    page.goto(server.url)
-    r._did("open the page")
+    r.open(server.url)
     page.locator(".group").first.wait_for()
     r.shoot("0-opened")
 
@@ -397,10 +400,7 @@ def region_cover(server: Server, stem: str, m: Missed, truth: ClipTruth) -> dict
         if not len(i):
             continue
         regions = np.array([b["b"] for b in frames.get(str(f), []) if "region" in b], np.float32).reshape(-1, 4)
-        t = truth.box[i[0]]
-        ix = np.clip(np.minimum(regions[:, 2], t[2]) - np.maximum(regions[:, 0], t[0]), 0, None)
-        iy = np.clip(np.minimum(regions[:, 3], t[3]) - np.maximum(regions[:, 1], t[1]), 0, None)
-        shares.append(float((ix * iy).max() / ((t[2] - t[0]) * (t[3] - t[1]))) if len(regions) else 0.0)
+        shares.append(cover(truth.box[i[0]], regions))
     shares_a = np.array(shares)
     return {"frames": len(shares), "min": round(float(shares_a.min()), 3) if len(shares) else None,
             "frames_fully_covered": int((shares_a >= 0.999).sum()), "frames_90": int((shares_a >= 0.9).sum())}

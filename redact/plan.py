@@ -176,6 +176,16 @@ def join_overlapping(group: dict[int, int], cls: dict[int, int], boxes: dict[int
     return {t: root(g) for t, g in group.items()}, joined
 
 
+def shared_boxes(db: sqlite3.Connection) -> list[tuple[int, int, int]]:
+    """(track a, track b, frames where their boxes overlap by SHARE_IOU or more) of a plan's boxes table, for
+    `join_overlapping`: one pass over the boxes, frame by frame (the table's order)."""
+    inter = "max(0, min(a.x2, b.x2) - max(a.x1, b.x1)) * max(0, min(a.y2, b.y2) - max(a.y1, b.y1))"
+    return db.execute(
+        f"SELECT a.track, b.track, count(*) FROM boxes a JOIN boxes b ON b.frame = a.frame AND b.track > a.track "
+        f"WHERE {inter} >= ? * ((a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - {inter}) "
+        f"GROUP BY a.track, b.track", (SHARE_IOU,)).fetchall()
+
+
 @dataclass
 class PlanWriter:
     """Writes a plan while the run produces its boxes; `finish` completes it under its partial name, `publish`
@@ -219,7 +229,7 @@ class PlanWriter:
         groups = group_tracks(rows, {tid: (a, b) for tid, (a, b) in self._ends.items()})
         counts = dict(self.db.execute("SELECT track, count(*) FROM boxes GROUP BY track"))
         groups, overlapped = join_overlapping(groups, {r.id: r.cls for r in rows}, counts,
-                                              self._shared() if len(rows) > 1 else [])
+                                              shared_boxes(self.db) if len(rows) > 1 else [])
         self.db.executemany("INSERT INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [r._replace(group=groups[r.id]) for r in rows])
         items = {"version": VERSION, **meta, "speech": speech, "joined_by_overlap": sorted(overlapped)}
@@ -229,14 +239,6 @@ class PlanWriter:
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
 
-    def _shared(self) -> list[tuple[int, int, int]]:
-        """(track a, track b, frames where their boxes overlap by SHARE_IOU or more), for `join_overlapping`: one
-        pass over the boxes, frame by frame (the table's order)."""
-        inter = "max(0, min(a.x2, b.x2) - max(a.x1, b.x1)) * max(0, min(a.y2, b.y2) - max(a.y1, b.y1))"
-        return self.db.execute(
-            f"SELECT a.track, b.track, count(*) FROM boxes a JOIN boxes b ON b.frame = a.frame AND b.track > a.track "
-            f"WHERE {inter} >= ? * ((a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - {inter}) "
-            f"GROUP BY a.track, b.track", (SHARE_IOU,)).fetchall()
 
     def publish(self) -> Path:
         os.replace(self.tmp, self.path)

@@ -263,7 +263,9 @@ def _box(value: object, bounds: Bounds, where: str, inside: bool = True) -> list
     if not isinstance(value, list) or len(value) != 4:
         raise UserError(f"{where}: box must be [x1, y1, x2, y2]")
     x1, y1, x2, y2 = (_number(v, where) for v in value)
-    if not (x1 < x2 and y1 < y2) or inside and not (0 <= x1 and 0 <= y1 and x2 <= bounds.width and y2 <= bounds.height):
+    if not (x1 < x2 and y1 < y2):
+        raise UserError(f"{where}: box {value} is empty (x1 < x2 and y1 < y2)")
+    if inside and not (0 <= x1 and 0 <= y1 and x2 <= bounds.width and y2 <= bounds.height):
         raise UserError(f"{where}: box {value} is not inside the {bounds.width}x{bounds.height} frame")
     return [x1, y1, x2, y2]
 

@@ -53,6 +53,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 WILDCARD = ("0.0.0.0", "::", "")  # bound addresses that listen on every interface
 ANY_HOST = "*"  # in a set of accepted Host values: any Host (a server bound to every interface)
 LOUDNESS_STEP = 0.1  # seconds of sound a bar of the timeline's audio lane stands for
+OPERATION = 'an operation {"op": ...}'  # what a change's body must be
 HISTORY_SHOWN = 200  # the last entries of the decisions' history the page lists (who changed what, when)
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}  # the only files served
 MAX_BOX_FRAMES = 1000  # frames of boxes one request may ask for
@@ -280,10 +281,11 @@ class Video:
 
         with self.lock:
             if self._loudness is None:
-                step = round(16000 * LOUDNESS_STEP)
                 peaks = []
                 with wave.open(str(self.audio())) as w:
-                    while chunk := w.readframes(16000 * 60):
+                    rate = w.getframerate()
+                    step = round(rate * LOUDNESS_STEP)
+                    while chunk := w.readframes(rate * 60):
                         samples = np.abs(np.frombuffer(chunk, np.int16).astype(np.int32))
                         bins = -(-len(samples) // step)
                         padded = np.zeros(bins * step, np.int32)
@@ -576,9 +578,9 @@ def create_app(outdir: str | Path, reasons: Reasons | None = None, token: str | 
 
     async def change(request: Request) -> Response:
         v = video(request)
-        body = await json_object(request, "an operation {\"op\": ...}")
+        body = await json_object(request, OPERATION)
         if not isinstance(body.get("op"), str):
-            return PlainTextResponse("the body must be an operation {\"op\": ...}", 400)
+            return PlainTextResponse(f"the body must be {OPERATION}", 400)
         base, by = body.pop("base", None), body.pop("by", None)
         if base is None:
             return PlainTextResponse("an operation must name the head it was based on (base)", 400)

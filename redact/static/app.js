@@ -118,6 +118,9 @@ function requestFrame() {
   img.src = frameUrl(n);
 }
 
+// a stored time (ISO, UTC) as the page shows it: "2026-12-06 20:39:08 UTC"
+const utc = (iso) => iso.replace("T", " ").replace("+00:00", " UTC");
+
 function clock(seconds) {
   const m = Math.floor(seconds / 60), s = seconds - 60 * m;
   return `${m}:${s.toFixed(2).padStart(5, "0")}`;
@@ -396,7 +399,7 @@ function shownGroups() {
 function drawApproval() {
   const a = S.info.decisions.approved;
   const el = $("approval");
-  const at = a ? a.at.replace("T", " ").replace("+00:00", " UTC") : "";
+  const at = a ? utc(a.at) : "";
   el.textContent = a ? `approved by ${a.by}, ${at.slice(11, 16)} UTC` : "not approved"; // the date in the title: the header stays one line
   el.title = a ? `approved by ${a.by}, ${at}` : "";
   el.classList.toggle("ok", !!a);
@@ -797,7 +800,7 @@ function drawDecisions() {
   $("log").replaceChildren(...S.info.log.slice().reverse().map((e) => { // newest first, as numbered in the history
     const li = document.createElement("li");
     li.value = e.n;
-    li.textContent = `${e.at.replace("T", " ").replace("+00:00", " UTC")}: ${e.what}`;
+    li.textContent = `${utc(e.at)}: ${e.what}`;
     return li;
   }));
 }
@@ -816,7 +819,7 @@ function openAction(kind, ctx) {
     const g = ctx.group;
     title = `Un-redact ${rowName(g)}`;
     text = `Release ${g.tracks.length === 1 ? "track" : `its ${g.tracks.length} tracks`} ${g.tracks.map((t) => t.id).join(", ")} unredacted: the whole row, or the frames you give (drag along its lane on the timeline to mark them; frames released before stay released).`;
-    frames = ctx.frames || [Math.max(g.first, Math.min(S.frame, g.last)), g.last]; whole = !ctx.frames;
+    frames = ctx.frames || fromHere(g); whole = !ctx.frames;
   } else if (kind === "bulk") {
     const n = ctx.groups.length, tracks = ctx.groups.reduce((k, g) => k + g.tracks.length, 0);
     const rows = `${n} row${n === 1 ? "" : "s"} (${tracks} track${tracks === 1 ? "" : "s"})`;
@@ -896,9 +899,12 @@ function openAction(kind, ctx) {
 function syncWhole() {
   const { kind, ctx } = S.action;
   if (kind !== "untrack") return;
-  const g = ctx.group, frames = $("action-whole").checked ? [g.first, g.last] : ctx.frames || [Math.max(g.first, Math.min(S.frame, g.last)), g.last];
+  const g = ctx.group, frames = $("action-whole").checked ? [g.first, g.last] : ctx.frames || fromHere(g);
   $("action-first").value = frames[0]; $("action-last").value = frames[1];
 }
+
+// a row's frames from the current one (within the row) to its last: what a partial un-redaction offers first
+function fromHere(g) { return [Math.max(g.first, Math.min(S.frame, g.last)), g.last]; }
 
 // whether the open dialog releases (un-redacts, un-bleeps) or redacts: each kind of decision offers its last reason
 function releasing() {
@@ -1047,7 +1053,7 @@ function showRender(st) {
   $("render-state").textContent = text;
   $("render-state").dataset.state = state;
   bar.hidden = st.state !== "running"; // room for what the state says: the header stays one line at 1366 px
-  $("render-state").title = S.info.rendered.at ? `last render ${S.info.rendered.at.replace("T", " ").replace("+00:00", " UTC")}` : "";
+  $("render-state").title = S.info.rendered.at ? `last render ${utc(S.info.rendered.at)}` : "";
   $("render").disabled = st.state === "running";
 }
 
@@ -1118,10 +1124,8 @@ function init() {
   initLaneDrag();
   $("timeline").addEventListener("click", (ev) => {
     if (S.laneDrag?.moved) { S.laneDrag = null; return; } // the end of a drag along a lane, not a click
-    const lanes = lanesBox();
-    const x = (ev.clientX - lanes.left) / lanes.width, [a, b] = span();
     pause();
-    seek(Math.floor(a + Math.max(0, Math.min(0.9999, x)) * (b - a)));
+    seek(frameOnTimeline(ev.clientX));
     const lane = ev.target.closest(".lane");
     if (lane?.dataset.group) selectGroup(Number(lane.dataset.group), false);
   });
