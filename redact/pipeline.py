@@ -860,6 +860,7 @@ class RaySegments:
         self.task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_ray_segment)
         self.options = ray.put(options)
         self.refs: list = []
+        self.done: set = set()
 
     def submit(self, *args):
         self.refs.append(self.task.remote(self.options, *args))
@@ -870,8 +871,13 @@ class RaySegments:
         while left:
             ready, left = self.ray.wait(left, num_returns=1)
             self.ray.get(ready[0])
+            self.done.add(ready[0])
             yield ready[0]
 
     def stop(self) -> None:
+        """Segments still in flight are cancelled on any exit; finished ones are left alone: cancelling a task whose
+        reply is arriving crashes Ray's own worker ("Check failed: it != submissible_tasks_.end()", ray-project/ray
+        #54798), which then retried the whole file (CI saw `reused: 4` in a fresh folder)."""
         for ref in self.refs:
-            self.ray.cancel(ref, force=True)
+            if ref not in self.done:
+                self.ray.cancel(ref, force=True)
