@@ -460,13 +460,16 @@ def fresh(run_outdir: Path, tmp_path: Path) -> Iterator[Server]:
 
 @contextmanager
 def opened(chromium, server: Server, reviewer: str = "Alice", fragment: str = "", rows: int = 1,
-           size: tuple[int, int] = (1366, 768)) -> Iterator:
+           size: tuple[int, int] = (1366, 768), held: list | None = None) -> Iterator:
     """A page of the review app (at 1366x768), its `rows` rows shown, its reviewer named; fails on any script
-    error."""
+    error. With `held`, the frame images' requests are kept in it unanswered (a slow server) until the test lets
+    them go."""
     from playwright.sync_api import expect
 
     context = chromium.new_context(viewport={"width": size[0], "height": size[1]})
     page = context.new_page()
+    if held is not None:
+        page.route(re.compile(r"/frame/\d+\.jpg"), lambda route: held.append(route))
     page.set_default_timeout(15_000)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -760,6 +763,49 @@ def test_triage_shows_the_doubtful_rows_and_accepts_the_confident_ones_at_once(c
         assert all(state["tracks"][str(t)] == {"redact": False, "reason": "not-exempt"} for t in g.tracks)
 
 
+def test_the_timeline_groups_rows_and_a_group_collapses_into_one_lane(crowd_run: Path, tmp_path: Path,
+                                                                      chromium) -> None:
+    """Issue 27 ("a timeline that ... collapses rows into groups"): grouped by state, the rows that need a look and
+    the confident ones each have a lane holding all their tracks, opened into a lane a row; a group closed is that
+    one lane; rows decided move to the "decided" group (closed at first: done work out of the way); selecting a row
+    opens its group so its lane is in view; grouped by class, the faces are one lane."""
+    from playwright.sync_api import expect
+
+    shutil.copytree(crowd_run, tmp_path / "out")
+    with Plan(plan_path(tmp_path / "out", "crowd")) as plan:
+        groups = {g.id: g for g in plan.groups()}
+    look = [g for g in groups.values() if g.doubts]
+    confident = [g for g in groups.values() if not g.doubts]
+    heads, rows = "#lanes .lane.head .toggle", "#lanes .lane[data-group]"
+    with serving(tmp_path / "out") as server, opened(chromium, server, rows=len(groups)) as page:
+        page.select_option("#lane-mode", "state")
+        expect(page.locator(heads)).to_have_text([f"▾ needs a look ({len(look)} rows)",
+                                                  f"▾ confident, undecided ({len(confident)} rows)"])
+        expect(page.locator(rows)).to_have_count(len(groups))
+        shoot(page, "timeline-groups-open")
+        page.locator(heads).first.click()  # needs a look: closed into its one lane
+        expect(page.locator(heads).first).to_have_text(f"▸ needs a look ({len(look)} rows)")
+        assert {int(x) for x in page.locator(rows).evaluate_all("els => els.map(e => e.dataset.group)")} == {
+            g.id for g in confident}
+        segs = page.locator('#lanes .lane.head[data-key="look"] .seg')
+        expect(segs).to_have_count(sum(len(g.tracks) for g in look))  # every track of the group, none released
+        assert int(page.locator("#frame-no").input_value()) == 0  # the toggle is not a click on the timeline
+        page.locator("#accept-confident").click()
+        page.select_option("#action-reason", "b7c")
+        page.locator("#action-ok").click()
+        expect(page.locator(heads)).to_have_text([f"▸ needs a look ({len(look)} rows)",
+                                                  f"▸ decided ({len(confident)} rows)"])
+        expect(page.locator(rows)).to_have_count(0)
+        shoot(page, "timeline-groups-closed")
+        page.evaluate("document.activeElement.blur()")
+        page.keyboard.press("n")  # the first row: its group opens and its lane is the selected one
+        first = min(groups)
+        expect(page.locator(f'#lanes .lane.sel[data-group="{first}"]')).to_have_count(1)
+        expect(page.locator(rows)).to_have_count(len(look) if groups[first].doubts else len(confident))
+        page.select_option("#lane-mode", "class")
+        expect(page.locator(heads)).to_have_text([f"▸ faces ({len(groups)} rows)"])
+
+
 def rewritten_plan(outdir: Path, extra: Callable[[np.ndarray], list[np.ndarray | None]]) -> Path:
     """The run's plan written again by PlanWriter with its one face track and tracks made from it: `extra(box)`
     gives, for each of the track's real boxes, a box per added track (None: that track has no box there)."""
@@ -885,7 +931,8 @@ def test_the_large_player_zooms_and_a_region_drawn_zoomed_lands_where_it_was_dra
     video's pixels; 0 shows the whole frame again."""
     from playwright.sync_api import expect
 
-    with opened(chromium, fresh, size=(1920, 1080)) as page:
+    held: list = []  # no frame has arrived yet: the player's size must not wait for one
+    with opened(chromium, fresh, size=(1920, 1080), held=held) as page:
         small = page.locator("#stage").bounding_box()
         page.evaluate("document.activeElement.blur()")  # shortcuts are off while typing in a field
         page.keyboard.press("f")
@@ -905,10 +952,16 @@ def test_the_large_player_zooms_and_a_region_drawn_zoomed_lands_where_it_was_dra
         page.select_option("#action-reason", "home-interior")
         page.locator("#action-ok").click()
         expect(page.locator("#action")).to_be_hidden()
-        shoot(page, "large-zoomed-1920")
         per_px = 360 / (2 * large["width"])  # video pixels per screen pixel at 2x
         box = decisions(fresh)["regions"][0]["box"]
         assert np.allclose(box, [180, 144, 180 + 100 * per_px, 144 + 80 * per_px], atol=2), box
+        assert held, "the frame requests were not held"
+        for route in held:
+            route.continue_()
+        page.unroute(re.compile(r"/frame/\d+\.jpg"))
+        expect(page.locator("#frame")).to_have_attribute("data-frame", "0")
+        assert page.locator("#stage").bounding_box() == large  # the frame's arrival moves nothing
+        shoot(page, "large-zoomed-1920")
         page.keyboard.press("0")
         expect(page.locator("#zoom-badge")).to_be_hidden()
         assert page.locator("#overlay").bounding_box()["width"] == pytest.approx(large["width"], abs=1)
@@ -934,7 +987,7 @@ def test_the_large_player_zooms_and_a_region_drawn_zoomed_lands_where_it_was_dra
         page.mouse.click(lanes["x"] + 1, lanes["y"] + 5)
         assert 25 <= int(page.locator("#frame-no").input_value()) <= 30  # 75 frames, 20 shown around 37
         page.select_option("#lane-mode", "class")
-        expect(page.locator("#lanes .lane .label")).to_have_text(["faces (1 row)", "regions"])
+        expect(page.locator("#lanes .lane .label")).to_have_text(["▸ faces (1 row)", "regions"])
         shoot(page, "timeline-zoomed-1920")
 
 
@@ -1023,6 +1076,15 @@ def test_a_box_fixed_on_two_frames_is_one_fix_with_two_keyframes(fresh: Server, 
         at30 = boxes_at(30)
         assert "was" in at30 and at30["b"][1] < at30["was"][1] - 5  # between the keyframes: still higher than detected
         expect(page.locator(".decisions li").first).to_contain_text("fixed, frames 0–74, 2 keyframes (x1)")
+        # the row's lane shows the fix over its frames and a tick where each keyframe was drawn
+        expect(page.locator("#lanes .lane[data-group] .seg.fixed")).to_have_count(1)
+        ticks = page.locator("#lanes .lane[data-group] .seg.key")
+        expect(ticks).to_have_count(2)
+        lanes = page.locator("#lanes").bounding_box()
+        for tick, frame in zip(ticks.all(), [10, 50], strict=True):
+            at = tick.bounding_box()
+            assert at["x"] + at["width"] / 2 == pytest.approx(lanes["x"] + lanes["width"] * (frame + 0.5) / 75, abs=2)
+        shoot(page, "box-fix-on-timeline")
         page.locator(".log summary").click()  # the history, newest first, says who did what and when
         expect(page.locator("#log li")).to_have_count(2)
         when = r"^20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC: "

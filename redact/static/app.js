@@ -16,6 +16,7 @@ const S = {
   playing: false, shown: -1, loading: false, wanted: null,
   boxes: new Map(), selected: null, checked: new Set(), rowFilter: "all", rowSort: "time", drawing: false, drag: null, pending: null, anchor: null, action: null, renderTimer: null,
   zoom: { z: 1, x: 0, y: 0 }, pan: null, span: null, lanes: "row", laneDrag: null,
+  open: { class: new Set(), state: new Set(["look", "confident"]) }, // the timeline's groups shown a lane a row
   reasons: {}, // the reason last given to a release and to a redaction: offered first in the next dialog of its kind
 };
 
@@ -386,6 +387,14 @@ const ROW_FILTERS = {
   all: () => true, look: (g) => g.doubts.length > 0, confident: (g) => !g.doubts.length,
   undecided: (g) => !decided(g), face: (g) => g.cls === "face", plate: (g) => g.cls === "plate",
 };
+// the timeline's groups of rows: each collapses into one lane; which are open is remembered per grouping
+const LANE_GROUPS = {
+  class: { of: (g) => g.cls, groups: [["face", "faces"], ["plate", "plates"]] },
+  state: {
+    of: (g) => (decided(g) ? "decided" : g.doubts.length ? "look" : "confident"),
+    groups: [["look", "needs a look"], ["confident", "confident, undecided"], ["decided", "decided"]],
+  },
+};
 const ROW_SORTS = {
   time: () => 0, score: (a, b) => a.max_score - b.max_score, size: (a, b) => (a.size ?? 0) - (b.size ?? 0),
   length: (a, b) => (a.last - a.first) - (b.last - b.first),
@@ -482,6 +491,8 @@ const confidentUndecided = () => S.info.groups.filter((g) => !g.doubts.length &&
 
 function selectGroup(id, jump) {
   S.selected = id;
+  const by = LANE_GROUPS[S.lanes], row = S.info.groups.find((x) => x.id === id);
+  if (by && row && !S.open[S.lanes].has(by.of(row))) { S.open[S.lanes].add(by.of(row)); drawTimeline(); } // its lane shown
   for (const li of $("groups").children) li.classList.toggle("sel", Number(li.dataset.group) === id);
   for (const lane of $("lanes").children) {
     lane.classList.toggle("sel", Number(lane.dataset.group) === id);
@@ -489,10 +500,9 @@ function selectGroup(id, jump) {
     const box = $("lanes"), top = lane.offsetTop, bottom = top + lane.offsetHeight; // the lane scrolled into view
     if (top < box.scrollTop) box.scrollTop = top; else if (bottom > box.scrollTop + box.clientHeight) box.scrollTop = bottom - box.clientHeight;
   }
-  const g = S.info.groups.find((x) => x.id === id);
   const li = [...$("groups").children].find((x) => Number(x.dataset.group) === id);
   li?.scrollIntoView({ block: "nearest" });
-  if (jump && g && (S.frame < g.first || S.frame > g.last)) seek(g.first);
+  if (jump && row && (S.frame < row.first || S.frame > row.last)) seek(row.first);
   drawOverlay();
 }
 
@@ -535,14 +545,26 @@ function seg(first, last, cls, title) {
   return d;
 }
 
-// a track's span on a lane, and over it the frames a reviewer released
+// a track's span on a lane, over it the frames a reviewer released, and the frames where its box was fixed by hand
+// (a tick at each frame it was drawn on)
 function trackSegs(lane, g, t, name) {
   lane.append(seg(t.first, t.last, g.cls === "plate" ? "plate" : "", `${name}: frames ${t.first}–${t.last}`));
   const d = trackDecision(t.id);
-  if (!d || d.redact) return;
-  for (const [a, b] of d.frames || [[t.first, t.last]]) {
-    const [x, y] = [Math.max(a, t.first), Math.min(b, t.last)];
-    if (x <= y) lane.append(seg(x, y, "released", `track ${t.id} released, frames ${x}–${y} (${d.reason})`));
+  if (d && !d.redact) {
+    for (const [a, b] of d.frames || [[t.first, t.last]]) {
+      const [x, y] = [Math.max(a, t.first), Math.min(b, t.last)];
+      if (x <= y) lane.append(seg(x, y, "released", `track ${t.id} released, frames ${x}–${y} (${d.reason})`));
+    }
+  }
+  for (const f of (S.info.decisions.fixes || []).filter((x) => x.track === t.id)) {
+    const drawn = f.keys.map((k) => k.frame).join(", ");
+    lane.append(seg(f.frames[0], f.frames[1], "fixed", `box fix ${f.id} of track ${t.id}: frames ${f.frames[0]}–${f.frames[1]}, drawn on ${drawn}`));
+    for (const k of f.keys) {
+      const tick = seg(k.frame, k.frame, "key", `box fix ${f.id}: drawn on frame ${k.frame}`);
+      tick.style.left = `calc(${100 * tpos(k.frame + 0.5)}% - 1.5px)`; // on the frame's middle, however zoomed
+      tick.style.width = "";
+      lane.append(tick);
+    }
   }
 }
 
@@ -615,25 +637,32 @@ function drawTimeline() {
     const s = document.createElement("span"); s.style.left = `${(100 * (t - t0)) / (t1 - t0)}%`; s.textContent = clock(t).replace(/\.00$/, "");
     ruler.append(s);
   }
-  const lanes = [];
-  if (S.lanes === "class") { // one lane a class: every row's tracks in it, for a long video's overview
-    for (const cls of ["face", "plate"]) {
-      const rows = S.info.groups.filter(ROW_FILTERS[S.rowFilter]).filter((g) => g.cls === cls);
-      if (!rows.length) continue;
-      const lane = document.createElement("div"); lane.className = "lane";
-      for (const g of rows) for (const t of g.tracks) trackSegs(lane, g, t, `${cls} row ${g.id}, track ${t.id}`);
-      const label = document.createElement("span"); label.className = "label"; label.textContent = `${cls}s (${rows.length} row${rows.length === 1 ? "" : "s"})`;
-      lane.append(label);
-      lanes.push(lane);
-    }
-  }
-  for (const g of S.lanes === "class" ? [] : S.info.groups.filter(ROW_FILTERS[S.rowFilter])) { // the rows the list shows, in time order
+  const lanes = [], rows = S.info.groups.filter(ROW_FILTERS[S.rowFilter]); // the rows the list shows, in time order
+  const rowLane = (g) => {
     const lane = document.createElement("div");
     lane.className = "lane" + (S.selected === g.id ? " sel" : ""); lane.dataset.group = g.id;
     for (const t of g.tracks) trackSegs(lane, g, t, `${g.cls} track ${t.id}`);
     const label = document.createElement("span"); label.className = "label"; label.textContent = `${g.cls} ${g.id}`;
     lane.append(label);
+    return lane;
+  };
+  const by = LANE_GROUPS[S.lanes];
+  if (!by) lanes.push(...rows.map(rowLane));
+  else for (const [key, name] of by.groups) { // a group's lane holds all its rows' tracks; opened, its rows follow
+    const members = rows.filter((g) => by.of(g) === key);
+    if (!members.length) continue;
+    const open = S.open[S.lanes].has(key);
+    const lane = document.createElement("div");
+    lane.className = "lane head"; lane.dataset.key = key;
+    for (const g of members) for (const t of g.tracks) trackSegs(lane, g, t, `${g.cls} row ${g.id}, track ${t.id}`);
+    const toggle = document.createElement("button");
+    toggle.type = "button"; toggle.className = "label toggle";
+    toggle.textContent = `${open ? "▾" : "▸"} ${name} (${members.length} row${members.length === 1 ? "" : "s"})`;
+    toggle.title = open ? "collapse these rows into this lane" : "show these rows a lane each";
+    toggle.onclick = (ev) => { ev.stopPropagation(); S.open[S.lanes][open ? "delete" : "add"](key); drawTimeline(); };
+    lane.append(toggle);
     lanes.push(lane);
+    if (open) lanes.push(...members.map(rowLane));
   }
   const extra = (items, cls, name) => {
     if (!items.length) return;
