@@ -393,6 +393,34 @@ def test_a_followed_region_grows_as_the_camera_zooms_in():
         assert ix * iy / ((t[2] - t[0]) * (t[3] - t[1])) >= 0.97, (k, box.tolist(), t.tolist())
 
 
+def test_a_followed_region_keeps_its_size_through_the_frames_edge():
+    """The camera tilts until the face is 60% out of the top of the frame and back. A followed region covers what is
+    in view of it on every frame and all of it once it is back: the follower used to keep the box cut at the frame's
+    edge as its own, so the box came back shrunk (found by issue 27's scripted reviewer: a plate at the frame's
+    edge covered 86.5% on 6 of 90 frames)."""
+    from media import face_photo
+    from redact.video import Frame
+
+    photo = face_photo()
+    h, w = photo.shape[:2]
+    face = np.array([381, 89, 381 + 45, 89 + 44], np.float64)  # evaldata/faces/gt.csv
+    margin = 0.2 * 45
+    lift = face[1] + 0.6 * (face[3] - face[1])  # the face 60% out of the frame at the top of the tilt
+    frames, truth = [], []
+    for k in range(41):
+        dy = -lift * (1 - abs(k - 20) / 20)
+        m = np.array([[1, 0, 0], [0, 1, dy]], np.float64)
+        frames.append(Frame(k, k, cv2.warpAffine(photo, m, (w, h), borderMode=cv2.BORDER_REFLECT)))
+        truth.append(np.clip(face + [0, dy, 0, dy], 0, [w, h, w, h]))
+    region = {"frames": [0, 40], "box": [*(face[:2] - margin), *(face[2:] + margin)], "follow": True}
+    for k, box in follow(frames, region):
+        t = truth[k]
+        ix = max(0.0, min(box[2], t[2]) - max(box[0], t[0]))
+        iy = max(0.0, min(box[3], t[3]) - max(box[1], t[1]))
+        assert ix * iy / ((t[2] - t[0]) * (t[3] - t[1])) >= 0.97, (k, box.tolist(), t.tolist())
+    assert box[3] - box[1] == pytest.approx(face[3] - face[1] + 2 * margin, abs=3)  # back to the size drawn
+
+
 def test_fragments_of_one_face_are_one_review_row():
     def track(i, first, last):
         return TrackRow(i, 0, first, last, 1, 0.5, 0.5, first, i)
