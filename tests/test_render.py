@@ -395,9 +395,10 @@ def test_a_followed_region_grows_as_the_camera_zooms_in():
 
 def test_a_followed_region_keeps_its_size_through_the_frames_edge():
     """The camera tilts until the face is 60% out of the top of the frame and back. A followed region covers what is
-    in view of it on every frame and all of it once it is back: the follower used to keep the box cut at the frame's
-    edge as its own, so the box came back shrunk (found by issue 27's scripted reviewer: a plate at the frame's
-    edge covered 86.5% on 6 of 90 frames)."""
+    in view of it on every frame and all of it once it is back: the follower's template match held the box against
+    the frame's edge while the face went on out of it, and the box came back 26 px below the face (found while
+    looking into issue 27's scripted reviewer, whose plate at the frame's edge is covered under 90% on 5-6 of 90
+    frames; that is a box 2-3 px off a 19 px plate from the first frame on, and is not this)."""
     from media import face_photo
     from redact.video import Frame
 

@@ -157,16 +157,6 @@ def _label(image: np.ndarray, box: np.ndarray, code: str) -> None:
     cv2.putText(image, code, (x + 2, y + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def subpixel(scores: np.ndarray, i: int) -> float:
-    """Where between whole pixels a match's peak at `i` lies (a parabola through it and its neighbours): matched
-    to whole pixels only, a box moving 5.8 pixels a frame lost a quarter of a pixel every frame."""
-    if not 0 < i < len(scores) - 1:
-        return 0.0
-    a, b, c = (float(v) for v in scores[i - 1:i + 2])
-    curve = a - 2 * b + c
-    return 0.0 if curve >= 0 else float(np.clip(0.5 * (a - c) / curve, -0.5, 0.5))
-
-
 class RegionFollower:
     """Carries a box drawn on one frame through the frames after it: the camera's motion moves and scales it (as it
     moves the tracks' boxes), then template matching near there puts it back on what was drawn, and keeps the
@@ -204,15 +194,15 @@ class RegionFollower:
         bw, bh = box[2] - box[0], box[3] - box[1]
         sx1, sy1 = int(max(0, box[0] - bw / 2)), int(max(0, box[1] - bh / 2))
         sx2, sy2 = int(min(w, box[2] + bw / 2)), int(min(h, box[3] + bh / 2))
-        # the match only while the box is in the frame: what was drawn, partly out of it, cannot be found whole, and
-        # the match held the box against the frame's edge; the camera's motion carries it out and back
-        inside = box[0] >= 0 and box[1] >= 0 and box[2] <= w and box[3] <= h
-        if inside and th >= 4 and tw >= 4 and sx2 - sx1 > tw and sy2 - sy1 > th:
+        # the match only where the template, carried by the camera, is still all in the frame: pixels moved out of
+        # it cannot be found, and the match held the box against the frame's edge; the camera carries it meanwhile
+        ex, ey = (box[0] + box[2]) / 2 + self.anchor[0], (box[1] + box[3]) / 2 + self.anchor[1]
+        fits = ex >= 0 and ey >= 0 and ex + tw <= w and ey + th <= h
+        if fits and th >= 4 and tw >= 4 and sx2 - sx1 > tw and sy2 - sy1 > th:
             scores = cv2.matchTemplate(grey[sy1:sy2, sx1:sx2], self.template, cv2.TM_CCOEFF_NORMED)
             _, best, _, (mx, my) = cv2.minMaxLoc(scores)
             if best >= self.MATCH:  # the match moves the box; the camera's motion sizes it (a zoom grows it)
-                cx = sx1 + mx + subpixel(scores[my, :], mx) - self.anchor[0]
-                cy = sy1 + my + subpixel(scores[:, mx], my) - self.anchor[1]
+                cx, cy = sx1 + mx - self.anchor[0], sy1 + my - self.anchor[1]
                 box = np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], np.float32)
                 self.template, self.anchor = self._crop(grey, box)
         self.box, self.small, self.grey = box, small, grey
