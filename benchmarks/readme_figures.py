@@ -281,6 +281,17 @@ def chain_rules() -> str:
     return f"today's rule {load('chain')['rules']['today']['rows']} rows; " + "; ".join(parts)
 
 
+def chain_embed() -> str:
+    """Rows on vtest with the wider reach gated by appearance features (`benchmarks/chain_bench.py --embed`)."""
+    r = load("chain_embed")
+    gates = [(k.split("@")[1], v) for k, v in r["rules"].items() if k.startswith("spread+embed@")]
+    median = {k: v["percentiles_5_25_50_75"][2] for k, v in r["similarity"].items()}
+    return (f"a reach growing {r['spread']:g} box size a second, kept where the bodies are alike: "
+            + ", ".join(f"similarity >= {g}: {v['rows']} rows ({v['links_beyond_reach']} links)" for g, v in gates)
+            + f"; the median similarity of the links within today's reach {median['within_reach']:.2f}, "
+            f"of those the wider reach adds {median['added']:.2f} ({source('chain_embed')})")
+
+
 def long_segments() -> str:
     """A long recording in one pass against segments (`benchmarks/long_bench.py`)."""
     r = load("long")
@@ -351,6 +362,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "long_segments": long_segments,
     "review_task": review_task,
     "chain_rules": chain_rules,
+    "chain_embed": chain_embed,
 }
 
 
