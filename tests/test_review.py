@@ -483,6 +483,13 @@ def opened(chromium, server: Server, reviewer: str = "Alice", fragment: str = ""
         context.close()
 
 
+def on_one_line(page, selector: str) -> None:
+    """The visible items of `selector` sit on one line (a wrapped bar pushes the player down at 1366x768)."""
+    middles = page.locator(selector).evaluate("""el => [...el.children].filter((e) => e.offsetParent)
+        .map((e) => { const r = e.getBoundingClientRect(); return r.top + r.height / 2; })""")
+    assert len(middles) > 3 and max(middles) - min(middles) < 4, (selector, middles)
+
+
 def shoot(page, name: str) -> None:
     """A screenshot to look at, kept in /tmp/redact-review-27/."""
     folder = Path("/tmp/redact-review-27")
@@ -1059,6 +1066,9 @@ def test_a_box_fixed_on_two_frames_is_one_fix_with_two_keyframes(fresh: Server, 
 
     track = track_id(fresh)
     with opened(chromium, fresh) as page:
+        on_one_line(page, "header")
+        page.evaluate("document.getElementById('frame-last').textContent = '107999'")  # an hour at 30 frames/s
+        on_one_line(page, ".controls")
         page.evaluate("document.activeElement.blur()")
         page.keyboard.press("b")  # no row selected: it says so, nothing to draw
         expect(page.locator("#message")).to_have_text("Select the row whose box to fix first.")
