@@ -283,13 +283,13 @@ def chain_rules() -> str:
 
 def chain_embed() -> str:
     """Rows on vtest with the wider reach gated by appearance features (`benchmarks/chain_bench.py --embed`)."""
-    r = load("chain_embed")
-    gates = [(k.split("@")[1], v) for k, v in r["rules"].items() if k.startswith("spread+embed@")]
+    r, strict = load("chain_embed"), load("chain_embed_079")
+    gates = [(k.split("@")[1], v) for x in (r, strict) for k, v in x["rules"].items() if k.startswith("spread+embed@")]
     median = {k: v["percentiles_5_25_50_75"][2] for k, v in r["similarity"].items()}
     return (f"a reach growing {r['spread']:g} box size a second, kept where the bodies are alike: "
             + ", ".join(f"similarity >= {g}: {v['rows']} rows ({v['links_beyond_reach']} links)" for g, v in gates)
             + f"; the median similarity of the links within today's reach {median['within_reach']:.2f}, "
-            f"of those the wider reach adds {median['added']:.2f} ({source('chain_embed')})")
+            f"of those the wider reach adds {median['added']:.2f} ({source('chain_embed')}, {source('chain_embed_079')})")
 
 
 def long_segments() -> str:
