@@ -422,6 +422,31 @@ def test_a_followed_region_keeps_its_size_through_the_frames_edge():
     assert box[3] - box[1] == pytest.approx(face[3] - face[1] + 2 * margin, abs=3)  # back to the size drawn
 
 
+def test_a_region_drawn_against_the_frames_edge_covers_what_comes_into_view():
+    """A face 60% out of the top of the frame comes down into view; the region is drawn over what shows, so it
+    ends at the frame's edge. The part of the face that was out of the frame comes in under the region: the
+    follower used to carry the drawn box down with the face and leave the face's top uncovered (issue 27's
+    scripted reviewer: a plate cut by the bottom edge covered under 90% on 5-6 of 90 frames)."""
+    from media import face_photo
+    from redact.video import Frame
+
+    photo = face_photo()
+    w = photo.shape[1]
+    face = np.array([381, 89, 381 + 45, 89 + 44], np.float64)  # evaldata/faces/gt.csv
+    frames, truth = [], []
+    for k in range(21):  # the camera tilts up over the photo: a window 240 px high, from 60% of the face out to 0
+        top = round((face[1] + 0.6 * (face[3] - face[1])) * (1 - k / 20))
+        frames.append(Frame(k, k, np.ascontiguousarray(photo[top:top + 240])))
+        truth.append(np.clip(face - [0, top, 0, top], 0, [w, 240, w, 240]))
+    margin = 0.2 * 45
+    drawn = [truth[0][0] - margin, 0.0, truth[0][2] + margin, truth[0][3] + margin]  # up to the frame's edge
+    for k, box in follow(frames, {"frames": [0, 20], "box": drawn, "follow": True}):
+        t = truth[k]
+        ix = max(0.0, min(box[2], t[2]) - max(box[0], t[0]))
+        iy = max(0.0, min(box[3], t[3]) - max(box[1], t[1]))
+        assert ix * iy / ((t[2] - t[0]) * (t[3] - t[1])) >= 0.97, (k, box.tolist(), t.tolist())
+
+
 def test_fragments_of_one_face_are_one_review_row():
     def track(i, first, last):
         return TrackRow(i, 0, first, last, 1, 0.5, 0.5, first, i)
