@@ -192,6 +192,12 @@ def embeddings(video: Path, wanted: dict[int, list[tuple[object, np.ndarray]]]) 
     return feats, crops
 
 
+def write_grid(tiles: list[np.ndarray], per_row: int, path: Path) -> None:
+    """The tiles (all one size) as an image, `per_row` a row, the last row filled with black."""
+    tiles = tiles + [np.zeros_like(tiles[0])] * (-len(tiles) % per_row)
+    cv2.imwrite(str(path), np.vstack([np.hstack(tiles[i:i + per_row]) for i in range(0, len(tiles), per_row)]))
+
+
 def embed_sheet(links: list[tuple], crops: dict, sim: dict, path: Path, every: bool = False) -> None:
     """24 links spread over their similarity (`every`: all of them), lowest first, 6 a row: A where last detected
     beside B where first."""
@@ -204,9 +210,7 @@ def embed_sheet(links: list[tuple], crops: dict, sim: dict, path: Path, every: b
         label = f"{sim[(a.id, b.id)]:.2f} {b.first - a.last}f"
         cv2.putText(tile, label, (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA)
         tiles.append(tile)
-    while len(tiles) % 6:
-        tiles.append(np.zeros_like(tiles[0]))
-    cv2.imwrite(str(path), np.vstack([np.hstack(tiles[i:i + 6]) for i in range(0, len(tiles), 6)]))
+    write_grid(tiles, 6, path)
 
 
 def sheet(links: list[tuple], look: dict, dist: dict, path: Path, seed: int = 0) -> None:
@@ -222,9 +226,7 @@ def sheet(links: list[tuple], look: dict, dist: dict, path: Path, seed: int = 0)
         label = f"{d:.1f} {b.first - a.last}f h{dist[(a.id, b.id)]:.2f}"
         cv2.putText(tile, label, (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 255, 255), 1, cv2.LINE_AA)
         tiles.append(tile)
-    while len(tiles) % 4:
-        tiles.append(np.zeros_like(tiles[0]))
-    cv2.imwrite(str(path), np.vstack([np.hstack(tiles[i:i + 4]) for i in range(0, len(tiles), 4)]))
+    write_grid(tiles, 4, path)
 
 
 def main() -> None:
@@ -284,7 +286,7 @@ def main() -> None:
     for name, links in rules.items():
         group, chosen = chain(tracks, links)
         added = [c for c in chosen if c[2] > GROUP_REACH]
-        if added:
+        if added and "embed" not in name:  # the appearance rules have their own sheets, at the detections
             sheet(added, seen, dist, args.sheet.with_name(f"{args.sheet.stem}-{name}{args.sheet.suffix}"))
         result["rules"][name] = {"rows": rows(group), "links": len(chosen), "links_beyond_reach": len(added)}
         print(name, result["rules"][name])
