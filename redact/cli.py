@@ -136,6 +136,9 @@ def run_options(func: Callable) -> Callable:
         click.option("--plate-model", default=d.plate_model, show_default=True,
                      help="Registry id or a local .pt/.onnx; several, comma-separated, run together (a plate any "
                           "of them finds is redacted)."),
+        click.option("--join-model", default=d.join_model, show_default=True,
+                     help="Review rows: the appearance model by which face fragments further apart than a position "
+                          "guess are joined into one row where the bodies look alike; 'none': by position only."),
         click.option("--plate-turns", type=click.Choice(["off", "idle", "on"]), default=d.plate_turns, show_default=True,
                      help="Several plate models take turns on the detected frames (one model a frame, tracking joins "
                           "what each finds) instead of all running on every one: 'on' always, 'idle' while no plate "
@@ -194,6 +197,8 @@ def options_from(kwargs: dict) -> RedactOptions:
     if mode:
         kwargs["face_mode"] = kwargs["plate_mode"] = mode
     kwargs.pop("outdir")
+    if kwargs["join_model"] in ("none", ""):
+        kwargs["join_model"] = None
     audio = audio_options_from(kwargs, device=kwargs["device"])
     kwargs["index"], kwargs["tags"] = kwargs.pop("index_spec"), tuple(kwargs.pop("tag"))
     return RedactOptions(**kwargs, audio=audio)

@@ -122,6 +122,8 @@ class RedactOptions:
     # covered by chance. 12 face clips by turns, two rounds: 1.21x the frames/s (3: 1.10x)
     runtime: str = "auto"  # auto: the fastest CPU runtime here (detect.cpu_runtime: OpenVINO, else onnxruntime), the
     # torch stage (gpu.py) on CUDA; "openvino"/"onnxruntime" pick a CPU runtime; "torch": the torch stage on CPU too
+    join_model: str | None = "mobilenetv2-imagenet"  # review rows: face fragments further apart than the position
+    # reach are one row where the bodies look alike (`redact.appearance`, `redact.plan.LOOK_GATE`); None: position only
     face_mode: str = "blur"
     plate_mode: str = "blur"
     pad_frames: int = 8
@@ -256,6 +258,13 @@ class Redactor:
             path, digest, spec = resolve(name, "plates")
             self.detectors.append(YoloPlateDetector(path, digest, self.device, o.plate_threshold, o.plate_imgsz, runtime))
             self.model_entries.append(self._model_entry("plate", name, path, digest, spec))
+        self.appearance = None
+        if o.faces and o.join_model:  # loaded only when a run has fragments to compare (`Appearance.net`)
+            from redact.appearance import Appearance
+
+            path, digest, spec = resolve(o.join_model, "appearance")
+            self.appearance = Appearance(path, self.device, spec.id if spec else str(path))
+            self.model_entries.append(self._model_entry("appearance", o.join_model, path, digest, spec))
         if o.plate_turns not in PLATE_TURNS:
             raise UserError(f"unknown plate turns '{o.plate_turns}' (use {', '.join(PLATE_TURNS)})")
         self.detect = DetectionQueue(self.detectors, 2 * self.batch)  # files at once share batches
@@ -531,7 +540,7 @@ class Redactor:
                     "frames": writer.frames, "frames_redacted": redacted, "tracks": len(tracks),
                     "elapsed_s": round(elapsed, 3), "fps": round(writer.frames / elapsed, 2), **segments_log},
             )
-            self._plan(plan, log, info, audio, outdir, stem)
+            self._plan(plan, log, info, audio, input_path, outdir, stem)
             write_json_atomic(self.custody.seal(log), pending_log)
             published.append(writer.publish())
             for f in (f for a in audio for f in a.files):
@@ -708,10 +717,11 @@ class Redactor:
             raise MediaError(f"{writer.path.name}: the joined segments hold {writer.frames} frames, not {len(pts)}")
         return redacted, [found[t] for t in sorted(found)]
 
-    def _plan(self, plan: PlanWriter, log: dict, info: VideoInfo, audio: list[AudioResult], outdir: Path,
-              stem: str) -> None:
-        """Complete the plan (under its partial name) and add the review sections to the log: no decisions yet,
-        every automatic redaction listed with the default reason code."""
+    def _plan(self, plan: PlanWriter, log: dict, info: VideoInfo, audio: list[AudioResult], input_path: Path,
+              outdir: Path, stem: str) -> None:
+        """Complete the plan (under its partial name; its rows joined by appearance too, from the input's frames)
+        and add the review sections to the log: no decisions yet, every automatic redaction listed with the default
+        reason code."""
         from redact.models import sha256_file
         from redact.plan import Plan
         from redact.review.decisions import Decisions, decisions_path, load_reasons
@@ -725,7 +735,7 @@ class Redactor:
                            "encoder": self.encoder, **({"bleep": o.audio.bleep, "pad": o.audio.pad,
                                                         "redact_audio": o.audio.redact_audio} if o.audio else {})}}
         speech = merge_speech([a.speech for a in audio]) if audio else None
-        plan.finish(meta, log["tracks"], speech)
+        plan.finish(meta, log["tracks"], speech, self.appearance.looking_at(input_path) if self.appearance else None)
         reasons, decisions = load_reasons(), Decisions(decisions_path(outdir, stem))
         spans = speech_redactions(speech, [], o.audio.pad)[1] if speech is not None and o.audio else []
         with Plan(plan.tmp) as reader:

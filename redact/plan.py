@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -45,6 +45,15 @@ CREATE TABLE boxes (frame INTEGER NOT NULL, n INTEGER NOT NULL, track INTEGER NO
                     y2 REAL, score REAL NOT NULL, PRIMARY KEY (frame, n)) WITHOUT ROWID;
 CREATE INDEX boxes_track ON boxes (track);
 """
+
+
+class Looks(Protocol):
+    """What the plan asks of an appearance model: unit-length features of the body under each (key, face box)
+    wanted at a frame (`redact.appearance.Appearance.looking_at` binds a model to the input video), and the model's id."""
+
+    model: str
+
+    def features_at(self, wanted: dict[int, list[tuple[Hashable, np.ndarray]]]) -> dict[Hashable, np.ndarray]: ...
 
 
 class TrackRow(NamedTuple):
@@ -75,6 +84,7 @@ class Group(NamedTuple):
     max_score: float
     best_track: int  # the track whose best detection gives the row's thumbnail
     overlapping: int = 0  # of its tracks, those joined for sharing another's boxes (`join_overlapping`), not by a chain
+    looked: tuple[float, ...] = ()  # the similarity of each of its links made by appearance (`group_tracks`'s `alike`)
 
     @property
     def doubts(self) -> tuple[str, ...]:
@@ -110,38 +120,70 @@ class FrameBoxes(NamedTuple):
 
 GROUP_GAP = 45  # frames: a track starting this soon after another ended may continue it
 GROUP_REACH = 1.5  # ... when its first box is within this many box sizes of the other's last box
+LOOK_SPREAD = 1.0  # box sizes a second of gap a face's reach grows by where the bodies look alike: a walking
+# person lost for a second or two comes back further away than GROUP_REACH (vtest.avi: 177 rows at GROUP_REACH)
+LOOK_GATE = 0.79  # cosine similarity of the bodies (`redact.appearance`) at or over which such a link is kept.
+# vtest.avi, every link a gate adds looked at (benchmarks/chain_bench.py --embed): at 0.75 4 of 59 join two people
+# (all at 0.76-0.78), at 0.79 none of 40; rows 177 -> 144. Lower gates join fewer rows truly: 0.70 104, 0.60 83
 
 
-def group_tracks(tracks: list[TrackRow], ends: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[int, int]:
-    """Group id per track id: fragments of one object chained into one group.
+def box_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """How far apart two boxes' centres are, in box sizes (the larger side of either box)."""
+    size = max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1], 1.0)
+    return float(np.hypot(*((a[:2] + a[2:]) / 2 - (b[:2] + b[2:]) / 2))) / size
 
-    `ends` maps a track id to its (first box, last box). Track B continues track A when they share a class, B
-    starts at most GROUP_GAP frames after A's last frame (or overlaps its end by a few frames), and B's first box
-    lies within GROUP_REACH box sizes of A's last box. Each track continues at most one earlier track, the
+
+def follows(a: TrackRow, b: TrackRow) -> bool:
+    """Whether track B starts soon enough after track A ends to continue it (or overlaps its end by a few frames)."""
+    return a.cls == b.cls and a.first < b.first and a.last - 4 <= b.first <= a.last + GROUP_GAP
+
+
+def far_links(tracks: list[TrackRow], ends: dict[int, tuple[np.ndarray, np.ndarray]], fps: float) -> list[tuple[int, int]]:
+    """(track A, track B) pairs of faces that `group_tracks` joins only if they look alike: B follows A and starts
+    beyond GROUP_REACH but within GROUP_REACH + LOOK_SPREAD a second of gap of where A ended."""
+    order = sorted((t for t in tracks if t.cls == FACE), key=lambda t: (t.first, t.id))
+    return [(a.id, b.id) for i, b in enumerate(order) for a in order[:i] if follows(a, b)
+            and GROUP_REACH < box_distance(ends[b.id][0], ends[a.id][1]) <= reach(a, b, fps)]
+
+
+def reach(a: TrackRow, b: TrackRow, fps: float) -> float:
+    """The furthest (in box sizes) B may start from A's end and continue it where the two look alike."""
+    return GROUP_REACH + LOOK_SPREAD * max(0, b.first - a.last) / fps
+
+
+def group_tracks(tracks: list[TrackRow], ends: dict[int, tuple[np.ndarray, np.ndarray]], fps: float = 30.0,
+                 alike: dict[tuple[int, int], float] | None = None) -> tuple[dict[int, int], dict[int, float]]:
+    """Group id per track id, fragments of one object chained into one group; and the tracks joined by appearance,
+    with the similarity that joined them.
+
+    `ends` maps a track id to its (first box, last box). Track B continues track A when B `follows` A and B's first
+    box lies within GROUP_REACH box sizes of A's last box, or within their `reach` where `alike` gives the pair (from
+    `far_links`) a similarity of LOOK_GATE or more. Each track continues at most one earlier track, the
     nearest; a group's id is its earliest track's id.
     """
+    alike = alike or {}
     group = {t.id: t.id for t in tracks}
+    looked: dict[int, float] = {}
     taken: set[int] = set()  # tracks something already continues
     order = sorted(tracks, key=lambda t: (t.first, t.id))
     open_ends: list[TrackRow] = []
     for t in order:
-        first_box = ends[t.id][0]
-        size = max(first_box[2] - first_box[0], first_box[3] - first_box[1], 1.0)
         best, best_d = None, None
         for a in open_ends:
-            if a.cls != t.cls or a.id in taken or not (a.last - 4 <= t.first <= a.last + GROUP_GAP) or a.first >= t.first:
+            if a.id in taken or not follows(a, t):
                 continue
-            last_box = ends[a.id][1]
-            reach = GROUP_REACH * max(size, last_box[2] - last_box[0], last_box[3] - last_box[1])
-            d = float(np.hypot(*((first_box[:2] + first_box[2:]) / 2 - (last_box[:2] + last_box[2:]) / 2)))
-            if d <= reach and (best_d is None or d < best_d):
+            d = box_distance(ends[t.id][0], ends[a.id][1])
+            near = d <= GROUP_REACH or (d <= reach(a, t, fps) and alike.get((a.id, t.id), -1.0) >= LOOK_GATE)
+            if near and (best_d is None or d < best_d):
                 best, best_d = a, d
         if best is not None:
             group[t.id] = group[best.id]
             taken.add(best.id)
+            if best_d > GROUP_REACH:
+                looked[t.id] = alike[(best.id, t.id)]
         open_ends = [a for a in open_ends if a.last + GROUP_GAP >= t.first]
         open_ends.append(t)
-    return group
+    return group, looked
 
 
 SHARE_IOU = 0.3  # two tracks' boxes overlapping this much in a frame ...
@@ -219,26 +261,49 @@ class PlanWriter:
         self.db.executemany("INSERT INTO boxes VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._boxes)
         self._frames, self._boxes = [], []
 
-    def finish(self, meta: dict, tracks: Iterable[dict], speech: dict | None) -> None:
-        """Write the tracks (the audit log's track entries), grouped, the run's `meta` and the speech; close."""
+    def finish(self, meta: dict, tracks: Iterable[dict], speech: dict | None, looks: Looks | None = None) -> None:
+        """Write the tracks (the audit log's track entries), grouped, the run's `meta` and the speech; close.
+        `looks` (from `redact.appearance.Appearance.features_at`) lets faces further apart than GROUP_REACH be one
+        row where their bodies look alike; without it rows are joined by position alone."""
         self._flush()
         rows = [TrackRow(t["id"], CLASS_NAMES.index(t["class"]), t["first_frame"], t["last_frame"], t["detections"],
                          t["max_score"], t["mean_score"], t.get("best_frame", t["first_frame"]), t["id"])
                 for t in tracks]
         rows = [r for r in rows if r.id in self._ends]  # a track whose boxes never reached a frame has nothing to show
-        groups = group_tracks(rows, {tid: (a, b) for tid, (a, b) in self._ends.items()})
+        ends = {tid: (a, b) for tid, (a, b) in self._ends.items()}
+        fps = meta["video"]["fps"] or 30.0
+        alike = self._alike(rows, far_links(rows, ends, fps), looks) if looks is not None else {}
+        groups, looked = group_tracks(rows, ends, fps, alike)
         counts = dict(self.db.execute("SELECT track, count(*) FROM boxes GROUP BY track"))
         groups, overlapped = join_overlapping(groups, {r.id: r.cls for r in rows}, counts,
                                               shared_boxes(self.db) if len(rows) > 1 else [])
         self.db.executemany("INSERT INTO tracks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [r._replace(group=groups[r.id]) for r in rows])
-        items = {"version": VERSION, **meta, "speech": speech, "joined_by_overlap": sorted(overlapped)}
+        items = {"version": VERSION, **meta, "speech": speech, "joined_by_overlap": sorted(overlapped),
+                 "joined_by_look": {"model": getattr(looks, "model", None), "gate": LOOK_GATE, "spread": LOOK_SPREAD,
+                                    "compared": sorted([a, b, round(v, 3)] for (a, b), v in alike.items()),
+                                    "tracks": sorted([t, round(v, 3)] for t, v in looked.items())}
+                 if looks is not None else None}
         self.db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in items.items()])
         self.db.execute("COMMIT")
         self.db.close()
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
 
+
+    def _alike(self, rows: list[TrackRow], links: list[tuple[int, int]], looks: Looks) -> dict[tuple[int, int], float]:
+        """The similarity of each (A, B) of `links`: the body where A was last detected against where B was first
+        (not the tracks' first and last boxes, which may be held boxes left on the background). A pair without a
+        box at either detection frame gets none, so stays apart."""
+        at = {r.id: (r.first, r.last) for r in rows}
+        wanted: dict[int, list[tuple[tuple[int, int], np.ndarray]]] = {}
+        for key in {(a, 1) for a, _ in links} | {(b, 0) for _, b in links}:
+            frame = at[key[0]][key[1]]
+            box = self.db.execute("SELECT x1, y1, x2, y2 FROM boxes WHERE frame = ? AND track = ?", (frame, key[0])).fetchone()
+            if box is not None:
+                wanted.setdefault(frame, []).append((key, np.array(box, np.float32)))
+        feats = looks.features_at(wanted) if wanted else {}
+        return {(a, b): float(feats[(a, 1)] @ feats[(b, 0)]) for a, b in links if (a, 1) in feats and (b, 0) in feats}
 
     def publish(self) -> Path:
         os.replace(self.tmp, self.path)
@@ -297,6 +362,7 @@ class Plan:
     def groups(self) -> list[Group]:
         """Review rows, in order of first appearance."""
         overlapping = set(self.meta.get("joined_by_overlap", []))
+        looked = dict((t, v) for t, v in (self.meta.get("joined_by_look") or {}).get("tracks", []))
         members: dict[int, list[TrackRow]] = {}
         for t in self.tracks():
             members.setdefault(t.group, []).append(t)
@@ -305,7 +371,7 @@ class Plan:
             best = max(ts, key=lambda t: t.max_score)
             out.append(Group(gid, ts[0].cls, min(t.first for t in ts), max(t.last for t in ts),
                              tuple(t.id for t in ts), sum(t.detections for t in ts), best.max_score, best.id,
-                             sum(t.id in overlapping for t in ts)))
+                             sum(t.id in overlapping for t in ts), tuple(looked[t.id] for t in ts if t.id in looked)))
         return sorted(out, key=lambda g: (g.first, g.id))
 
     def boxes(self, first: int, last: int) -> FrameBoxes:

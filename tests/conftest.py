@@ -67,6 +67,20 @@ def grid_run(redactor, tmp_path_factory) -> Path:
     return outdir
 
 
+@pytest.fixture(scope="session")
+def two_speakers_run(redactor, tmp_path_factory) -> Path:
+    """A real run on GRID speakers filmed one after another (`media.film`, 25 fps, 36 grey frames between pieces):
+    speaker A at the left, then 450 px (about 1.8 of its dilated boxes) to the right, then speaker B at the left,
+    as far from where A was last seen: further apart than rows join by position (1.5 box sizes), within the reach
+    the 1.4 s gaps allow where the bodies look alike (`redact.plan.far_links`). The plan is `two.plan.sqlite`."""
+    from media import film
+
+    outdir = tmp_path_factory.mktemp("two-speakers")
+    film(outdir / "two.mp4", [("bbaf2n.mpg", 0), ("bbaf2n.mpg", 450), ("brbk7n.mpg", 0)])
+    redactor.run(outdir / "two.mp4", outdir / "out")
+    return outdir / "out"
+
+
 def wait_until(page, expression: str, timeout: float = 15.0) -> None:
     """Polls a JavaScript expression from here until it is truthy. Playwright's wait_for_function compiles its
     predicate with eval() inside the page whenever the first check fails, and our pages' Content-Security-Policy

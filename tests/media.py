@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
+from redact.video import read_frames
+
 EVALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "evaldata"
 
 
@@ -68,6 +70,26 @@ def make_clip(
         out.mux(astream.encode(None))
     out.close()
     return path
+
+
+def film(path: Path, pieces: list[tuple[str, int]], width: int = 810, gap: int = 36) -> None:
+    """30 frames of each GRID clip at its x offset on a grey stage, `gap` grey frames between (25 fps): longer
+    than the tracker holds a lost face (30 frames), so each piece is a new track."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, 288, "yuv420p"
+
+        def put(image: np.ndarray) -> None:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+
+        for k, (clip, x) in enumerate(pieces):
+            for _ in range(gap if k else 0):
+                put(np.full((288, width, 3), 128, np.uint8))
+            for frame in list(read_frames(EVALDATA / "video" / "grid" / clip))[:30]:
+                image = np.full((288, width, 3), 128, np.uint8)
+                image[:, x:x + 360] = frame.image
+                put(image)
+        out.mux(stream.encode())
 
 
 def noisy_clip(path: Path, frames: int = 30) -> Path:

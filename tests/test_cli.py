@@ -12,6 +12,7 @@ import torch
 
 from conftest import EVALDATA, REDACT, run_cli
 from media import make_clip, noisy_clip
+from redact.plan import Plan
 
 
 def assert_user_error(proc, outdir) -> None:
@@ -107,7 +108,7 @@ def test_run_good_and_bad_together(tmp_path):
     # nothing of the empty file, no temporary files
     log = json.loads((outdir / "bbaf2n.redaction.json").read_text())
     assert log["policy"]["modes"]["face"] == "pixelate" and log["policy"]["classes"] == ["face"]
-    assert [m["role"] for m in log["models"]] == ["face"]
+    assert [(m["role"], m["id"]) for m in log["models"]] == [("face", "centerface"), ("appearance", "mobilenetv2-imagenet")]
 
 
 def test_local_model_files_and_audit(tmp_path):
@@ -119,10 +120,12 @@ def test_local_model_files_and_audit(tmp_path):
     own.write_bytes(face.read_bytes())
     outdir = tmp_path / "out"
     proc = run_cli("run", EVALDATA / "video/grid/lbax4n.mpg", "-o", outdir, "--device", "cpu", "--face-model", own,
-                   "--no-plates", "--no-transcribe", "--mode", "fill")
+                   "--no-plates", "--no-transcribe", "--mode", "fill", "--join-model", "none")
     assert proc.returncode == 0, proc.stderr
     log = json.loads((outdir / "lbax4n.redaction.json").read_text())
     assert log["models"] == [{"role": "face", "id": None, "path": str(own.resolve()), "sha256": digest}]
+    with Plan(outdir / "lbax4n.plan.sqlite") as plan:  # rows by position only: no appearance model asked
+        assert plan.meta["joined_by_look"] is None
     assert log["audio"] is None and log["stats"]["frames_redacted"] == log["stats"]["frames"] == 75
     assert sorted(p.name for p in outdir.iterdir()) == ["lbax4n.decisions.json", "lbax4n.plan.sqlite",
                                                         "lbax4n.redacted.mp4", "lbax4n.redaction.json"]

@@ -13,7 +13,7 @@ import pytest
 from conftest import run_cli
 from media import assert_same_pictures, box_difference, decoded, make_clip, talking_clip
 from redact.errors import UserError
-from redact.plan import Plan, TrackRow, group_tracks, plan_path
+from redact.plan import LOOK_GATE, Plan, TrackRow, far_links, group_tracks, plan_path
 from redact.review.decisions import Bounds, Decisions, decisions_path, load, load_reasons
 from redact.review.render import bounds_of, follow, render
 from redact.video import read_frames
@@ -454,8 +454,31 @@ def test_fragments_of_one_face_are_one_review_row():
     tracks = [track(1, 0, 20), track(2, 30, 50), track(3, 52, 52), track(4, 60, 90), track(5, 200, 210)]
     ends = {1: (box, box), 2: (box + 8, box + 10), 3: (box + 12, box + 12), 4: (box + 400, box + 400),
             5: (box, box)}
-    groups = group_tracks(tracks, ends)
-    assert groups == {1: 1, 2: 1, 3: 1, 4: 4, 5: 5}  # far away or long after: rows of their own
+    groups, looked = group_tracks(tracks, ends)
+    assert groups == {1: 1, 2: 1, 3: 1, 4: 4, 5: 5} and looked == {}  # far away or long after: rows of their own
+
+
+def test_a_face_lost_for_a_while_further_away_joins_its_row_only_where_it_looks_alike():
+    """Beyond GROUP_REACH a fragment continues a row only within the reach its gap allows (LOOK_SPREAD box sizes a
+    second) and where the bodies' similarity is LOOK_GATE or more; the row keeps the similarity that joined it."""
+    def track(i, first, last, cls=0):
+        return TrackRow(i, cls, first, last, 5, 0.9, 0.8, first, i)
+
+    box = np.array([100, 100, 140, 150], np.float32)  # 50 px: one box size is 50 px
+    at = lambda dx: box + np.array([dx, 0, dx, 0], np.float32)  # noqa: E731
+    # 2 starts 30 frames (1 s at 30 fps) after 1 ended, 2 box sizes on: beyond 1.5, within 1.5 + 1.0
+    # 4 starts 30 frames after 3 ended, 3 box sizes on: beyond even the wider reach; 5 and 6: plates
+    tracks = [track(1, 0, 20), track(2, 50, 80), track(3, 200, 220), track(4, 250, 270),
+              track(5, 0, 20, 1), track(6, 50, 80, 1)]
+    ends = {1: (box, box), 2: (at(100), at(100)), 3: (box, box), 4: (at(150), at(150)), 5: (box, box),
+            6: (at(100), at(100))}
+    assert far_links(tracks, ends, 30.0) == [(1, 2)]  # faces only: a plate's "body" is not what identifies it
+    assert group_tracks(tracks, ends, 30.0)[0] == {t.id: t.id for t in tracks}  # by position alone: six rows
+    alike = {(1, 2): LOOK_GATE - 0.01}
+    assert group_tracks(tracks, ends, 30.0, alike) == ({t.id: t.id for t in tracks}, {})  # not alike enough
+    groups, looked = group_tracks(tracks, ends, 30.0, {(1, 2): 0.9, (3, 4): 0.99})
+    assert groups == {1: 1, 2: 1, 3: 3, 4: 4, 5: 5, 6: 6} and looked == {2: 0.9}
+    assert group_tracks(tracks, ends, 15.0, {(3, 4): 0.99})[0][4] == 3  # the same gap is 2 s at 15 fps: in reach
 
 
 def test_a_rerun_keeps_a_reviewers_decisions(tmp_path, redactor):

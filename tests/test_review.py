@@ -770,6 +770,24 @@ def test_triage_shows_the_doubtful_rows_and_accepts_the_confident_ones_at_once(c
         assert all(state["tracks"][str(t)] == {"redact": False, "reason": "not-exempt"} for t in g.tracks)
 
 
+def test_a_row_joined_by_appearance_says_how_alike_its_pieces_were(two_speakers_run: Path, tmp_path: Path,
+                                                                   chromium) -> None:
+    """Issue 27 ("say in the row how sure the join is"): a row whose pieces were joined by appearance, further
+    apart than position alone joins, says so with the similarity that joined them; the other speaker's row says
+    nothing of it."""
+    from playwright.sync_api import expect
+
+    shutil.copytree(two_speakers_run, tmp_path / "out")
+    with Plan(plan_path(tmp_path / "out", "two")) as plan:
+        a, b = plan.groups()
+    assert len(a.looked) == 1 and not b.looked
+    with serving(tmp_path / "out") as server, opened(chromium, server, rows=2) as page:
+        meta = page.locator(".group .meta")
+        expect(meta.first).to_contain_text(f"1 by look, similarity {a.looked[0]:.2f}")
+        expect(meta.nth(1)).not_to_contain_text("by look")
+        shoot(page, "row-joined-by-look")
+
+
 def test_the_timeline_groups_rows_and_a_group_collapses_into_one_lane(crowd_run: Path, tmp_path: Path,
                                                                       chromium) -> None:
     """Issue 27 ("a timeline that ... collapses rows into groups"): grouped by state, the rows that need a look and

@@ -330,7 +330,7 @@ class Video:
             sizes = self.plan.best_sizes()
             groups = [{"id": g.id, "cls": CLASS_NAMES[g.cls], "first": g.first, "last": g.last, "detections": g.detections,
                        "max_score": round(g.max_score, 3), "best_track": g.best_track, "doubts": list(g.doubts),
-                       "overlapping": g.overlapping,
+                       "overlapping": g.overlapping, "looked": list(g.looked),
                        "size": sizes.get(g.best_track),
                        "tracks": [{"id": t, "first": tracks[t].first, "last": tracks[t].last,
                                    "detections": tracks[t].detections, "max_score": round(tracks[t].max_score, 3)}

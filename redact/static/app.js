@@ -471,10 +471,13 @@ function drawGroups() {
   drawSelection();
 }
 
-// how the row's tracks were joined: on the same boxes (sure) or one after another nearby (a guess over a gap)
+// how the row's tracks were joined: on the same boxes (sure), one after another nearby (a guess over a gap), or
+// further apart where the bodies look alike (a guess by appearance: its least similarity, 1 the same)
 function joins(g) {
-  const chained = g.tracks.length - 1 - g.overlapping;
-  const parts = [chained && `${chained} chained`, g.overlapping && `${g.overlapping} on the same boxes`].filter(Boolean);
+  const looked = g.looked.length;
+  const chained = g.tracks.length - 1 - g.overlapping - looked;
+  const parts = [chained && `${chained} chained`, g.overlapping && `${g.overlapping} on the same boxes`,
+    looked && `${looked} by look, similarity ${Math.min(...g.looked).toFixed(2)}`].filter(Boolean);
   return parts.length ? ` (${parts.join(", ")})` : "";
 }
 
