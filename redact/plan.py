@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,7 +273,9 @@ class PlanWriter:
         rows = [r for r in rows if r.id in self._ends]  # a track whose boxes never reached a frame has nothing to show
         ends = {tid: (a, b) for tid, (a, b) in self._ends.items()}
         fps = meta["video"]["fps"] or 30.0
+        start = time.perf_counter()
         alike = self._alike(rows, far_links(rows, ends, fps), looks) if looks is not None else {}
+        looking_s = time.perf_counter() - start
         groups, looked = group_tracks(rows, ends, fps, alike)
         counts = dict(self.db.execute("SELECT track, count(*) FROM boxes GROUP BY track"))
         groups, overlapped = join_overlapping(groups, {r.id: r.cls for r in rows}, counts,
@@ -282,7 +285,8 @@ class PlanWriter:
         items = {"version": VERSION, **meta, "speech": speech, "joined_by_overlap": sorted(overlapped),
                  "joined_by_look": {"model": getattr(looks, "model", None), "gate": LOOK_GATE, "spread": LOOK_SPREAD,
                                     "compared": sorted([a, b, round(v, 3)] for (a, b), v in alike.items()),
-                                    "tracks": sorted([t, round(v, 3)] for t, v in looked.items())}
+                                    "tracks": sorted([t, round(v, 3)] for t, v in looked.items()),
+                                    "seconds": round(looking_s, 2)}
                  if looks is not None else None}
         self.db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in items.items()])
         self.db.execute("COMMIT")
