@@ -12,10 +12,11 @@ box by box to the truth of its frames (IoU >= 0.3, the best truth box of the row
 - objects: truth objects in view (seen in at least one frame), and rows / objects (the issue's goal: <= 1.3);
 - objects split over more than one row (a reviewer decides on each piece);
 - rows that join two objects (each has at least 3 boxes and 10% of the row's matched boxes): one decision would
-  cover two people (the goal: none);
+  cover two people (the goal: none); and the rows joined by appearance (`Group.looked`), and how many of them join
+  two objects;
 - rows that are not objects (fewer than 20% of their boxes match any truth box: a false detection, or a lone box
   padded past what it saw);
-- triage: rows the page marks "needs a look" (`Group.doubts`: weak or lone), and how many of the rows that are not
+- triage: rows the page marks "needs a look" (`Group.doubts`: weak, lone or joined by look), and how many of the rows that are not
   objects are among them (the rest would be accepted with the confident rows in one step).
 
 Redaction is not scored here (the leak benchmark does that).
@@ -70,6 +71,13 @@ def row_objects(plan: Plan, row, truth: ClipTruth) -> tuple[Counter, int]:
     return matched, total
 
 
+def joins_objects(matched: Counter) -> bool:
+    """Whether a row's boxes hold two objects (`row_objects`' count): each with at least JOIN_BOXES of them and
+    JOIN_SHARE of the row's matched boxes."""
+    hits = sum(matched.values())
+    return sum(n >= max(JOIN_BOXES, JOIN_SHARE * hits) for n in matched.values()) >= 2
+
+
 def measure(clip: Clip, outdir: Path) -> dict:
     kind_cls = CLASS_NAMES.index("face" if clip.spec.kind == "faces" else "plate")
     in_view = set(clip.truth.obj.tolist())
@@ -77,7 +85,7 @@ def measure(clip: Clip, outdir: Path) -> dict:
         rows = plan.groups()
         fps = plan.video.get("fps") or 30.0
         per_object: Counter = Counter()
-        joins, not_objects, other_class, not_objects_doubted = 0, 0, 0, 0
+        joins, not_objects, other_class, not_objects_doubted, looked_joins = 0, 0, 0, 0, 0
         for row in rows:
             if row.cls != kind_cls:
                 other_class += 1  # a plate row on a face clip: nothing of that class is in view
@@ -91,14 +99,16 @@ def measure(clip: Clip, outdir: Path) -> dict:
                 not_objects_doubted += bool(row.doubts)
                 continue
             per_object[matched.most_common(1)[0][0]] += 1
-            if sum(n >= max(JOIN_BOXES, JOIN_SHARE * hits) for n in matched.values()) >= 2:
+            if joins_objects(matched):
                 joins += 1
+                looked_joins += bool(row.looked)
         frames = plan.frame_count
     return {"clip": clip.spec.name, "frames": frames, "objects": len(in_view), "rows": len(rows),
             "rows_per_minute": round(len(rows) / (frames / fps) * 60, 1),
             "rows_per_object": round(len(rows) / max(1, len(in_view)), 2),
             "objects_split": sum(n > 1 for n in per_object.values()), "objects_with_a_row": len(per_object),
-            "rows_joining_objects": joins, "rows_not_objects": not_objects, "rows_other_class": other_class,
+            "rows_joining_objects": joins, "rows_joined_by_look": sum(bool(r.looked) for r in rows),
+            "rows_joined_by_look_joining_objects": looked_joins, "rows_not_objects": not_objects, "rows_other_class": other_class,
             "rows_to_look_at": sum(bool(r.doubts) for r in rows), "rows_not_objects_to_look_at": not_objects_doubted}
 
 
@@ -129,6 +139,7 @@ def measure_untruthed(outdir: Path, stem: str) -> dict:
         minutes = plan.frame_count / (plan.video.get("fps") or 30.0) / 60
         return {"clip": stem, "frames": plan.frame_count, "tracks": len(plan.tracks()), "rows": len(rows),
                 "rows_per_minute": round(len(rows) / minutes, 1), "rows_to_look_at": sum(bool(r.doubts) for r in rows),
+                "rows_joined_by_look": sum(bool(r.looked) for r in rows),
                 "rows_by_class": dict(Counter(CLASS_NAMES[r.cls] for r in rows))}
 
 

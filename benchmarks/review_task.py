@@ -48,7 +48,7 @@ import numpy as np
 
 from benchmarks.leak_bench import parse_size
 from benchmarks.provenance import ROOT, write_result
-from benchmarks.review_bench import row_objects
+from benchmarks.review_bench import joins_objects, row_objects
 from benchmarks.synth import ClipTruth
 from redact.detect import CLASS_NAMES
 from redact.plan import Plan, plan_path
@@ -444,6 +444,9 @@ def main() -> None:
     with Plan(plan_path(run, stem)) as plan:
         task = plan_task(plan, truth, classes)
         rows = len(plan.groups())
+        looked = [g for g in plan.groups() if g.looked]  # rows joined by appearance, and those that join two objects
+        looked = {"rows": len(looked), "joining_objects": sum(joins_objects(row_objects(plan, g, truth)[0]) for g in looked)}
+    print(f"rows joined by look: {looked}")
     print(f"{rows} rows; task: {task}")
     results = []
     with sync_playwright() as p:
@@ -474,7 +477,7 @@ def main() -> None:
             print(json.dumps({k: v for k, v in result.items() if k != "log"}))
             results.append(result)
         browser.close()
-    write_result(args.out, {"seconds": args.seconds, "size": list(args.size), "rows": rows,
+    write_result(args.out, {"seconds": args.seconds, "size": list(args.size), "rows": rows, "joined_by_look": looked,
                             "task": {"named_rows": task.named, "partial_row": task.partial, "ranges": task.ranges,
                                      "missed": task.missed._asdict()},
                             "runs": results}, __file__)

@@ -90,9 +90,11 @@ class Group(NamedTuple):
     @property
     def doubts(self) -> tuple[str, ...]:
         """Why a reviewer should look at this row rather than accept it with the confident ones (`LOOK_SCORE`):
-        "weak" (no detection scored `LOOK_SCORE`), "lone" (fewer than `LOOK_DETECTIONS` detections)."""
+        "weak" (no detection scored `LOOK_SCORE`), "lone" (fewer than `LOOK_DETECTIONS` detections), "joined by
+        look" (pieces joined by appearance: a guess that can join two people dressed or placed alike, so a person
+        confirms it before the row is released whole)."""
         return (("weak",) if self.max_score < LOOK_SCORE else ()) + \
-            (("lone",) if self.detections < LOOK_DETECTIONS else ())
+            (("lone",) if self.detections < LOOK_DETECTIONS else ()) + (("joined by look",) if self.looked else ())
 
 
 def object_size(cls: int, w: np.ndarray | float, h: np.ndarray | float) -> np.ndarray:
@@ -102,9 +104,9 @@ def object_size(cls: int, w: np.ndarray | float, h: np.ndarray | float) -> np.nd
 
 
 # Rows a reviewer should look at (`Group.doubts`). On the review benchmark's generated clips (seed 0, 3 clips a
-# class, 150 frames; benchmarks/results/review_rows.json at a67b434) these two rules flag 35 of 110 rows, among
-# them 21 of the 26 rows that are no object (a false detection); the 75 rows left, which a reviewer can accept in
-# one step, hold the other 5.
+# class, 150 frames; benchmarks/results/review_rows.json at a59ef83) "weak" and "lone" flag 36 of 110 rows, among
+# them 22 of the 26 rows that are no object (a false detection); the 74 rows left, which a reviewer can accept in
+# one step, hold the other 4.
 LOOK_SCORE = 0.5
 LOOK_DETECTIONS = 3
 
@@ -125,7 +127,10 @@ LOOK_SPREAD = 1.0  # box sizes a second of gap a face's reach grows by where the
 # person lost for a second or two comes back further away than GROUP_REACH (vtest.avi: 177 rows at GROUP_REACH)
 LOOK_GATE = 0.79  # cosine similarity of the bodies (`redact.appearance`) at or over which such a link is kept.
 # vtest.avi, every link a gate adds looked at (benchmarks/chain_bench.py --embed): at 0.75 4 of 59 join two people
-# (all at 0.76-0.78), at 0.79 none of 40; rows 177 -> 144. Lower gates join fewer rows truly: 0.70 104, 0.60 83
+# (all at 0.76-0.78), at 0.79 none of 40; rows 177 -> 144. But on review_task's generated footage (faces pasted on
+# photos: neighbours' "bodies" are one photo) 1 of the 5 joins the truth can check joins two faces (at 0.827), and
+# 4 of the 13 comparisons at 0.79 or more are two faces (none of 5 at 0.85, where vtest keeps 166 rows): a join by
+# look is a guess, so its row needs a look (`Group.doubts`)
 
 
 def box_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -773,8 +773,8 @@ def test_triage_shows_the_doubtful_rows_and_accepts_the_confident_ones_at_once(c
 def test_a_row_joined_by_appearance_says_how_alike_its_pieces_were(two_speakers_run: Path, tmp_path: Path,
                                                                    chromium) -> None:
     """Issue 27 ("say in the row how sure the join is"): a row whose pieces were joined by appearance, further
-    apart than position alone joins, says so with the similarity that joined them; the other speaker's row says
-    nothing of it."""
+    apart than position alone joins, says so with the similarity that joined them, and needs a look (a guess a
+    person confirms); the other speaker's row says nothing of it."""
     from playwright.sync_api import expect
 
     shutil.copytree(two_speakers_run, tmp_path / "out")
@@ -785,6 +785,9 @@ def test_a_row_joined_by_appearance_says_how_alike_its_pieces_were(two_speakers_
         meta = page.locator(".group .meta")
         expect(meta.first).to_contain_text(f"1 by look, similarity {a.looked[0]:.2f}")
         expect(meta.nth(1)).not_to_contain_text("by look")
+        expect(page.locator(".group .doubt")).to_have_text(["needs a look: joined by look"])
+        assert "check they are one person" in page.locator(".group .doubt").get_attribute("title")
+        expect(page.locator("#group-count")).to_contain_text("1 needs a look")
         shoot(page, "row-joined-by-look")
 
 

@@ -448,7 +448,7 @@ function drawGroups() {
     if (g.doubts.length) {
       const doubt = document.createElement("span");
       doubt.className = "doubt"; doubt.textContent = `needs a look: ${g.doubts.join(", ")}`;
-      doubt.title = { weak: "no detection scored 0.5", lone: "fewer than 3 detections" }[g.doubts[0]];
+      doubt.title = g.doubts.map((d) => DOUBTS[d]).join("; ");
       text.append(doubt);
     }
     const actions = document.createElement("div"); actions.className = "actions";
@@ -470,6 +470,11 @@ function drawGroups() {
   else if (!shown.length) list.innerHTML = `<li class="empty">No row is shown by this filter.</li>`;
   drawSelection();
 }
+
+const DOUBTS = {  // why a row needs a look (Group.doubts), for the badge's title
+  weak: "no detection scored 0.5", lone: "fewer than 3 detections",
+  "joined by look": "pieces further apart than a position guess, joined because the bodies look alike: check they are one person",
+};
 
 // how the row's tracks were joined: on the same boxes (sure), one after another nearby (a guess over a gap), or
 // further apart where the bodies look alike (a guess by appearance: its least similarity, 1 the same)
