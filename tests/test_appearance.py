@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import EVALDATA, run_cli
 from redact.appearance import body, runs
+from redact.models import resolve
 from redact.plan import LOOK_GATE, Plan, plan_path
 
 
@@ -37,3 +39,15 @@ def test_far_apart_frames_are_reached_by_seeking_and_crops_stay_inside_the_frame
     image = np.zeros((100, 200, 3), np.uint8)
     assert body(image, np.array([180, 90, 220, 130])).shape[:2] == (10, 60)  # cut by the right and bottom edges
     assert body(image, np.array([300, 200, 320, 220])).size  # wholly outside: still a pixel, never empty
+
+
+def test_weights_that_are_not_the_appearance_model_stop_the_run_before_it_starts(tmp_path):
+    """`--join-model` given a file that is not MobileNetV2 features (here a plate detector's pickle, then an ONNX
+    file): one clear line, a non-zero exit, nothing written, before any frame is read."""
+    for name, model in (("plates.pt", "plate-mahdi"), ("faces.pt", "centerface")):
+        own = tmp_path / name
+        own.write_bytes(resolve(model, "plates" if model.startswith("plate") else "faces")[0].read_bytes())
+        proc = run_cli("run", EVALDATA / "video/grid/bbaf2n.mpg", "-o", tmp_path / "out", "--join-model", own)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{own}: not a MobileNetV2 state dictionary" in proc.stderr, proc.stderr
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

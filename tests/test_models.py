@@ -15,7 +15,7 @@ def test_registry_entries_are_complete():
     registry = load_registry()
     assert {"centerface", "plate-mahdi", "whisper-base"} <= set(registry)
     for spec in registry.values():
-        assert spec.task in {"faces", "plates", "speech", "text-embedding"} and spec.licence and spec.input_size
+        assert spec.task in {"faces", "plates", "speech", "text-embedding", "appearance"} and spec.licence and spec.input_size
         assert all("==" in p for p in spec.packages), "carriers are pinned to exact versions"
         for f in spec.files:
             assert len(f.sha256) == 64 and f.members
