@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from benchmarks.provenance import ROOT, write_result
-from redact.appearance import Appearance, body
+from redact.appearance import Appearance, body, pixels
 from redact.models import resolve
 from redact.plan import FACE, GROUP_REACH, Plan, TrackRow, box_distance, follows, join_overlapping, shared_boxes
 from redact.video import read_frames
@@ -96,12 +96,6 @@ def chain(tracks: list[TrackRow], links: list[tuple[TrackRow, TrackRow, float]])
                 chosen.append((a, b, d))
                 break
     return group, chosen
-
-
-def pixels(region: tuple, w: int, h: int) -> tuple[slice, slice]:
-    """The rows and columns of `region` (x1, y1, x2, y2) inside a w x h frame: never empty."""
-    x1, y1 = int(np.clip(region[0], 0, w - 1)), int(np.clip(region[1], 0, h - 1))
-    return slice(y1, int(np.clip(region[3], y1 + 1, h))), slice(x1, int(np.clip(region[2], x1 + 1, w)))
 
 
 def look(image: np.ndarray, box, cls: int) -> np.ndarray:

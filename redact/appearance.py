@@ -32,15 +32,17 @@ BATCH = 32
 SEEK = 300  # frames: a wanted frame further than this past the last one is reached by seeking, not decoding through
 
 
+def pixels(region: tuple, w: int, h: int) -> tuple[slice, slice]:
+    """The rows and columns of `region` (x1, y1, x2, y2) inside a w x h frame: never empty."""
+    x1, y1 = int(np.clip(region[0], 0, w - 1)), int(np.clip(region[1], 0, h - 1))
+    return slice(y1, int(np.clip(region[3], y1 + 1, h))), slice(x1, int(np.clip(region[2], x1 + 1, w)))
+
+
 def body(image: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """The person under a face: three faces wide, from the face's top to five faces below it (cut to the frame;
-    never empty)."""
-    h, w = image.shape[:2]
+    """The person under a face: three faces wide, from the face's top to five faces below it (cut to the frame)."""
     x1, y1, x2, y2 = (float(v) for v in box)
     bw, bh, cx = x2 - x1, y2 - y1, (x1 + x2) / 2
-    left, top = int(np.clip(cx - 1.5 * bw, 0, w - 1)), int(np.clip(y1, 0, h - 1))
-    right, bottom = int(np.clip(cx + 1.5 * bw, left + 1, w)), int(np.clip(y2 + 5 * bh, top + 1, h))
-    return image[top:bottom, left:right]
+    return image[pixels((cx - 1.5 * bw, y1, cx + 1.5 * bw, y2 + 5 * bh), image.shape[1], image.shape[0])]
 
 
 def runs(frames: list[int], seek: int = SEEK) -> list[tuple[int, int]]:

@@ -14,7 +14,9 @@ tracker starts a new id, and a crowd gives hundreds of one-detection tracks. A g
 one object (same class, one starting where and soon after another ended), so that a reviewer decides on rows
 a person can work through; a decision on a group is a decision on each of its tracks. Tracks whose boxes lie on
 one another in the same frames (`join_overlapping`: the tracker kept two ids on one face, a second box of the
-same head) are one row too.
+same head) are one row too. A face found again further away than a position guess reaches joins the row of the face
+lost before it only where the bodies under them look alike (`far_links`, `redact.appearance`): a guess a person
+confirms, so such a row needs a look.
 """
 
 from __future__ import annotations
@@ -269,8 +271,8 @@ class PlanWriter:
 
     def finish(self, meta: dict, tracks: Iterable[dict], speech: dict | None, looks: Looks | None = None) -> None:
         """Write the tracks (the audit log's track entries), grouped, the run's `meta` and the speech; close.
-        `looks` (from `redact.appearance.Appearance.features_at`) lets faces further apart than GROUP_REACH be one
-        row where their bodies look alike; without it rows are joined by position alone."""
+        `looks` (`redact.appearance.Appearance.looking_at` the input) lets faces further apart than GROUP_REACH be
+        one row where their bodies look alike; without it rows are joined by position alone."""
         self._flush()
         rows = [TrackRow(t["id"], CLASS_NAMES.index(t["class"]), t["first_frame"], t["last_frame"], t["detections"],
                          t["max_score"], t["mean_score"], t.get("best_frame", t["first_frame"]), t["id"])
@@ -298,7 +300,6 @@ class PlanWriter:
         self.db.close()
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
-
 
     def _alike(self, rows: list[TrackRow], links: list[tuple[int, int]], looks: Looks) -> dict[tuple[int, int], float]:
         """The similarity of each (A, B) of `links`: the body where A was last detected against where B was first
@@ -371,7 +372,7 @@ class Plan:
     def groups(self) -> list[Group]:
         """Review rows, in order of first appearance."""
         overlapping = set(self.meta.get("joined_by_overlap", []))
-        looked = dict((t, v) for t, v in (self.meta.get("joined_by_look") or {}).get("tracks", []))
+        looked = {t: v for t, v in (self.meta.get("joined_by_look") or {}).get("tracks", [])}
         members: dict[int, list[TrackRow]] = {}
         for t in self.tracks():
             members.setdefault(t.group, []).append(t)
