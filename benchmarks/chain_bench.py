@@ -155,6 +155,7 @@ def embeddings(video: Path, wanted: dict[int, list[tuple[object, np.ndarray]]]) 
 def write_grid(tiles: list[np.ndarray], per_row: int, path: Path) -> None:
     """The tiles (all one size) as an image, `per_row` a row, the last row filled with black."""
     tiles = tiles + [np.zeros_like(tiles[0])] * (-len(tiles) % per_row)
+    path.parent.mkdir(parents=True, exist_ok=True)  # cv2.imwrite writes nothing, silently, into a missing folder
     cv2.imwrite(str(path), np.vstack([np.hstack(tiles[i:i + per_row]) for i in range(0, len(tiles), per_row)]))
 
 
