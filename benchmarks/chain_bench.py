@@ -44,7 +44,7 @@ import numpy as np
 from benchmarks.provenance import ROOT, write_result
 from redact.appearance import Appearance, body, pixels
 from redact.models import resolve
-from redact.plan import FACE, GROUP_REACH, Plan, TrackRow, box_distance, follows, join_overlapping, shared_boxes
+from redact.plan import FACE, GROUP_REACH, Plan, TrackRow, box_distance, join_overlapping, shared_boxes, successions
 from redact.video import read_frames
 
 CROP = (96, 160)  # width, height of a crop on the sheet
@@ -74,9 +74,8 @@ def shared(path: Path) -> tuple[list[tuple[int, int, int]], dict[int, int]]:
 def candidates(tracks: list[TrackRow], ends: dict, fps: float, spread: float) -> list[tuple[TrackRow, TrackRow, float]]:
     """Every (A, B, distance in box sizes) that the rule with `spread` allows, for `chain` to choose from (as
     `redact.plan.far_links` with LOOK_SPREAD = `spread`, and the links within GROUP_REACH, of every class)."""
-    order = sorted(tracks, key=lambda t: (t.first, t.id))
-    return [(a, t, d) for i, t in enumerate(order) for a in order[:i] if follows(a, t)
-            and (d := box_distance(ends[t.id][0], ends[a.id][1])) <= GROUP_REACH + spread * max(0, t.first - a.last) / fps]
+    return [(a, t, d) for t, earlier in successions(tracks) for a in earlier
+            if (d := box_distance(ends[t.id][0], ends[a.id][1])) <= GROUP_REACH + spread * max(0, t.first - a.last) / fps]
 
 
 def chain(tracks: list[TrackRow], links: list[tuple[TrackRow, TrackRow, float]]) -> tuple[dict[int, int], list]:

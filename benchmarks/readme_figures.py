@@ -236,7 +236,7 @@ def vtest_rows() -> str:
     return (f". On OpenCV's vtest.avi (80 s of pedestrians, 768x576, `--vtest`): {v['rows']} rows of {v['tracks']} "
             f"tracks ({v['rows_by_class'].get('face', 0)} faces, {v['rows_by_class'].get('plate', 0)} plates), "
             f"{v['rows_per_minute']:.0f} a minute, {v['rows_to_look_at']} marked needs a look"
-            + (f" ({v['rows_joined_by_look']} of them joined by look)" if "rows_joined_by_look" in v else ""))
+            f" ({v['rows_joined_by_look']} of them joined by look)")
 
 
 def review_triage() -> str:
@@ -263,10 +263,9 @@ def review_task() -> str:
         f"meant ({x['frames_a_pixel']:.1f} frames a pixel), the package verified: {'yes' if x['package_verified'] else 'NO'}, "
         f"the missed plate under the region on {x['missed_cover']['frames_90']} of {x['missed_cover']['frames']} frames "
         f"(90% of its box or more; {x['missed_cover']['min']:.0%} at least)" for x in runs)
-    looked = r.get("joined_by_look")
-    looked = (f" ({looked['rows']} joined by look, {looked['joining_objects']} of them joining two objects)"
-              if looked else "")
-    return (f"{r['seconds']:.0f} s of {r['size'][0]}x{r['size'][1]} footage, {r['rows']} rows{looked}; the named person is "
+    looked = r["joined_by_look"]
+    return (f"{r['seconds']:.0f} s of {r['size'][0]}x{r['size'][1]} footage, {r['rows']} rows ({looked['rows']} "
+            f"joined by look, {looked['joining_objects']} of them joining two objects); the named person is "
             f"{len(r['task']['named_rows'])} row{'s' if len(r['task']['named_rows']) > 1 else ''} ({source('review_task')}): "
             + views)
 

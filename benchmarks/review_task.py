@@ -443,9 +443,10 @@ def main() -> None:
         print(f"redacted in {time.monotonic() - t:.0f} s")
     with Plan(plan_path(run, stem)) as plan:
         task = plan_task(plan, truth, classes)
-        rows = len(plan.groups())
-        looked = [g for g in plan.groups() if g.looked]  # rows joined by appearance, and those that join two objects
-        looked = {"rows": len(looked), "joining_objects": sum(joins_objects(row_objects(plan, g, truth)[0]) for g in looked)}
+        groups = plan.groups()
+        rows = len(groups)
+        joined = [g for g in groups if g.looked]  # rows joined by appearance, and those that join two objects
+        looked = {"rows": len(joined), "joining_objects": sum(joins_objects(row_objects(plan, g, truth)[0]) for g in joined)}
     print(f"rows joined by look: {looked}")
     print(f"{rows} rows; task: {task}")
     results = []

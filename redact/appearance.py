@@ -97,11 +97,13 @@ class Appearance:
     def features_at(self, video: Path, wanted: dict[int, list[tuple[Hashable, np.ndarray]]]) -> dict[Hashable, np.ndarray]:
         """The features of the body under each (key, face box) wanted at a frame of `video`, by key. Reads only the
         frames wanted (seeking between far-apart ones where the file's timestamps allow it)."""
+        if not wanted:
+            return {}
         crops: dict[Hashable, np.ndarray] = {}
-        times = frame_times(video) if wanted else None
+        times = frame_times(video)
         frames = (f for a, b in runs(sorted(wanted)) for f in read_range(video, times[0], a, b)) if times is not None \
             else read_frames(video)
-        last = max(wanted, default=-1)
+        last = max(wanted)
         for frame in frames:
             for key, box in wanted.get(frame.index, []):
                 crops[key] = body(frame.image, box)

@@ -25,7 +25,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -146,12 +146,21 @@ def follows(a: TrackRow, b: TrackRow) -> bool:
     return a.cls == b.cls and a.first < b.first and a.last - 4 <= b.first <= a.last + GROUP_GAP
 
 
+def successions(tracks: list[TrackRow]) -> Iterator[tuple[TrackRow, list[TrackRow]]]:
+    """Each track in order of start, with the earlier tracks it `follows`. Only tracks that ended at most GROUP_GAP
+    frames before are looked at: an hour holds thousands of tracks, and every pair of them would be millions."""
+    open_ends: list[TrackRow] = []
+    for t in sorted(tracks, key=lambda t: (t.first, t.id)):
+        open_ends = [a for a in open_ends if a.last + GROUP_GAP >= t.first]
+        yield t, [a for a in open_ends if follows(a, t)]
+        open_ends.append(t)
+
+
 def far_links(tracks: list[TrackRow], ends: dict[int, tuple[np.ndarray, np.ndarray]], fps: float) -> list[tuple[int, int]]:
     """(track A, track B) pairs of faces that `group_tracks` joins only if they look alike: B follows A and starts
     beyond GROUP_REACH but within GROUP_REACH + LOOK_SPREAD a second of gap of where A ended."""
-    order = sorted((t for t in tracks if t.cls == FACE), key=lambda t: (t.first, t.id))
-    return [(a.id, b.id) for i, b in enumerate(order) for a in order[:i] if follows(a, b)
-            and GROUP_REACH < box_distance(ends[b.id][0], ends[a.id][1]) <= reach(a, b, fps)]
+    return [(a.id, b.id) for b, earlier in successions([t for t in tracks if t.cls == FACE]) for a in earlier
+            if GROUP_REACH < box_distance(ends[b.id][0], ends[a.id][1]) <= reach(a, b, fps)]
 
 
 def reach(a: TrackRow, b: TrackRow, fps: float) -> float:
@@ -173,12 +182,10 @@ def group_tracks(tracks: list[TrackRow], ends: dict[int, tuple[np.ndarray, np.nd
     group = {t.id: t.id for t in tracks}
     looked: dict[int, float] = {}
     taken: set[int] = set()  # tracks something already continues
-    order = sorted(tracks, key=lambda t: (t.first, t.id))
-    open_ends: list[TrackRow] = []
-    for t in order:
+    for t, earlier in successions(tracks):
         best, best_d = None, None
-        for a in open_ends:
-            if a.id in taken or not follows(a, t):
+        for a in earlier:
+            if a.id in taken:
                 continue
             d = box_distance(ends[t.id][0], ends[a.id][1])
             near = d <= GROUP_REACH or (d <= reach(a, t, fps) and alike.get((a.id, t.id), -1.0) >= LOOK_GATE)
@@ -189,8 +196,6 @@ def group_tracks(tracks: list[TrackRow], ends: dict[int, tuple[np.ndarray, np.nd
             taken.add(best.id)
             if best_d > GROUP_REACH:
                 looked[t.id] = alike[(best.id, t.id)]
-        open_ends = [a for a in open_ends if a.last + GROUP_GAP >= t.first]
-        open_ends.append(t)
     return group, looked
 
 
@@ -312,7 +317,7 @@ class PlanWriter:
             box = self.db.execute("SELECT x1, y1, x2, y2 FROM boxes WHERE frame = ? AND track = ?", (frame, key[0])).fetchone()
             if box is not None:
                 wanted.setdefault(frame, []).append((key, np.array(box, np.float32)))
-        feats = looks.features_at(wanted) if wanted else {}
+        feats = looks.features_at(wanted)
         return {(a, b): float(feats[(a, 1)] @ feats[(b, 0)]) for a, b in links if (a, 1) in feats and (b, 0) in feats}
 
     def publish(self) -> Path:
